@@ -1,0 +1,39 @@
+# FCM Studio: the two commands of the README, and their parts.
+#   make app    install, then serve the dashboard on http://localhost:8501 (offline default detector)
+#   make test   install, then run every test (fast, slow end-to-end and real-browser ones)
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+PORT ?= 8501
+
+.PHONY: install install-browser app test test-fast test-all bench clean
+
+install:
+	$(PIP) install --upgrade pip >/dev/null
+	$(PIP) install -e ".[test]"
+	# CompressAI without its numpy<2 pin (see README, "Dependencies"); its run-time
+	# imports are in pyproject's dependencies.
+	$(PIP) install --no-deps -r requirements-compressai.txt
+	$(PYTHON) -c "import fcmcore.models, compressai, cv2, numpy; print('fcmcore ready, numpy', numpy.__version__)"
+
+# Debian's Chromium for the real-browser test (Playwright drives the system browser).
+install-browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (needed by the browser test)"; exit 1; fi; }
+	@chromium --version
+
+app: install
+	$(PYTHON) -m streamlit run app/Home.py --server.port $(PORT)
+
+test: install install-browser
+	$(PYTHON) -m pytest -m "" -q
+
+# The quick loop while developing: no end-to-end or browser tests, no install step.
+test-fast:
+	$(PYTHON) -m pytest -q
+
+bench:
+	$(PYTHON) benchmarks/pipeline_vs_detector.py
+
+clean:
+	rm -rf build *.egg-info .pytest_cache

@@ -1,0 +1,305 @@
+"""The data flow, stage by stage.
+
+Model-splitting paradigm (edge | server):
+
+    image -> preprocess -> head -> pre-wrapper -> pack + encode  |  decode + unpack
+          -> post-wrapper -> tail -> detections
+
+Full-input paradigm: image -> image codec -> decoded image -> whole detector -> detections.
+
+``run(image, config)`` does either. For interactive use (the app), ``run_head`` and
+``run_from_head`` split the work so that moving a quality slider re-runs only the coding
+and the tail. Every stage is timed; bits are ``len(bitstream) * 8`` of what the server
+decodes (side information included).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import ParameterError
+from .models import DEFAULT_MODEL, load_model
+from .models.base import Detection, Features, ImageMeta
+
+DEFAULT_SPLIT = "expanded_conv_9"
+DEFAULT_CODEC = "hevc"
+DISPLAY_SCORE_THRESHOLD = 0.4
+QUANT_MODES = ("tensor", "channel")
+RDO_MODES = ("sse", "wa")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One operating point. ``split=None`` is the full-input paradigm; ``codec=None`` is
+    the uncompressed reference (features or image sent raw)."""
+
+    model: str = DEFAULT_MODEL
+    split: str | None = DEFAULT_SPLIT
+    codec: str | None = DEFAULT_CODEC
+    quality: float | None = None  # None: the codec's default
+    bit_depth: int | None = None  # None: the codec's highest supported depth (packing)
+    quant: str = "tensor"  # min-max range per "tensor" or per "channel"
+    wrapper: str = "none"  # "name" or "name:path"
+    rdo: str = "sse"  # "sse" (plain codec RDO) or "wa" (wrapper-aware weights)
+
+    @property
+    def paradigm(self) -> str:
+        return "full-input" if self.split is None else "model-splitting"
+
+    def with_quality(self, quality: float | None) -> "PipelineConfig":
+        return replace(self, quality=quality)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["paradigm"] = self.paradigm
+        return d
+
+    def label(self) -> str:
+        """A readable name for curves and columns, e.g. 'ssd_mobilenet_v2 @ expanded_conv_9 + hevc'."""
+        where = "full input" if self.split is None else self.split
+        what = self.codec or "uncompressed"
+        extra = ""
+        if self.wrapper and self.wrapper != "none":
+            extra += f" [{self.wrapper.split(':')[0]}]"
+        if self.rdo != "sse":
+            extra += f" {self.rdo}-rdo"
+        return f"{self.model} @ {where} + {what}{extra}"
+
+
+@dataclass
+class HeadOutput:
+    """What the edge computed before any coding: cacheable per (image, model, split)."""
+
+    model: str
+    split: str | None
+    meta: ImageMeta
+    features: Features | None  # None for the full-input paradigm
+    image_rgb: np.ndarray  # (H, W, 3) uint8, the image as given
+    timings_ms: dict[str, float]
+
+
+@dataclass
+class PipelineResult:
+    config: PipelineConfig
+    detections: list[Detection]  # every detection the model keeps (score floor of the model)
+    bits: int
+    bpp: float  # bits / (input image width * height)
+    image_size: tuple[int, int]  # (width, height) of the input image
+    timings_ms: dict[str, float]
+    quality: float | None  # the quality actually used (codec default filled in)
+    features: Features | None = None  # tensors crossing the split, before coding
+    decoded_features: Features | None = None  # what the tail received
+    frames: dict[str, np.ndarray] | None = None  # packed frames the codec saw
+    decoded_frames: dict[str, np.ndarray] | None = None
+    decoded_image: np.ndarray | None = None  # full-input paradigm: what the detector saw
+    header_bytes: int = 0  # side information (shapes, ranges, bit depth) inside `bits`
+    bits_estimated: float | None = None  # learned codecs: rate from likelihoods
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def shown(self, score_threshold: float = DISPLAY_SCORE_THRESHOLD) -> list[Detection]:
+        return [d for d in self.detections if d.score >= score_threshold]
+
+    @property
+    def feature_shapes(self) -> dict[str, list[int]] | None:
+        if self.features is None:
+            return None
+        return {k: list(v.shape) for k, v in self.features.items()}
+
+    @property
+    def raw_feature_bits(self) -> int | None:
+        """Bits of the split tensors sent as raw float32: the reference for compression ratio."""
+        if self.features is None:
+            return None
+        return int(sum(v.numel() for v in self.features.values()) * 32)
+
+    def to_json(self, score_threshold: float = DISPLAY_SCORE_THRESHOLD) -> dict[str, Any]:
+        shapes = self.feature_shapes
+        out: dict[str, Any] = {
+            "detections": [d.to_json() for d in self.shown(score_threshold)],
+            "bits": self.bits,
+            "bpp": self.bpp,
+            "model": self.config.model,
+            "split": self.config.split,
+            "codec": self.config.codec,
+            "quality": self.quality,
+            "paradigm": self.config.paradigm,
+            "wrapper": self.config.wrapper,
+            "rdo": self.config.rdo,
+            "bit_depth": self.extra.get("bit_depth"),
+            "quant": self.config.quant if self.config.split else None,
+            "feature_shape": next(iter(shapes.values())) if shapes else None,
+            "feature_shapes": shapes,
+            "header_bytes": self.header_bytes,
+            "image_size": list(self.image_size),
+            "score_threshold": score_threshold,
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+        if self.raw_feature_bits:
+            out["compression_ratio"] = round(self.raw_feature_bits / max(self.bits, 1), 2)
+        if self.bits_estimated is not None:
+            out["bits_estimated"] = self.bits_estimated
+        for key in ("bits_per_channel", "edge_macs"):
+            if key in self.extra:
+                out[key] = self.extra[key]
+        return out
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * 1000.0
+
+
+def _validate(config: PipelineConfig) -> None:
+    if config.quant not in QUANT_MODES:
+        raise ParameterError(f"quant must be one of {', '.join(QUANT_MODES)}, not {config.quant!r}")
+    if config.rdo not in RDO_MODES:
+        raise ParameterError(f"rdo must be one of {', '.join(RDO_MODES)}, not {config.rdo!r}")
+    if config.split is None and config.wrapper not in (None, "", "none"):
+        raise ParameterError("wrappers work on split features; full-input (split none) takes no wrapper")
+
+
+def run_head(image: Image.Image, model_name: str = DEFAULT_MODEL, split: str | None = DEFAULT_SPLIT) -> HeadOutput:
+    """Edge part up to the split (before any wrapper or codec)."""
+    model = load_model(model_name)
+    timings: dict[str, float] = {}
+    rgb = np.asarray(image.convert("RGB"))
+    if split is None:
+        meta = ImageMeta(width=image.width, height=image.height)
+        return HeadOutput(model_name, None, meta, None, rgb, timings)
+    model.split_point(split)  # unknown split: clear error before any work
+    with torch.inference_mode():
+        with _timed(timings, "preprocess"):
+            x, meta = model.preprocess(image)
+        with _timed(timings, "head"):
+            features = model.head(x, split)
+    return HeadOutput(model_name, split, meta, features, rgb, timings)
+
+
+def run_from_head(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
+    """Everything after the head: wrapper, coding, tail (or, full-input, codec + detector)."""
+    _validate(config)
+    if (head.model, head.split) != (config.model, config.split):
+        raise ParameterError("head output was computed for another model or split")
+    if config.split is None:
+        return _run_full_input(head, config)
+    return _run_split(head, config)
+
+
+def run(image: Image.Image, config: PipelineConfig = PipelineConfig()) -> PipelineResult:
+    _validate(config)
+    return run_from_head(run_head(image, config.model, config.split), config)
+
+
+def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
+    from .bitstream import decode_features, encode_features
+    from .codecs import get_codec
+    from .wrappers import load_wrapper
+
+    model = load_model(config.model)
+    timings = dict(head.timings_ms)
+    width, height = head.meta.width, head.meta.height
+    assert head.features is not None and config.split is not None
+    wrapper = load_wrapper(config.wrapper, config.model, config.split)
+    extra: dict[str, Any] = {"edge_macs": model.edge_macs(config.split)}
+    with torch.inference_mode():
+        with _timed(timings, "pre_wrapper"):
+            reduced = wrapper.pre(head.features)
+        frames = decoded_frames = None
+        header_bytes = 0
+        bits_estimated = None
+        quality = None
+        if config.codec is None:  # uncompressed reference: raw float32 over the wire
+            received = reduced
+            bits = int(sum(v.numel() for v in reduced.values()) * 32)
+        else:
+            codec = get_codec(config.codec)
+            quality = codec.check_quality(config.quality)
+            bit_depth = config.bit_depth or codec.default_bit_depth()
+            gains = _rdo_gains(wrapper, reduced, config)
+            with _timed(timings, "encode"):
+                encoded = encode_features(reduced, codec, quality, bit_depth=bit_depth, mode=config.quant, gains=gains)
+            with _timed(timings, "decode"):
+                decoded = decode_features(encoded.data, codec)
+            received = decoded.features
+            bits = len(encoded.data) * 8
+            frames, decoded_frames = encoded.frames, decoded.frames
+            header_bytes = encoded.header_bytes
+            bits_estimated = getattr(encoded, "bits_estimated", None)
+            extra["bit_depth"] = bit_depth
+            if getattr(encoded, "bits_per_channel", None) is not None:
+                extra["bits_per_channel"] = encoded.bits_per_channel
+        with _timed(timings, "post_wrapper"):
+            restored = wrapper.post(received)
+        with _timed(timings, "tail"):
+            detections = model.tail(restored, config.split, head.meta)
+    timings["total"] = sum(v for k, v in timings.items() if k != "total")
+    return PipelineResult(
+        config=config,
+        detections=detections,
+        bits=bits,
+        bpp=bits / (width * height),
+        image_size=(width, height),
+        timings_ms=timings,
+        quality=quality,
+        features=head.features,
+        decoded_features=restored,
+        frames=frames,
+        decoded_frames=decoded_frames,
+        header_bytes=header_bytes,
+        bits_estimated=bits_estimated,
+        extra=extra,
+    )
+
+
+def _rdo_gains(wrapper, reduced: Features, config: PipelineConfig):
+    """Per-channel packing gains for wrapper-aware RDO (None for plain SSE RDO)."""
+    if config.rdo == "sse":
+        return None
+    weights = wrapper.channel_weights(reduced)
+    if weights is None:
+        raise ParameterError(f"--rdo wa needs a wrapper with importance weights; {wrapper.name!r} has none")
+    return {name: np.sqrt(np.asarray(w, dtype=np.float64)) for name, w in weights.items()}
+
+
+def _run_full_input(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
+    from .codecs import get_codec
+
+    model = load_model(config.model)
+    timings = dict(head.timings_ms)
+    height, width = head.image_rgb.shape[:2]
+    quality = None
+    decoded_rgb = head.image_rgb
+    if config.codec is None:
+        bits = width * height * 24  # raw 8-bit RGB
+    else:
+        codec = get_codec(config.codec)
+        quality = codec.check_quality(config.quality)
+        with _timed(timings, "encode"):
+            data = codec.encode_image(head.image_rgb, quality)
+        with _timed(timings, "decode"):
+            decoded_rgb = codec.decode_image(data, (height, width))
+        bits = len(data) * 8
+    with torch.inference_mode():
+        with _timed(timings, "detector"):
+            detections = model.detect(Image.fromarray(decoded_rgb))
+    timings["total"] = sum(v for k, v in timings.items() if k != "total")
+    return PipelineResult(
+        config=config,
+        detections=detections,
+        bits=bits,
+        bpp=bits / (width * height),
+        image_size=(width, height),
+        timings_ms=timings,
+        quality=quality,
+        decoded_image=decoded_rgb,
+        extra={"edge_macs": 0},
+    )
