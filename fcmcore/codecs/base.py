@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import BitstreamError, CodecUnavailableError, FCMError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class FrameCodec:
     quality: QualitySpec
     bit_depths: tuple[int, ...] = (8,)  # sample bit depths the codec accepts
     lossless: bool = False  # True when decode(encode(f)) == f at every quality
+    detects_truncation: bool = True  # False when a cut-short stream may decode (concealed)
 
     # -- availability -------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -45,16 +46,37 @@ class FrameCodec:
         return True, ""
 
     # -- coding -------------------------------------------------------------------------
+    def require_available(self) -> None:
+        """Raise CodecUnavailableError (with the reason) when the codec cannot run here."""
+        ok, reason = self.available()
+        if not ok:
+            raise CodecUnavailableError(f"codec {self.name} is not available: {reason}")
+
     def encode(self, frame: np.ndarray, bit_depth: int, quality: float) -> bytes:
         self.check_frame(frame, bit_depth)
         q = self.check_quality(quality)
-        return self._encode(frame, bit_depth, q)
+        self.require_available()
+        return bytes(self._encode(frame, bit_depth, q))
 
     def decode(self, data: bytes, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:
         """bytes -> (H, W) uint16 frame. ``shape`` and ``bit_depth`` come from the
         container's side information (a codec may pad internally and crops back).
-        Raises BitstreamError for anything undecodable."""
-        return self._decode(data, bit_depth, shape)
+        Raises BitstreamError for anything undecodable (any unexpected exception of the
+        decoding library is turned into one), and checks the result's shape and range."""
+        if bit_depth not in self.bit_depths:
+            raise ParameterError(
+                f"{self.name} codes {', '.join(map(str, self.bit_depths))}-bit frames, not {bit_depth}-bit"
+            )
+        shape = self._check_shape(shape)
+        data = self._check_data(data)
+        self.require_available()
+        out = self._guarded_decode(lambda: self._decode(data, bit_depth, shape))
+        out = np.asarray(out)
+        if out.shape != shape or out.dtype != np.uint16:
+            raise BitstreamError(f"{self.name}: decoded a {out.dtype} {out.shape} frame, expected uint16 {shape}")
+        if out.size and int(out.max()) >= (1 << bit_depth):
+            raise BitstreamError(f"{self.name}: decoded samples exceed {bit_depth} bits")
+        return out
 
     def _encode(self, frame: np.ndarray, bit_depth: int, quality: float) -> bytes:
         raise NotImplementedError
@@ -71,11 +93,19 @@ class FrameCodec:
             raise ParameterError(f"{self.name}: expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
         if not self.supports_images:
             raise ParameterError(f"{self.name} codes feature frames only, not images (full-input)")
-        return self._encode_image(rgb, self.check_quality(quality))
+        q = self.check_quality(quality)
+        self.require_available()
+        return bytes(self._encode_image(rgb, q))
 
     def decode_image(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
         """bytes -> (H, W, 3) uint8 RGB. Raises BitstreamError when undecodable."""
-        return self._decode_image(data, shape)
+        shape = self._check_shape(shape)
+        data = self._check_data(data)
+        self.require_available()
+        out = np.asarray(self._guarded_decode(lambda: self._decode_image(data, shape)))
+        if out.shape != (*shape, 3) or out.dtype != np.uint8:
+            raise BitstreamError(f"{self.name}: decoded a {out.dtype} {out.shape} image, expected uint8 {(*shape, 3)}")
+        return out
 
     def _encode_image(self, rgb: np.ndarray, quality: float) -> bytes:
         raise NotImplementedError
@@ -84,6 +114,35 @@ class FrameCodec:
         raise NotImplementedError
 
     # -- validation ---------------------------------------------------------------------
+    def _guarded_decode(self, fn):
+        try:
+            return fn()
+        except FCMError:
+            raise
+        except MemoryError:
+            raise BitstreamError(f"{self.name}: bitstream asks for more memory than available") from None
+        except Exception as e:  # decoding libraries raise anything on garbage
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise BitstreamError(f"{self.name}: undecodable bitstream ({type(e).__name__}{': ' + msg if msg else ''})") from None
+
+    def _check_data(self, data) -> bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ParameterError(f"{self.name}: bitstream must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if not data:
+            raise BitstreamError(f"{self.name}: empty bitstream")
+        return data
+
+    @staticmethod
+    def _check_shape(shape) -> tuple[int, int]:
+        try:
+            h, w = (int(s) for s in shape)
+        except (TypeError, ValueError):
+            raise ParameterError(f"shape must be (height, width), got {shape!r}") from None
+        if h < 1 or w < 1:
+            raise ParameterError(f"shape must be positive, got {(h, w)}")
+        return h, w
+
     def default_bit_depth(self) -> int:
         return max(self.bit_depths)
 
@@ -112,6 +171,10 @@ class FrameCodec:
             )
         if frame.ndim != 2 or frame.dtype != np.uint16:
             raise ParameterError(f"{self.name}: expected a 2-D uint16 frame, got {frame.dtype} {frame.shape}")
+        if frame.size == 0:
+            raise ParameterError(f"{self.name}: empty frame {frame.shape}")
+        if int(frame.max()) >= (1 << bit_depth):
+            raise ParameterError(f"{self.name}: frame has samples above {(1 << bit_depth) - 1} ({bit_depth}-bit)")
 
     def to_json(self) -> dict[str, Any]:
         ok, reason = self.available()

@@ -117,10 +117,11 @@ def _tensor(buf: memoryview) -> np.ndarray:
         elif num == 2:
             shape = _shape(val) or []
         elif num == 4:
-            content = bytes(val)
+            content = val
         elif num in (5, 6):  # float_val / double_val: packed or not
             fmt = "<f" if num == 5 else "<d"
-            values.extend(np.frombuffer(bytes(val), dtype=fmt).tolist())
+            values.extend(np.frombuffer(val, dtype=fmt).tolist() if wt == 2
+                          else struct.unpack(fmt, val))
         elif num in (7, 10, 13, 11):  # int_val, int64_val, half_val (bits), bool_val
             values.extend(_packed_varints(val, wt))
         elif num == 8:  # string_val
@@ -134,7 +135,9 @@ def _tensor(buf: memoryview) -> np.ndarray:
     dtype = _DTYPES[dtype_enum]
     count = int(np.prod(shape)) if shape else 1
     if content is not None:
-        arr = np.frombuffer(content, dtype=dtype).copy()
+        if len(content) % dtype.itemsize:
+            raise _WireError("tensor_content size is not a multiple of the dtype size")
+        arr = np.frombuffer(content, dtype=dtype).copy()  # own the memory, writable
     elif dtype_enum == 19:  # half_val holds the 16-bit patterns as ints
         arr = np.array(values, dtype=np.uint16).view(np.float16)
     else:

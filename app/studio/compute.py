@@ -1,0 +1,190 @@
+"""Cached calls into fcmcore. Nothing here computes anything fcmcore does not.
+
+Shared across sessions (immutable values): models (``st.cache_resource``), the head output of
+each (image, model, split) and the result of each (image, configuration). Moving a quality
+slider therefore re-runs only the codec and the tail of that one column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import streamlit as st
+from PIL import Image
+
+from fcmcore.errors import FCMError
+from fcmcore.imageio import load_image
+from fcmcore.models import list_models, load_model
+from fcmcore.pipeline import HeadOutput, PipelineConfig, PipelineResult, run_from_head, run_head
+from fcmcore.wrappers import list_wrappers
+
+
+# -- catalog: what can be picked ------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def model_names() -> list[str]:
+    return list_models()
+
+
+@st.cache_resource(show_spinner="Loading the detector…")
+def model(name: str):
+    return load_model(name)
+
+
+def split_points(model_name: str) -> list[dict[str, Any]]:
+    """The model's split points (``SplitPoint.to_json``); raises FCMError if the model cannot load."""
+    return [sp.to_json() for sp in model(model_name).split_points()]
+
+
+@st.cache_resource(show_spinner=False)
+def codec_table() -> dict[str, dict[str, Any]]:
+    """name -> ``FrameCodec.to_json()`` (availability checked once per process)."""
+    from fcmcore.codecs import list_codecs
+
+    return {c.name: c.to_json() for c in list_codecs()}
+
+
+@st.cache_resource(show_spinner=False)
+def wrapper_names() -> list[str]:
+    return list_wrappers()
+
+
+# -- images ---------------------------------------------------------------------------------
+@st.cache_resource(max_entries=32, show_spinner=False)
+def decoded_image(sha: str, name: str, _data: bytes) -> Image.Image:
+    """``load_image`` of the bytes (InputError for anything unusable; errors are not cached)."""
+    return load_image(_data, name=name)
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+@st.cache_resource(max_entries=24, show_spinner=False)
+def head(sha: str, model_name: str, split: str | None, _image: Image.Image) -> HeadOutput:
+    """The edge part up to the split, once per (image, model, split)."""
+    model(model_name)  # the model through the resource cache (spinner on first load)
+    return run_head(_image, model_name, split)
+
+
+def config_key(config: PipelineConfig) -> tuple:
+    return dataclasses.astuple(config)
+
+
+@st.cache_resource(max_entries=128, show_spinner=False)
+def _result(sha: str, key: tuple, _head: HeadOutput, _config: PipelineConfig) -> PipelineResult:
+    return run_from_head(_head, _config)
+
+
+def result(sha: str, image: Image.Image, config: PipelineConfig) -> PipelineResult:
+    """Codec + tail for ``config`` on top of the cached head output."""
+    h = head(sha, config.model, config.split, image)
+    return _result(sha, config_key(config), h, config)
+
+
+def reference(sha: str, image: Image.Image, model_name: str) -> PipelineResult:
+    """The uncompressed, uncut detector on the original image: what every column is compared with."""
+    return result(sha, image, PipelineConfig(model=model_name, split=None, codec=None, wrapper="none"))
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for ``st.error``: the FCMError's own message, else a labelled bug report."""
+    if isinstance(exc, FCMError):
+        return str(exc)
+    return f"Unexpected error ({type(exc).__name__}: {exc}). This is a bug in FCM Studio; the rest of the page still works."
+
+
+# -- sweeps (rate-accuracy curves) ----------------------------------------------------------
+SWEEP_POINTS = 7
+UPLOAD_DIR_NAME = "fcm-studio-uploads"
+
+
+def sweep_qualities(codec: dict[str, Any], n: int = SWEEP_POINTS) -> tuple[float, ...]:
+    """A grid over the codec's range, from a little better than its default to its worst
+    setting, where detection falls off. Geometric spacing for wide real-valued ranges (e.g. a
+    target bpp), even spacing otherwise; whole numbers for integer scales."""
+    import numpy as np
+
+    lo, hi = (float(v) for v in codec["quality_range"])
+    default = float(codec["default_quality"])
+    best, worst = (hi, lo) if codec["higher_is_better"] else (lo, hi)
+    start = default + 0.4 * (best - default)
+    integer = lo.is_integer() and hi.is_integer() and default.is_integer()
+    if not integer and lo > 0 and hi / lo > 100:
+        grid = np.geomspace(start, worst, n)
+    else:
+        grid = np.linspace(start, worst, n)
+    if integer:
+        grid = np.round(grid)
+    return tuple(sorted({float(q) for q in grid}))
+
+
+def _image_file(sha: str, name: str, data: bytes, sample_path: str | None) -> str:
+    """A server-side file of the image for fcmcore's sweep (samples are files already; uploads
+    are written once, content-addressed, into the temp folder)."""
+    import tempfile
+    from pathlib import Path
+
+    if sample_path:
+        return sample_path
+    folder = Path(tempfile.gettempdir()) / UPLOAD_DIR_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(ch for ch in Path(name).suffix.lower() if ch.isalnum() or ch == ".")[:6] or ".img"
+    path = folder / f"{sha}{suffix}"
+    if not path.exists():
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return str(path)
+
+
+def images_dataset(items: list[tuple[str, str, bytes, str | None]]):
+    """(sha, name, bytes, sample path or None) per image -> an unannotated fcmcore Dataset."""
+    from pathlib import Path
+
+    from fcmcore.evaluate.datasets import Dataset, ImageRecord
+
+    records = [ImageRecord(id=i + 1, file_name=name, path=Path(_image_file(sha, name, data, sample)))
+               for i, (sha, name, data, sample) in enumerate(items)]
+    return Dataset(name="selected images", root=records[0].path.parent, images=records)
+
+
+def _run_curve(dataset, config: PipelineConfig, qualities: tuple[float, ...], what: str) -> dict[str, Any]:
+    from fcmcore.evaluate.sweep import CurveSpec, evaluate
+
+    bar = st.progress(0.0, text=f"Sweeping {what}…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Sweeping {what}: {done}/{total} runs")
+
+    try:
+        return evaluate(dataset, [CurveSpec(config.with_quality(None), qualities)], cache=True, workers=1,
+                        progress=False, progress_callback=progress)
+    finally:
+        bar.empty()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def sweep_images(image_keys: tuple[str, ...], key: tuple, qualities: tuple[float, ...],
+                 _items: list, _config: PipelineConfig) -> dict[str, Any]:
+    """One RD curve (fcmcore.evaluate's results document) over the selected images.
+    Cached per (images, configuration, qualities); fcmcore's result cache makes repeats cheap too."""
+    return _run_curve(images_dataset(_items), _config, qualities, f"{_config.label()} on {len(image_keys)} image(s)")
+
+
+def dataset_choices() -> dict[str, str]:
+    """Server-side datasets the browser may pick by name: ``shared_dir()/datasets/*`` folders."""
+    from fcmcore.paths import shared_dir
+
+    root = shared_dir() / "datasets"
+    if not root.is_dir():
+        return {}
+    return {p.name: str(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def sweep_dataset(name: str, limit: int, key: tuple, qualities: tuple[float, ...], _config: PipelineConfig) -> dict[str, Any]:
+    from fcmcore.evaluate.datasets import load_dataset
+
+    path = dataset_choices().get(name)
+    if path is None:
+        raise FCMError(f"dataset {name!r} is not one of the server's datasets")
+    dataset = load_dataset(path, limit=limit)
+    return _run_curve(dataset, _config, qualities, f"{_config.label()} on {name} ({len(dataset)} images)")

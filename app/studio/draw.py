@@ -1,0 +1,120 @@
+"""Pictures for the page (display only): detections coloured by how they match the
+uncompressed run, and feature tensors as channel grids and heat maps."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from fcmcore.packing import tile_channels
+
+MATCHED = (46, 160, 67)  # green: also found by the uncompressed run
+FALSE = (255, 127, 14)  # orange: not in the uncompressed run
+MISSED = (214, 39, 40)  # red, dashed: the uncompressed run found it, this column did not
+COLOURS_HEX = {"matched": "#2ea043", "false": "#ff7f0e", "missed": "#d62728"}
+DISPLAY_MAX_SIDE = 960
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _dashed_rect(draw: ImageDraw.ImageDraw, box, colour, width: int, dash: int) -> None:
+    x1, y1, x2, y2 = box
+    for (ax, ay, bx, by) in ((x1, y1, x2, y1), (x2, y1, x2, y2), (x2, y2, x1, y2), (x1, y2, x1, y1)):
+        length = max(abs(bx - ax), abs(by - ay))
+        steps = max(int(length // (2 * dash)), 1)
+        for i in range(steps + 1):
+            t0, t1 = (2 * i * dash) / max(length, 1), (2 * i * dash + dash) / max(length, 1)
+            if t0 >= 1:
+                break
+            t1 = min(t1, 1.0)
+            draw.line((ax + (bx - ax) * t0, ay + (by - ay) * t0, ax + (bx - ax) * t1, ay + (by - ay) * t1),
+                      fill=colour, width=width)
+
+
+def _label(draw: ImageDraw.ImageDraw, xy, text: str, colour, font, size: tuple[int, int]) -> None:
+    x, y = xy
+    l, t, r, b = draw.textbbox((0, 0), text, font=font)
+    w, h = r - l + 6, b - t + 4
+    y = y - h if y - h >= 0 else y
+    x = min(max(x, 0), max(size[0] - w, 0))
+    draw.rectangle((x, y, x + w, y + h), fill=colour)
+    draw.text((x + 3 - l, y + 2 - t), text, fill=(255, 255, 255), font=font)
+
+
+def detections_image(rgb: np.ndarray, matched, false, missed) -> Image.Image:
+    """The image with boxes: matched (green), false (orange), missed reference boxes (red, dashed).
+
+    ``matched``/``false`` are detections, ``missed`` reference detections (label, score, box)."""
+    img = Image.fromarray(rgb)
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(img.size))
+    if scale < 1.0:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    side = min(img.size)
+    width = max(2, round(max(img.size) / 250))
+    font = _font(max(10, min(18, round(max(img.size) / 40))))
+
+    def box(d):
+        return tuple(float(v) * scale for v in d.box)
+
+    for d in missed:
+        _dashed_rect(draw, box(d), MISSED, width, dash=max(4, side // 60))
+    for d, colour in [(d, FALSE) for d in false] + [(d, MATCHED) for d in matched]:
+        draw.rectangle(box(d), outline=colour, width=width)
+    for d in missed:
+        x1, y1, x2, y2 = box(d)
+        _label(draw, (x1, y2 + 1), f"missed {d.label}", MISSED, font, img.size)
+    for d, colour in [(d, FALSE) for d in false] + [(d, MATCHED) for d in matched]:
+        x1, y1, _, _ = box(d)
+        _label(draw, (x1, y1), f"{d.label} {d.score:.2f}", colour, font, img.size)
+    return img
+
+
+# -- feature maps --------------------------------------------------------------------------
+@lru_cache(maxsize=4)
+def _lut(name: str) -> np.ndarray:
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name]
+    return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def colourise(arr: np.ndarray, lo: float, hi: float, cmap: str = "viridis") -> np.ndarray:
+    """2-D float array -> (H, W, 3) uint8 through a colour map; NaN (grid gaps) is white."""
+    arr = np.asarray(arr, dtype=np.float64)
+    nan = ~np.isfinite(arr)
+    span = hi - lo if hi > lo else 1.0
+    idx = np.clip((np.nan_to_num(arr, nan=lo) - lo) / span * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = _lut(cmap)[idx]
+    out[nan] = 255
+    return out
+
+
+def channel_grid(chw: np.ndarray, gap: int = 1) -> np.ndarray:
+    """(C, H, W) -> one 2-D float grid of channels (row-major like the codec's packing), NaN gaps."""
+    chw = np.asarray(chw, dtype=np.float32)
+    padded = np.pad(chw, ((0, 0), (0, gap), (0, gap)), constant_values=np.nan)
+    return tile_channels(padded, fill=np.nan)
+
+
+def upscale(rgb: np.ndarray, target: int = 480) -> np.ndarray:
+    """Nearest-neighbour enlargement so small maps are visible as blocks, not blur."""
+    factor = max(1, target // max(rgb.shape[:2]))
+    if factor == 1:
+        return rgb
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
+def frame_image(frame: np.ndarray, bit_depth: int | None) -> np.ndarray:
+    """A packed codec frame (uint16 samples of ``bit_depth`` bits) as 8-bit grey."""
+    frame = np.asarray(frame)
+    top = (1 << bit_depth) - 1 if bit_depth else max(int(frame.max()), 1)
+    return np.clip(frame.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,319 @@
+"""The bitstream actually transmitted: a compact header + one codec stream per tensor.
+
+**Rate**: ``bits = len(EncodedFeatures.data) * 8`` — the whole container (header and
+every frame's codec bitstream), exactly the bytes :func:`decode_features` reads.
+``header_bytes + sum(payload_bytes.values()) == len(data)``.
+
+**Agreed out of band** (not in the stream): the model, the split point, the codec and its
+quality parameter. The decoder is given the same codec object; a stream decoded with
+another codec fails with ``BitstreamError``.
+
+Layout (version 1; integers are unsigned LEB128 varints unless said otherwise)::
+
+    u8        version = 1
+    u8        bits 0-4: bit depth (8, 10, 12 or 16); bit 5: mode (0 tensor, 1 channel);
+              bits 6-7: 0
+    varint    number of tensors (>= 1)
+    per tensor, in order:
+      u8      name length n (1..255), then n bytes of UTF-8 name
+      u8      flags: bit 0 gains present; bit 1 shape has a batch dim (1, C, H, W); others 0
+      varint  C, H, W
+      f16 LE  ranges: tensor mode min, max; channel mode C mins then C maxs
+      f16 LE  C gains (when flag bit 0)
+      varint  payload length in bytes
+    the payloads (each a complete codec bitstream of one tiled frame), concatenated
+    in tensor order; nothing follows the last one.
+
+The tile grid and the frame size follow from C, H, W (``packing.grid_for``). Anything
+that does not parse exactly — truncation, trailing bytes, reserved bits set, ranges or
+gains out of domain, a payload the codec cannot decode — raises ``BitstreamError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .codecs.base import FrameCodec
+from .errors import BitstreamError, CodecUnavailableError, FCMError, ParameterError
+from .packing import BIT_DEPTHS, MODES, PackedTensor, grid_for, pack_tensor, unpack_tensor
+
+VERSION = 1
+MAX_SIDE = 1 << 16  # frame side limit (samples), a guard against absurd headers
+MAX_VALUES = 1 << 28  # C*H*W limit per tensor
+
+
+@dataclass
+class EncodedFeatures:
+    data: bytes  # the whole transmitted bitstream
+    frames: dict[str, np.ndarray]  # the packed frames the codec saw
+    header_bytes: int
+    payload_bytes: dict[str, int]
+    packed: dict[str, PackedTensor] = field(default_factory=dict)  # side info + frames
+    bit_depth: int = 0
+    mode: str = "tensor"
+
+    @property
+    def bits(self) -> int:
+        """Rate of the whole stream: ``len(data) * 8``."""
+        return len(self.data) * 8
+
+
+@dataclass
+class DecodedFeatures:
+    features: dict[str, torch.Tensor]
+    frames: dict[str, np.ndarray]  # decoded frames, before unpacking
+    packed: dict[str, PackedTensor] = field(default_factory=dict)
+
+
+@dataclass
+class TensorHeader:
+    name: str
+    shape: tuple[int, ...]
+    mins: np.ndarray
+    maxs: np.ndarray
+    gains: np.ndarray | None
+    payload_bytes: int
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        c, h, w = self.shape[-3:]
+        rows, cols = grid_for(c)
+        return rows * h, cols * w
+
+
+@dataclass
+class StreamHeader:
+    version: int
+    bit_depth: int
+    mode: str
+    tensors: list[TensorHeader]
+    header_bytes: int
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _f16(a: np.ndarray) -> bytes:
+    return np.asarray(a, dtype=np.float16).astype("<f2").tobytes()
+
+
+def _tensor_header(p: PackedTensor, payload_len: int) -> bytes:
+    name = p.name.encode("utf-8")
+    c, h, w = p.chw
+    flags = (1 if p.gains is not None else 0) | (2 if len(p.shape) == 4 else 0)
+    out = bytes([len(name)]) + name + bytes([flags]) + _varint(c) + _varint(h) + _varint(w)
+    if p.mode == "tensor":
+        out += _f16(np.concatenate([p.mins, p.maxs]))
+    else:
+        out += _f16(p.mins) + _f16(p.maxs)
+    if p.gains is not None:
+        out += _f16(p.gains)
+    return out + _varint(payload_len)
+
+
+def encode_features(
+    features: dict[str, torch.Tensor],
+    codec: FrameCodec,
+    quality=None,
+    bit_depth: int | None = None,
+    mode: str = "tensor",
+    gains: dict[str, np.ndarray] | None = None,
+) -> EncodedFeatures:
+    """Pack every tensor into a frame, code it with ``codec`` at ``quality`` (None = the
+    codec's default) and wrap all in one bitstream. ``bit_depth`` defaults to
+    ``codec.default_bit_depth()``; ``gains`` maps tensor names to per-channel gains
+    (see ``packing``)."""
+    if not isinstance(features, dict) or not features:
+        raise ParameterError("encode_features needs a non-empty dict of name -> tensor")
+    if bit_depth is None:
+        bit_depth = codec.default_bit_depth()
+    if bit_depth not in codec.bit_depths or bit_depth not in BIT_DEPTHS:
+        depths = [d for d in codec.bit_depths if d in BIT_DEPTHS]
+        raise ParameterError(f"{codec.name} cannot code {bit_depth}-bit frames here; use {', '.join(map(str, depths))}")
+    if mode not in MODES:
+        raise ParameterError(f"packing mode {mode!r} unknown; use 'tensor' or 'channel'")
+    gains = dict(gains or {})
+    unknown = set(gains) - set(features)
+    if unknown:
+        raise ParameterError(f"gains given for unknown tensors: {', '.join(sorted(unknown))}")
+    quality = codec.check_quality(quality)
+    codec.require_available()
+
+    head = bytes([VERSION, bit_depth | (32 if mode == "channel" else 0)]) + _varint(len(features))
+    payloads: dict[str, bytes] = {}
+    packed: dict[str, PackedTensor] = {}
+    for name, t in features.items():
+        if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= 255:
+            raise ParameterError(f"tensor names must be 1..255 bytes of UTF-8, got {name!r}")
+        p = pack_tensor(t, name, bit_depth, mode, gains.get(name))
+        c, h, w = p.chw
+        fh, fw = p.frame.shape
+        if max(fh, fw) > MAX_SIDE or c * h * w > MAX_VALUES:
+            raise ParameterError(f"{name}: tensor {tuple(p.shape)} too large for one frame")
+        payloads[name] = codec.encode(p.frame, bit_depth, quality)
+        packed[name] = p
+        head += _tensor_header(p, len(payloads[name]))
+    data = head + b"".join(payloads.values())
+    return EncodedFeatures(
+        data=data,
+        frames={n: p.frame for n, p in packed.items()},
+        header_bytes=len(head),
+        payload_bytes={n: len(b) for n, b in payloads.items()},
+        packed=packed,
+        bit_depth=bit_depth,
+        mode=mode,
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------------
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise BitstreamError(f"bitstream truncated while reading {what}")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str, limit: int) -> int:
+        n = shift = 0
+        for _ in range(5):
+            b = self.u8(what)
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                if n > limit:
+                    raise BitstreamError(f"{what} {n} is out of range (corrupt header)")
+                return n
+        raise BitstreamError(f"{what}: malformed varint (corrupt header)")
+
+    def f16(self, count: int, what: str) -> np.ndarray:
+        return np.frombuffer(self.take(2 * count, what), dtype="<f2").astype(np.float16)
+
+
+def read_header(data: bytes) -> StreamHeader:
+    """Parse and validate the container header (no decoding). Raises BitstreamError."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ParameterError(f"bitstream must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise BitstreamError("empty bitstream")
+    r = _Reader(data)
+    version = r.u8("version")
+    if version != VERSION:
+        raise BitstreamError(f"not an FCM feature bitstream (version byte {version}, expected {VERSION})")
+    b = r.u8("bit depth")
+    bit_depth, mode_bit = b & 31, (b >> 5) & 1
+    if b >> 6 or bit_depth not in BIT_DEPTHS:
+        raise BitstreamError(f"corrupt header: bit depth/mode byte {b:#04x}")
+    mode = MODES[mode_bit]
+    n = r.varint("tensor count", 4096)
+    if n < 1:
+        raise BitstreamError("corrupt header: no tensors")
+    tensors: list[TensorHeader] = []
+    names: set[str] = set()
+    for i in range(n):
+        ln = r.u8("name length")
+        try:
+            name = r.take(ln, "name").decode("utf-8")
+        except UnicodeDecodeError:
+            raise BitstreamError(f"corrupt header: tensor {i} name is not UTF-8") from None
+        if not name or name in names:
+            raise BitstreamError(f"corrupt header: empty or repeated tensor name {name!r}")
+        names.add(name)
+        flags = r.u8("flags")
+        if flags >> 2:
+            raise BitstreamError(f"corrupt header: {name}: reserved flag bits set ({flags:#04x})")
+        c = r.varint("channel count", MAX_VALUES)
+        h = r.varint("height", MAX_SIDE)
+        w = r.varint("width", MAX_SIDE)
+        if min(c, h, w) < 1 or c * h * w > MAX_VALUES:
+            raise BitstreamError(f"corrupt header: {name}: impossible shape {(c, h, w)}")
+        rows, cols = grid_for(c)
+        if rows * h > MAX_SIDE or cols * w > MAX_SIDE:
+            raise BitstreamError(f"corrupt header: {name}: frame too large")
+        if mode == "tensor":
+            mins, maxs = r.f16(1, "range"), r.f16(1, "range")
+        else:
+            mins, maxs = r.f16(c, "ranges"), r.f16(c, "ranges")
+        if not (np.all(np.isfinite(mins)) and np.all(np.isfinite(maxs)) and np.all(mins <= maxs)):
+            raise BitstreamError(f"corrupt header: {name}: invalid value ranges")
+        gains = None
+        if flags & 1:
+            gains = r.f16(c, "gains")
+            if not (np.all(np.isfinite(gains)) and np.all(gains > 0) and np.all(gains <= 1)):
+                raise BitstreamError(f"corrupt header: {name}: gains outside (0, 1]")
+        shape = (1, c, h, w) if flags & 2 else (c, h, w)
+        plen = r.varint("payload length", len(data))
+        if plen < 1:
+            raise BitstreamError(f"corrupt header: {name}: empty payload")
+        tensors.append(TensorHeader(name, shape, mins, maxs, gains, plen))
+    total = r.pos + sum(t.payload_bytes for t in tensors)
+    if total > len(data):
+        raise BitstreamError(f"bitstream truncated: {len(data)} bytes, header announces {total}")
+    if total < len(data):
+        raise BitstreamError(f"bitstream has {len(data) - total} unexpected trailing bytes")
+    return StreamHeader(version, bit_depth, mode, tensors, r.pos)
+
+
+def decode_features(data: bytes, codec: FrameCodec) -> DecodedFeatures:
+    """Parse the container and decode every frame with ``codec`` (the one agreed out of
+    band) back to tensors. Any malformed input raises ``BitstreamError``."""
+    header = read_header(data)
+    data = bytes(data)
+    if header.bit_depth not in codec.bit_depths:
+        raise BitstreamError(
+            f"stream holds {header.bit_depth}-bit frames; {codec.name} codes "
+            f"{', '.join(map(str, codec.bit_depths))}-bit (decoding with the wrong codec?)"
+        )
+    pos = header.header_bytes
+    features: dict[str, torch.Tensor] = {}
+    frames: dict[str, np.ndarray] = {}
+    packed: dict[str, PackedTensor] = {}
+    for th in header.tensors:
+        payload = data[pos : pos + th.payload_bytes]
+        pos += th.payload_bytes
+        try:
+            frame = codec.decode(payload, header.bit_depth, th.frame_shape)
+        except (BitstreamError, CodecUnavailableError):
+            raise
+        except FCMError as e:
+            raise BitstreamError(f"{th.name}: {e}") from None
+        c = th.shape[-3]
+        p = PackedTensor(th.name, th.shape, header.bit_depth, header.mode, th.mins, th.maxs, th.gains, grid_for(c), frame)
+        frames[th.name] = frame
+        packed[th.name] = p
+        features[th.name] = unpack_tensor(p)
+    return DecodedFeatures(features=features, frames=frames, packed=packed)
+
+
+__all__ = [
+    "DecodedFeatures",
+    "EncodedFeatures",
+    "StreamHeader",
+    "TensorHeader",
+    "decode_features",
+    "encode_features",
+    "read_header",
+]

@@ -1,0 +1,56 @@
+"""The codec registry: every frame codec by name.
+
+``get_codec(name)`` returns one shared instance per name (availability probes are
+cached on it); ``list_codecs()`` returns them all, available or not (check
+``codec.available()``). Optional packages are imported lazily, so importing this
+module never fails on a machine that lacks one.
+
+Names and quality parameters (``codec.quality``; ``to_json()`` spells them out):
+
+=========  ==============================  ==========  ===========  ============
+name       quality                         more bits   default      bit depths
+=========  ==============================  ==========  ===========  ============
+jpeg       JPEG quality 1..95              higher      75           8
+webp       WebP quality 0..100             higher      75           8
+avif       AVIF quality 0..100             higher      75           8
+png        zlib level 0..9 (lossless)      lower       6            8, 10, 12, 16
+jpeg2000   target bpp 0.01..24             higher      1.0          8, 10, 12, 16
+jpegxl     JPEG XL quality 0..100 (100 =   higher      90           8, 10, 12, 16
+           lossless)
+hevc       slice QP 0..51                  lower       32           8, 10
+vvc        slice QP 2..63                  lower       32           10
+=========  ==============================  ==========  ===========  ============
+
+To add a codec: subclass ``FrameCodec`` in a new module and register it below.
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import FrameCodec, QualitySpec
+from .hevc import HEVCCodec
+from .jpegxl import JPEGXLCodec
+from .pillow_codecs import AVIFCodec, JPEG2000Codec, JPEGCodec, PNGCodec, WebPCodec
+from .vvc import VVCCodec
+
+CODECS: Registry[FrameCodec] = Registry("codec")
+
+for _cls in (JPEGCodec, WebPCodec, AVIFCodec, PNGCodec, JPEG2000Codec, JPEGXLCodec, HEVCCodec, VVCCodec):
+    CODECS.register(_cls.name)(_cls)
+del _cls
+
+_INSTANCES: dict[str, FrameCodec] = {}
+
+
+def get_codec(name: str) -> FrameCodec:
+    """The shared instance of codec ``name`` (UnknownNameError lists the known names)."""
+    if name not in _INSTANCES:
+        _INSTANCES[name] = CODECS.create(name)
+    return _INSTANCES[name]
+
+
+def list_codecs() -> list[FrameCodec]:
+    return [get_codec(n) for n in CODECS.names()]
+
+
+__all__ = ["CODECS", "FrameCodec", "QualitySpec", "get_codec", "list_codecs"]

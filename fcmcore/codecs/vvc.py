@@ -1,0 +1,168 @@
+"""VVC (H.266) intra coding: libvvenc through the static ffmpeg of ``imageio-ffmpeg``.
+
+Encoding spawns that ffmpeg (argument list, pipes, no temp files, 60 s timeout);
+the binary is ``imageio_ffmpeg.get_ffmpeg_exe()``, which honours ``IMAGEIO_FFMPEG_EXE``.
+Decoding runs in-process with PyAV's native VVC decoder when PyAV is installed, else
+with the same ffmpeg (``-xerror``: a damaged stream is an error, not a concealed picture).
+
+libvvenc takes only ``yuv420p10le``. A 10-bit feature frame is sent as that pixel
+format built *by us*: luma = the frame, both chroma planes flat at 512, piped as
+``rawvideo``. No ``-vf format=`` conversion is involved, so the full/limited range trap
+(gray10 0..1023 silently mapped to 64..940 and back) cannot happen: decoding takes
+the luma plane as is (``tests`` check that 0 and 1023 survive). Frames are padded by
+edge replication to a multiple of 8 and at least 16 per side, and cropped back.
+
+Quality is the **slice QP** (2..63, lower = more bits; vvenc fails below 2): ``IntraQPOffset=0`` stops
+vvenc coding intra slices at QP-3, and ``-qpa 0`` turns off perceptual QP adaptation.
+Every encoder argument is in :meth:`VVCCodec.encoder_args`. The full-input paradigm
+codes RGB as 10-bit full-range BT.601 YCbCr 4:2:0 (converted in numpy).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+
+from ..errors import BitstreamError, CodecUnavailableError, ParameterError
+from . import _video
+from .base import FrameCodec, QualitySpec
+
+TIMEOUT_S = 60
+_MULT, _MIN = 8, 16
+
+
+def find_ffmpeg() -> str | None:
+    """Path of imageio-ffmpeg's ffmpeg, or None (a function so tests can replace it)."""
+    try:
+        import imageio_ffmpeg  # noqa: PLC0415
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        return None
+
+
+def _run(cmd: list[str], data: bytes, what: str, error=CodecUnavailableError) -> bytes:
+    try:
+        r = subprocess.run(cmd, input=data, capture_output=True, timeout=TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise error(f"vvc: ffmpeg {what} took longer than {TIMEOUT_S} s") from None
+    except OSError as e:
+        raise CodecUnavailableError(f"vvc: cannot run ffmpeg ({e})") from None
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        raise error(f"vvc: ffmpeg {what} failed ({lines[-1][:200] if lines else f'exit {r.returncode}'})")
+    return r.stdout
+
+
+class VVCCodec(FrameCodec):
+    name = "vvc"
+    description = "VVC intra (libvvenc via imageio-ffmpeg's ffmpeg), 10-bit luma, QP = slice QP"
+    # vvenc (preset faster) fails below QP 2 ("Generic error in an external library")
+    quality = QualitySpec(2, 63, higher_is_better=False, default=32, integer=True, meaning="VVC slice QP")
+    bit_depths = (10,)
+    lossless = False
+    preset = "faster"  # medium is ~10x slower for ~5 % fewer bits
+    max_side = 8192
+
+    def __init__(self) -> None:
+        self._avail: tuple[bool, str] | None = None
+
+    def available(self) -> tuple[bool, str]:
+        if self._avail is None:
+            exe = find_ffmpeg()
+            if exe is None:
+                self._avail = (False, "no ffmpeg with libvvenc (pip install imageio-ffmpeg)")
+            else:
+                try:
+                    out = subprocess.run(
+                        [exe, "-hide_banner", "-encoders"], capture_output=True, timeout=TIMEOUT_S, check=False
+                    ).stdout.decode(errors="replace")
+                except (OSError, subprocess.TimeoutExpired) as e:
+                    self._avail = (False, f"cannot run {exe} ({e})")
+                else:
+                    ok = "libvvenc" in out
+                    self._avail = (True, "") if ok else (False, f"{exe} has no libvvenc encoder (pip install -U imageio-ffmpeg)")
+        return self._avail
+
+    # -- the one place where encoder settings live ----------------------------------------------
+    def encoder_args(self, qp: int) -> list[str]:
+        return [
+            "-c:v", "libvvenc",
+            "-preset", self.preset,
+            "-qp", str(qp),
+            "-qpa", "0",  # no perceptual QP adaptation
+            "-vvenc-params", "IntraQPOffset=0",  # slice QP == qp (default codes intra at qp-3)
+        ]  # fmt: skip
+
+    def _encode_yuv(self, raw: bytes, w: int, h: int, qp: int) -> bytes:
+        exe = find_ffmpeg()
+        if exe is None:
+            raise CodecUnavailableError("vvc: ffmpeg not found (pip install imageio-ffmpeg)")
+        cmd = [
+            exe, "-hide_banner", "-nostdin", "-loglevel", "error",
+            "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-i", "pipe:0",
+            "-frames:v", "1", *self.encoder_args(qp), "-f", "vvc", "pipe:1",
+        ]  # fmt: skip
+        out = _run(cmd, raw, "encoding")
+        if not out:
+            raise CodecUnavailableError("vvc: ffmpeg produced no bitstream")
+        return out
+
+    def _decode_yuv(self, data: bytes, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> Y (h, w), Cb, Cr (h/2, w/2) uint16 of the padded picture, exactly as coded."""
+        try:
+            _video.load_av()
+            in_process = _video.av_has("vvc", "r")
+        except ImportError:
+            in_process = False
+        if in_process:
+            vf = _video.av_decode_one(data, "vvc")
+            if vf.format.name != "yuv420p10le":
+                raise BitstreamError(f"vvc: stream holds {vf.format.name} pictures, expected yuv420p10le")
+            if (vf.height, vf.width) != (h, w):
+                raise BitstreamError(f"vvc: picture is {vf.width}x{vf.height}, expected {w}x{h}")
+            return tuple(_video.plane(vf, i, "<u2").astype(np.uint16) for i in range(3))
+        exe = find_ffmpeg()
+        if exe is None:
+            raise CodecUnavailableError("vvc: no decoder (pip install av, or imageio-ffmpeg)")
+        cmd = [
+            exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror", "-f", "vvc", "-i", "pipe:0",
+            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "pipe:1",
+        ]  # fmt: skip
+        out = _run(cmd, data, "decoding", error=BitstreamError)
+        if len(out) != h * w * 3:  # 1.5 samples per pixel, 2 bytes each
+            raise BitstreamError(f"vvc: decoded {len(out)} bytes, expected a {w}x{h} picture")
+        a = np.frombuffer(out, "<u2").astype(np.uint16)
+        n, m = h * w, (h // 2) * (w // 2)
+        return a[:n].reshape(h, w), a[n : n + m].reshape(h // 2, w // 2), a[n + m :].reshape(h // 2, w // 2)
+
+    def _check_size(self, h: int, w: int) -> None:
+        if max(h, w) > self.max_side:
+            raise ParameterError(f"{self.name}: {w}x{h} exceeds the {self.max_side}-pixel limit per side")
+
+    # -- feature frames ---------------------------------------------------------------------------
+    def _encode(self, frame: np.ndarray, bit_depth: int, quality: float) -> bytes:
+        self._check_size(*frame.shape)
+        y = _video.pad_edge(frame, _MULT, _MIN)
+        h, w = y.shape
+        chroma = np.full((2, h // 2, w // 2), 1 << (bit_depth - 1), dtype="<u2")
+        return self._encode_yuv(y.astype("<u2").tobytes() + chroma.tobytes(), w, h, int(quality))
+
+    def _decode(self, data: bytes, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:
+        h, w = shape
+        y, _, _ = self._decode_yuv(data, _video.padded_size(w, _MULT, _MIN), _video.padded_size(h, _MULT, _MIN))
+        return y[:h, :w].copy()
+
+    # -- full-input paradigm ----------------------------------------------------------------------
+    def _encode_image(self, rgb: np.ndarray, quality: float) -> bytes:
+        self._check_size(*rgb.shape[:2])
+        y, cb, cr = _video.rgb_to_yuv420(_video.pad_edge(rgb, _MULT, _MIN), 10)
+        h, w = y.shape
+        raw = b"".join(p.astype("<u2").tobytes() for p in (y, cb, cr))
+        return self._encode_yuv(raw, w, h, int(quality))
+
+    def _decode_image(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+        h, w = shape
+        y, cb, cr = self._decode_yuv(data, _video.padded_size(w, _MULT, _MIN), _video.padded_size(h, _MULT, _MIN))
+        return _video.yuv420_to_rgb(y, cb, cr, 10)[:h, :w]

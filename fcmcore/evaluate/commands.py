@@ -1,0 +1,297 @@
+"""Evaluation CLI: ``fcm sweep``, ``fcm bdrate``, ``fcm layers``, ``fcm plot``.
+
+    fcm sweep --dataset ../shared/datasets/coco96 --split expanded_conv_9 --codec hevc \\
+              --qualities 22,27,32,37,42,47 --out results/hevc_ec9.json
+    fcm sweep --dataset D --split none --codec hevc --qualities 22,27,32 --out full.json
+    fcm sweep --dataset D --codec hevc --target-bpp 0.05,0.1,0.2 --out eq.json  # equal-rate
+    fcm bdrate full.json results/hevc_ec9.json --anchor "ssd_mobilenet_v2 @ full input + hevc"
+    fcm layers --dataset D --codec hevc --qualities 22,32,42 --splits Conv,expanded_conv_9 --out layers.json
+    fcm plot results/hevc_ec9.json full.json -o rd.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, ParameterError
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise ParameterError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ParameterError(f"{what}: give at least one value")
+    return values
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="COCO folder (images/ + instances.json) or an image folder")
+    p.add_argument("--annotations", default=None, help="COCO instances JSON for an image folder")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by id)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: number of cores)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from ..commands import add_pipeline_arguments
+
+    p = sub.add_parser(
+        "sweep", help="rate vs mAP over a dataset at several qualities",
+        description="Run one configuration over a dataset at each quality (or each target rate), plus "
+        "the uncompressed reference, and write a results JSON (CompressAI plot schema per curve). "
+        "bpp = mean over images of bits / (width * height) of the input image.")
+    _add_run_arguments(p)
+    add_pipeline_arguments(p, single_quality=False)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--qualities", help="comma-separated codec qualities, e.g. 22,27,32,37")
+    g.add_argument("--target-bpp", help="comma-separated target rates: per image, the quality closest to each")
+    p.add_argument("--name", default=None, help="curve name (default: a readable form of the config)")
+    p.add_argument("--out", required=True, help="results JSON to write")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "bdrate", help="BD-rate and BD-mAP of curves against an anchor",
+        description="Bjontegaard deltas (akima) of every curve in RESULTS against the anchor curve. "
+        "BD-rate in percent (negative = fewer bits for the same mAP); BD-mAP in mAP points (x100). "
+        "Points off the increasing rate-mAP front are dropped, and reported.")
+    p.add_argument("results", nargs="+", help="results JSON files (from fcm sweep / fcm layers)")
+    p.add_argument("--anchor", required=True, help="name of the anchor curve (exact, or a unique part of it)")
+    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref"], help="quality axis")
+    p.add_argument("--json", action="store_true", help='print {"anchor", "rows": [{"name", "bd_rate", "bd_map"}]}')
+    p.set_defaults(func=cmd_bdrate)
+
+    p = sub.add_parser(
+        "layers", help="compare split points (and full input) with one codec",
+        description="One sweep per split point plus full-input, same codec and qualities; prints "
+        "BD-rate vs full-input and mAP at each quality, and writes a chart.")
+    _add_run_arguments(p)
+    p.add_argument("--model", default="ssd_mobilenet_v2", help="detector (see `fcm models`)")
+    p.add_argument("--codec", required=True, help="codec name (see `fcm codecs`)")
+    p.add_argument("--qualities", required=True, help="comma-separated codec qualities")
+    p.add_argument("--splits", default=None, help="comma-separated split points (default: all of the model's)")
+    p.add_argument("--bits", dest="bit_depth", type=int, default=None, help="packing bit depth (default: codec's)")
+    p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="min-max range per tensor or per channel")
+    p.add_argument("--no-full-input", action="store_true", help="leave out the full-input curve")
+    p.add_argument("--out", default=None, help="results JSON to write")
+    p.add_argument("--chart", default=None, help="chart file (.html; .png with vl-convert-python); "
+                   "default: next to --out with .html")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("plot", help="chart RD curves from results files",
+                       description="Rate (bpp, log axis) vs mAP for every curve in the results files, with "
+                       "the uncompressed reference as a dashed line; with --anchor, a BD-rate chart too.")
+    p.add_argument("results", nargs="+", help="results JSON files")
+    p.add_argument("-o", "--out", required=True, help="chart file: .html (or .png/.svg with vl-convert-python)")
+    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref"], help="y axis")
+    p.add_argument("--anchor", default=None, help="also chart BD-rate against this curve")
+    p.add_argument("--title", default=None, help="chart title")
+    p.set_defaults(func=cmd_plot)
+
+
+# -- sweep --------------------------------------------------------------------------------
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..commands import config_from_args
+    from .datasets import load_dataset
+    from .sweep import CurveSpec, evaluate, save_results
+
+    config = config_from_args(args)
+    if config.codec is None:
+        raise ParameterError("fcm sweep needs --codec (the uncompressed reference is recorded with every sweep)")
+    qualities = _floats(args.qualities, "--qualities") if args.qualities else []
+    targets = _floats(args.target_bpp, "--target-bpp") if args.target_bpp else []
+    dataset = load_dataset(args.dataset, args.annotations, args.limit)
+    doc = evaluate(dataset, [CurveSpec(config, qualities, targets, args.name)], cache=not args.no_cache,
+                   workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    save_results(doc, args.out)
+    if args.json:
+        c = doc["curves"][0]
+        print(json.dumps({"out": str(args.out), "name": c["name"], "results": c["results"],
+                          "reference": {k: c["reference"][k] for k in ("bpp", "mAP", "mAP50")},
+                          "skipped": doc["skipped"]}, indent=2))
+    else:
+        print(format_sweep(doc))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def format_sweep(doc: dict[str, Any]) -> str:
+    lines = []
+    ds = doc["dataset"]
+    gt = "annotations" if doc["ground_truth"] == "annotations" else "uncompressed detections (no annotations)"
+    s = doc["settings"]
+    lines.append(f"dataset {ds['name']}: {ds['num_images']} images, ground truth: {gt}; "
+                 f"{s['runs']} runs ({s['cached_runs']} from cache) in {s['elapsed_s']:.1f} s")
+    for item in doc["skipped"]:
+        lines.append(f"  skipped image {item['image_id']} ({item['file_name']}): {item['error']}")
+    for c in doc["curves"]:
+        ref = c["reference"]
+        lines.append(f"\n{c['name']}")
+        lines.append(f"  uncompressed reference: {ref['bpp']:.4g} bpp, mAP {_fmt(ref['mAP'])}, mAP50 {_fmt(ref['mAP50'])}")
+        head = f"  {'quality':>8s} {'bpp':>9s} {'mAP':>7s} {'mAP50':>7s} {'vs ref':>7s} {'match/miss/false':>17s} {'enc ms':>7s} {'total ms':>8s}"
+        if c["mode"] == "target_bpp":
+            head = f"  {'target':>8s}" + head[10:]
+        lines.append(head)
+        for p in c["points"]:
+            a = p.get("agreement", {})
+            mmf = f"{a.get('matched', 0)}/{a.get('missed', 0)}/{a.get('false', 0)}"
+            first = p["target_bpp"] if c["mode"] == "target_bpp" else p["quality"]
+            lines.append(f"  {first:>8g} {p['bpp']:>9.4f} {_fmt(p['mAP']):>7s} {_fmt(p['mAP50']):>7s} "
+                         f"{_fmt(p['mAP_vs_ref']):>7s} {mmf:>17s} {p['timings_ms'].get('encode', 0):>7.1f} "
+                         f"{p['timings_ms'].get('total', 0):>8.1f}")
+    return "\n".join(lines)
+
+
+# -- bdrate -------------------------------------------------------------------------------
+
+def _collect_curves(paths: list[str]) -> list[dict[str, Any]]:
+    from .sweep import load_results
+
+    curves = []
+    for path in paths:
+        curves += load_results(path)["curves"]
+    return curves
+
+
+def resolve_anchor(curves: list[dict[str, Any]], anchor: str) -> str:
+    names = [c["name"] for c in curves]
+    if anchor in names:
+        return anchor
+    hits = [n for n in dict.fromkeys(names) if anchor.lower() in n.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    listing = "; ".join(dict.fromkeys(names))
+    if hits:
+        raise InputError(f"anchor {anchor!r} matches several curves: {'; '.join(hits)}")
+    raise InputError(f"no curve named {anchor!r}; curves: {listing}")
+
+
+def cmd_bdrate(args: argparse.Namespace) -> int:
+    from .bdrate import bd_table, format_table
+
+    curves = _collect_curves(args.results)
+    anchor = resolve_anchor(curves, args.anchor)
+    rows, notes = bd_table(curves, anchor, args.metric)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"anchor": anchor, "rows": [r.to_json() for r in rows]}, indent=2))
+    else:
+        print(format_table(rows, anchor, args.metric))
+    return 0
+
+
+# -- layers -------------------------------------------------------------------------------
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..pipeline import PipelineConfig
+    from .bdrate import bd_table
+    from .datasets import load_dataset
+    from .sweep import CurveSpec, evaluate, save_results
+
+    qualities = _floats(args.qualities, "--qualities")
+    model = load_model(args.model)
+    known = [sp.name for sp in model.split_points()]
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else known
+    for s in splits:
+        model.split_point(s)  # unknown split: clear error
+    splits.sort(key=known.index)  # input -> output
+    dataset = load_dataset(args.dataset, args.annotations, args.limit)
+    base = dict(model=args.model, codec=args.codec, bit_depth=args.bit_depth, quant=args.quant)
+    curves = [] if args.no_full_input else [CurveSpec(PipelineConfig(split=None, **{**base, "bit_depth": None}), qualities)]
+    curves += [CurveSpec(PipelineConfig(split=s, **base), qualities) for s in splits]
+    doc = evaluate(dataset, curves, cache=not args.no_cache, workers=args.workers,
+                   scheduler=args.scheduler, progress=not args.quiet)
+    anchor = doc["curves"][0]["name"]
+    rows, notes = bd_table(doc["curves"], anchor)
+    doc["layers"] = {"anchor": anchor, "bd": [r.to_json() for r in rows], "notes": notes}
+    if args.out:
+        save_results(doc, args.out)
+    chart_path = args.chart or (str(Path(args.out).with_suffix(".html")) if args.out else None)
+    if chart_path:
+        from .charts import layers_chart, save_chart
+
+        save_chart(layers_chart(doc, rows), chart_path)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    table = layers_table(doc, rows)
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        print(format_layers(table, doc))
+        if args.out:
+            print(f"wrote {args.out}")
+        if chart_path:
+            print(f"wrote {chart_path}")
+    return 0
+
+
+def layers_table(doc: dict[str, Any], rows) -> dict[str, Any]:
+    bd = {r.name: r for r in rows}
+    out = []
+    for c in doc["curves"]:
+        split = c["config"]["split"]
+        out.append({"split": "full input" if split is None else split, "name": c["name"],
+                    "bd_rate": bd[c["name"]].bd_rate, "bd_map": bd[c["name"]].bd_map,
+                    "quality": c["results"]["quality"], "bpp": c["results"]["bpp"],
+                    "mAP": c["results"]["mAP"], "reference_mAP": c["reference"]["mAP"]})
+    return {"anchor": doc["curves"][0]["name"], "rows": out}
+
+
+def format_layers(table: dict[str, Any], doc: dict[str, Any]) -> str:
+    rows = table["rows"]
+    qs = rows[0]["quality"]
+    ds = doc["dataset"]
+    s = doc["settings"]
+    lines = [f"dataset {ds['name']}: {ds['num_images']} images; {s['runs']} runs ({s['cached_runs']} cached) "
+             f"in {s['elapsed_s']:.1f} s; uncompressed mAP {_fmt(doc['reference']['mAP'])}",
+             f"BD vs {table['anchor']!r}; mAP (and bpp) at each quality"]
+    qhead = "".join(f"{'q' + format(q, 'g'):>16s}" for q in qs)
+    lines.append(f"{'split':18s} {'BD-rate %':>9s} {'BD-mAP':>7s}{qhead}")
+    for r in rows:
+        rate = "n/a" if r["bd_rate"] is None else f"{r['bd_rate']:+.1f}"
+        dm = "n/a" if r["bd_map"] is None else f"{r['bd_map']:+.2f}"
+        cells = "".join(f"{_fmt(m, '.3f') + ' (' + format(b, '.3f') + ')':>16s}" for m, b in zip(r["mAP"], r["bpp"]))
+        lines.append(f"{r['split']:18s} {rate:>9s} {dm:>7s}{cells}")
+    return "\n".join(lines)
+
+
+# -- plot ---------------------------------------------------------------------------------
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import altair as alt
+
+    from .charts import bd_chart, rd_chart, save_chart
+
+    curves = _collect_curves(args.results)
+    names = [c["name"] for c in curves]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"curve names repeat across files: {', '.join(map(repr, dup))} (use --name when sweeping)")
+    chart = rd_chart(curves, args.metric, title=args.title)
+    if args.anchor:
+        from .bdrate import bd_table
+
+        anchor = resolve_anchor(curves, args.anchor)
+        rows, notes = bd_table(curves, anchor, args.metric)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        chart = alt.vconcat(chart, bd_chart(rows, anchor))
+    path = save_chart(chart, args.out)
+    print(f"wrote {path}")
+    return 0

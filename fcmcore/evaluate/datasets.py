@@ -1,0 +1,264 @@
+"""Datasets for evaluation: COCO-format folders, image folders with an annotation file,
+or plain image folders without annotations.
+
+Accepted layouts (``load_dataset(path, annotations=None, limit=None)``):
+
+* ``path/`` holding ``images/`` and ``instances.json`` (COCO format);
+* an image folder plus ``annotations=PATH`` to a COCO ``instances`` JSON whose
+  ``file_name`` entries are relative to that folder;
+* a plain image folder (no ``instances.json``): no ground truth; images get ids 1..N in
+  sorted file-name order, and evaluation falls back to agreement with the uncompressed run.
+
+``limit=N`` keeps the first N images sorted by image id. Broken inputs raise ``InputError``
+with one line (missing folder, invalid JSON, no images, listed images absent on disk).
+An image that exists but cannot be decoded is not fatal here: it is reported and skipped
+when the sweep reaches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+
+if TYPE_CHECKING:  # importing fcmcore.models loads the detectors
+    from ..models.base import Detection
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jxl", ".avif"}
+ANNOTATION_NAMES = ("instances.json", "annotations.json")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    file_name: str
+    path: Path
+    width: int | None = None  # from the annotation file (None for plain folders)
+    height: int | None = None
+
+    def read_bytes(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{self.file_name}: cannot read ({exc.strerror or exc})") from None
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.read_bytes()).hexdigest()
+
+
+@dataclass
+class Dataset:
+    """A list of images and, when annotated, the COCO ground truth restricted to them."""
+
+    name: str
+    root: Path
+    images: list[ImageRecord]
+    categories: list[dict[str, Any]] = field(default_factory=list)
+    annotations: list[dict[str, Any]] | None = None  # None: no ground truth
+    annotation_file: Path | None = None
+
+    @property
+    def has_annotations(self) -> bool:
+        return self.annotations is not None
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [im.id for im in self.images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image(self, image_id: int) -> ImageRecord:
+        for im in self.images:
+            if im.id == image_id:
+                return im
+        raise InputError(f"dataset {self.name}: no image with id {image_id}")
+
+    def annotations_for(self, image_id: int) -> list[dict[str, Any]]:
+        return [a for a in (self.annotations or []) if a["image_id"] == image_id]
+
+    @cached_property
+    def category_names(self) -> dict[int, str]:
+        return {int(c["id"]): str(c.get("name", c["id"])) for c in self.categories}
+
+    @cached_property
+    def _ids_by_name(self) -> dict[str, int]:
+        return {_norm(name): cid for cid, name in self.category_names.items()}
+
+    def map_category(self, category_id: int, label: str = "") -> int | None:
+        """The dataset category id for a detection, or None when the dataset has no such class.
+
+        Our detectors give COCO category ids, so a COCO-format dataset matches by id; a
+        detection whose id is not among the dataset's categories is matched by name (e.g. a
+        dataset with its own numbering), else dropped.
+        """
+        if category_id in self.category_names:
+            return int(category_id)
+        if label:
+            return self._ids_by_name.get(_norm(label))
+        return None
+
+    def ground_truth(self) -> dict[str, Any]:
+        """The COCO ground-truth dict restricted to this dataset's images (annotated only)."""
+        if self.annotations is None:
+            raise InputError(f"dataset {self.name} has no annotations")
+        return {
+            "images": [
+                {"id": im.id, "file_name": im.file_name, "width": im.width, "height": im.height}
+                for im in self.images
+            ],
+            "annotations": self.annotations,
+            "categories": self.categories,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "annotations": str(self.annotation_file) if self.annotation_file else None,
+            "num_images": len(self.images),
+            "num_annotations": len(self.annotations) if self.annotations is not None else None,
+            "num_categories": len(self.categories),
+            "image_ids": self.image_ids,
+        }
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def load_dataset(path: str | Path, annotations: str | Path | None = None, limit: int | None = None) -> Dataset:
+    """Open a dataset folder (see the module docstring) or raise ``InputError``."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InputError(f"dataset {root}: no such folder")
+    if not root.is_dir():
+        raise InputError(f"dataset {root}: not a folder (give a folder with images/ and instances.json, or an image folder)")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+
+    ann_path: Path | None = Path(annotations).expanduser() if annotations else None
+    image_dir = root
+    if ann_path is None:
+        for candidate in ANNOTATION_NAMES:
+            if (root / candidate).is_file():
+                ann_path = root / candidate
+                break
+    if (root / "images").is_dir():
+        image_dir = root / "images"
+
+    name = root.name or str(root)
+    if ann_path is None:
+        dataset = _plain_folder(name, root, image_dir)
+    else:
+        dataset = _coco_folder(name, root, image_dir, ann_path)
+    if not dataset.images:
+        raise InputError(f"dataset {root}: no images found")
+    if limit is not None:
+        keep = dataset.images[:limit]
+        dataset.images = keep
+        if dataset.annotations is not None:
+            ids = {im.id for im in keep}
+            dataset.annotations = [a for a in dataset.annotations if a["image_id"] in ids]
+    return dataset
+
+
+def _plain_folder(name: str, root: Path, image_dir: Path) -> Dataset:
+    files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = [ImageRecord(id=i + 1, file_name=p.name, path=p) for i, p in enumerate(files)]
+    return Dataset(name=name, root=root, images=images)
+
+
+def _coco_folder(name: str, root: Path, image_dir: Path, ann_path: Path) -> Dataset:
+    if not ann_path.is_file():
+        raise InputError(f"annotations {ann_path}: no such file")
+    try:
+        data = json.loads(ann_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"annotations {ann_path}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"annotations {ann_path}: invalid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"annotations {ann_path}: not a COCO instances file (no 'images' list)")
+    anns = data.get("annotations", [])
+    cats = data.get("categories", [])
+    if not isinstance(anns, list) or not isinstance(cats, list):
+        raise InputError(f"annotations {ann_path}: 'annotations' and 'categories' must be lists")
+
+    images: list[ImageRecord] = []
+    seen: set[int] = set()
+    for i, entry in enumerate(data["images"]):
+        try:
+            image_id = int(entry["id"])
+            file_name = str(entry["file_name"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"annotations {ann_path}: image entry {i} lacks an integer 'id' or a 'file_name'") from None
+        if image_id in seen:
+            raise InputError(f"annotations {ann_path}: image id {image_id} listed twice")
+        seen.add(image_id)
+        width, height = entry.get("width"), entry.get("height")
+        images.append(ImageRecord(image_id, file_name, image_dir / file_name,
+                                  int(width) if width else None, int(height) if height else None))
+    images.sort(key=lambda im: im.id)
+
+    categories = []
+    for i, c in enumerate(cats):
+        if not isinstance(c, dict) or "id" not in c:
+            raise InputError(f"annotations {ann_path}: category entry {i} lacks an 'id'")
+        categories.append({"id": int(c["id"]), "name": str(c.get("name", c["id"])),
+                           "supercategory": str(c.get("supercategory", ""))})
+    cat_ids = {c["id"] for c in categories}
+
+    clean: list[dict[str, Any]] = []
+    for i, a in enumerate(anns):
+        try:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            entry = {
+                "id": int(a.get("id", i + 1)),
+                "image_id": int(a["image_id"]),
+                "category_id": int(a["category_id"]),
+                "bbox": [x, y, w, h],
+                "area": float(a.get("area", w * h)),
+                "iscrowd": int(a.get("iscrowd", 0)),
+            }
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"annotations {ann_path}: annotation {i} lacks image_id, category_id or a 4-number bbox") from None
+        if entry["image_id"] not in seen:
+            raise InputError(f"annotations {ann_path}: annotation {entry['id']} refers to unknown image {entry['image_id']}")
+        if entry["category_id"] not in cat_ids:
+            raise InputError(f"annotations {ann_path}: annotation {entry['id']} has unknown category {entry['category_id']}")
+        clean.append(entry)
+    if clean and not categories:
+        raise InputError(f"annotations {ann_path}: annotations given but no 'categories'")
+
+    missing = [im.file_name for im in images if not im.path.is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise InputError(
+            f"dataset {root}: {len(missing)} of {len(images)} images listed in {ann_path.name} are missing "
+            f"from {image_dir} ({shown})"
+        )
+    return Dataset(name=name, root=root, images=images, categories=categories, annotations=clean,
+                   annotation_file=ann_path)
+
+
+def detections_to_coco(dataset: Dataset, image_id: int, detections: "list[Detection]") -> tuple[list[dict[str, Any]], int]:
+    """Detections -> COCO result entries (bbox x, y, w, h) in the dataset's category ids.
+
+    Returns (entries, number dropped because the dataset has no such category)."""
+    out: list[dict[str, Any]] = []
+    dropped = 0
+    for d in detections:
+        cid = dataset.map_category(d.category_id, d.label) if dataset.categories else d.category_id
+        if cid is None:
+            dropped += 1
+            continue
+        x1, y1, x2, y2 = (float(v) for v in d.box)
+        out.append({"image_id": int(image_id), "category_id": int(cid),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(d.score)})
+    return out, dropped
