@@ -301,7 +301,9 @@ def decode_features(data: bytes, codec: FrameCodec) -> DecodedFeatures:
         except FCMError as e:
             raise BitstreamError(f"{th.name}: {e}") from None
         c = th.shape[-3]
-        p = PackedTensor(th.name, th.shape, header.bit_depth, header.mode, th.mins, th.maxs, th.gains, grid_for(c), frame)
+        p = PackedTensor(
+            th.name, th.shape, header.bit_depth, header.mode, th.mins, th.maxs, th.gains, grid_for(c), frame
+        )
         frames[th.name] = frame
         packed[th.name] = p
         features[th.name] = unpack_tensor(p)

@@ -83,6 +83,7 @@ class HeadOutput:
     features: Features | None  # None for the full-input paradigm
     image_rgb: np.ndarray  # (H, W, 3) uint8, the image as given
     timings_ms: dict[str, float]
+    model_input: torch.Tensor | None = None  # what the head saw (direct coding starts here)
 
 
 @dataclass
@@ -181,7 +182,7 @@ def run_head(image: Image.Image, model_name: str = DEFAULT_MODEL, split: str | N
             x, meta = model.preprocess(image)
         with _timed(timings, "head"):
             features = model.head(x, split)
-    return HeadOutput(model_name, split, meta, features, rgb, timings)
+    return HeadOutput(model_name, split, meta, features, rgb, timings, model_input=x)
 
 
 def run_from_head(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
@@ -223,18 +224,34 @@ def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
         else:
             codec = get_codec(config.codec)
             quality = codec.check_quality(config.quality)
-            bit_depth = config.bit_depth or codec.default_bit_depth()
-            gains = _rdo_gains(wrapper, reduced, config)
-            with _timed(timings, "encode"):
-                encoded = encode_features(reduced, codec, quality, bit_depth=bit_depth, mode=config.quant, gains=gains)
-            with _timed(timings, "decode"):
-                decoded = decode_features(encoded.data, codec)
+            if getattr(codec, "direct", False):
+                # Direct coding: a learned encoder replaces the head (image -> coded latent).
+                if wrapper.name != "none":
+                    raise ParameterError("direct coding replaces the head; it takes no wrapper")
+                with _timed(timings, "encode"):
+                    encoded = codec.encode_image_to_features(head.model_input, quality)
+                with _timed(timings, "decode"):
+                    decoded = codec.decode_features(encoded.data)
+                extra["edge_macs"] = codec.edge_macs()
+            elif getattr(codec, "codes_features", False):
+                # Learned feature codecs code the tensors themselves (no packing into frames).
+                with _timed(timings, "encode"):
+                    encoded = codec.encode_features(reduced, quality)
+                with _timed(timings, "decode"):
+                    decoded = codec.decode_features(encoded.data)
+            else:
+                bit_depth = config.bit_depth or codec.default_bit_depth()
+                gains = _rdo_gains(wrapper, reduced, config)
+                with _timed(timings, "encode"):
+                    encoded = encode_features(reduced, codec, quality, bit_depth=bit_depth, mode=config.quant, gains=gains)
+                with _timed(timings, "decode"):
+                    decoded = decode_features(encoded.data, codec)
+                extra["bit_depth"] = bit_depth
             received = decoded.features
             bits = len(encoded.data) * 8
             frames, decoded_frames = encoded.frames, decoded.frames
             header_bytes = encoded.header_bytes
             bits_estimated = getattr(encoded, "bits_estimated", None)
-            extra["bit_depth"] = bit_depth
             if getattr(encoded, "bits_per_channel", None) is not None:
                 extra["bits_per_channel"] = encoded.bits_per_channel
         with _timed(timings, "post_wrapper"):

@@ -82,8 +82,13 @@ def sidebar() -> tuple[list[inputs.LoadedImage], inputs.LoadedImage | None, floa
         shown = None
         if images:
             labels = [im.entry.key for im in images]
-            if st.session_state.get("shown") not in labels:
-                st.session_state["shown"] = labels[-1] if uploads and len(images) > len(picked) else labels[0]
+            seen = st.session_state.setdefault("_seen_images", set())
+            fresh = [k for k in labels if k not in seen and k.startswith("upload:")]
+            seen.update(labels)
+            if fresh:  # a new upload is what the user wants to look at
+                st.session_state["shown"] = fresh[-1]
+            elif st.session_state.get("shown") not in labels:
+                st.session_state["shown"] = labels[0]
             key = st.selectbox("Image shown in the columns", labels, key="shown",
                                format_func=lambda k: k.split(":")[1])
             shown = images[labels.index(key)]
@@ -141,14 +146,16 @@ def _sanitise(k: str, options: list, fallback) -> None:
 def column_config(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[PipelineConfig | None, str | None]:
     """The column's widgets; returns its configuration, or a problem to show instead of a result."""
     k = lambda f: state.key(cid, f)  # noqa: E731
-    paradigm = st.radio("Paradigm", state.PARADIGMS, key=k("paradigm"), horizontal=True,
-                        format_func=lambda p: "split model (code features)" if p == state.MODEL_SPLIT else "full input (code the image)",
-                        help="Model-split: the edge runs the detector up to the split and codes the feature tensor. "
-                             "Full-input: the edge codes the image itself and the server runs the whole detector.")
+    row = st.columns(2)
+    paradigm = row[0].selectbox(
+        "Paradigm", state.PARADIGMS, key=k("paradigm"),
+        format_func=lambda p: "split model" if p == state.MODEL_SPLIT else "full input",
+        help="Split model: the edge runs the detector up to the split point and codes the feature tensor. "
+             "Full input: the edge codes the image itself and the server runs the whole detector.")
     full = paradigm == state.FULL_INPUT
     models = compute.model_names()
     _sanitise(k("model"), models, models[0])
-    model_name = st.selectbox("Model", models, key=k("model"))
+    model_name = row[1].selectbox("Model", models, key=k("model"))
     problem = None
     try:
         splits = {sp["name"]: sp for sp in compute.split_points(model_name)}
@@ -156,18 +163,21 @@ def column_config(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[Pipeline
         splits, problem = {}, compute.error_message(exc)
     if splits:
         _sanitise(k("split"), list(splits), DEFAULT_SPLIT)
-        split = st.selectbox("Split point", list(splits), key=k("split"), disabled=full,
-                             format_func=lambda n: f"{n} · {_shape_text(splits[n])}")
-        sp = splits[split]
-        if full:
-            st.caption("Full input: no split; the image is coded and the whole detector runs on the server.")
-        else:
-            st.caption(f"{sp['num_values']:,} values cross the split "
-                       f"({sp['num_values'] * 4 / 1024:,.0f} KiB as float32). {sp['description']}")
+        sp = splits[st.session_state[k("split")]]
+        st.selectbox("Split point" + (" (none: full input)" if full else ""), list(splits), key=k("split"),
+                     disabled=full, format_func=lambda n: f"{n} · {_shape_text(splits[n])}",
+                     help=f"{sp['description']}. Tensor(s) crossing the split, C×H×W, and their number of values "
+                          f"({sp['num_values'] * 4 / 1024:,.0f} KiB as float32 here).")
 
     names = [state.NO_CODEC] + list(codecs)
     _sanitise(k("codec"), names, state.NO_CODEC)
-    codec_name = st.selectbox("Codec", names, key=k("codec"), format_func=lambda n: _codec_option(n, codecs, full))
+    row = st.columns(2)
+    codec_name = row[0].selectbox("Codec", names, key=k("codec"), format_func=lambda n: _codec_option(n, codecs, full))
+    wrappers = compute.wrapper_names()
+    _sanitise(k("wrapper"), wrappers, "none")
+    row[1].selectbox("Wrapper", wrappers, key=k("wrapper"), disabled=full,
+                     help="A pre-network on the edge that makes features cheaper to code, and its post-network on "
+                          "the server. Split model only.")
     if codec_name != state.NO_CODEC:
         info = codecs[codec_name]
         if not info["available"]:
@@ -177,11 +187,6 @@ def column_config(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[Pipeline
         quality_slider(cid, codec_name, info)
     else:
         st.caption("No coding: the features (or the image) cross as raw values (float32 features, 24-bit RGB).")
-
-    wrappers = compute.wrapper_names()
-    _sanitise(k("wrapper"), wrappers, "none")
-    st.selectbox("Wrapper", wrappers, key=k("wrapper"), disabled=full,
-                 help="A pre-network on the edge that makes features cheaper to code, and its post-network on the server.")
     if problem:
         return None, problem
     config = state.build_config(state.column_values(cid))
@@ -265,16 +270,19 @@ def cost_text(res: PipelineResult) -> str:
 
 
 def timing_text(res: PipelineResult) -> str:
+    """Per-stage times grouped by side, e.g. 'edge 52 ms (head 40, encode 12) → server 45 ms (...)'."""
     t = res.timings_ms
-    edge = [f"{s} {t[s]:.0f}" for s in EDGE_STAGES if s in t]
-    server = [f"{s} {t[s]:.0f}" for s in SERVER_STAGES if s in t]
     parts = []
-    if edge:
-        parts.append("edge: " + ", ".join(edge))
-    if server:
-        parts.append("server: " + ", ".join(server))
+    for side, stages in (("edge", EDGE_STAGES), ("server", SERVER_STAGES)):
+        present = [s for s in stages if s in t]
+        if present:
+            detail = ", ".join(f"{s.replace('_', '-')} {t[s]:.0f}" for s in present)
+            parts.append(f"{side} {sum(t[s] for s in present):.0f} ms ({detail})")
     total = t.get("total")
-    return " | ".join(parts) + (f" | total {total:.0f} ms" if total is not None else "") + " (ms)"
+    text = " → ".join(parts) + (f"; total {total:.0f} ms" if total is not None else "")
+    if "head" in t:
+        text += ". The head ran once for this image and split (cached)."
+    return text
 
 
 # -- feature maps ---------------------------------------------------------------------------
@@ -448,7 +456,7 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
     datasets = compute.dataset_choices()
     sources = [SAMPLES_SOURCE] + list(datasets)
     _sanitise("rd.source", sources, SAMPLES_SOURCE)
-    controls = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+    controls = st.columns([2, 2, 1, 1, 1], vertical_alignment="bottom")
     source = controls[0].selectbox("Measured on", sources, key="rd.source",
                                    format_func=lambda s: s if s == SAMPLES_SOURCE else f"dataset {s} (server)")
     on_dataset = source != SAMPLES_SOURCE
@@ -500,8 +508,8 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
     if shared:
         letters = {o.cid: o.letter for c in shared for o in c.columns}
         _sanitise("rd.target", list(letters), next(iter(letters)))
-        st.selectbox("Columns share a curve: a click sets the quality of column", list(letters), key="rd.target",
-                     format_func=letters.get)
+        controls[4].selectbox("A click sets column", list(letters), key="rd.target", format_func=letters.get,
+                              help="Columns that differ only in quality share a curve: this one takes the clicked quality.")
     curve_docs = [_with_f1(c.doc["curves"][0]) for c in done]
     ops = operating_points(done, images, metric, on_dataset)
     left, right = st.columns([3, 2])
@@ -640,6 +648,7 @@ def export_section(outcomes: list[ColumnOutcome], shown: inputs.LoadedImage | No
     for o in outcomes:
         if o.config is None or shown is None:
             continue
+        st.caption(f"Column {o.letter}")
         st.code(export.cli_command(o.config, shown.entry, o.result), language="bash")
     if not ready:
         return

@@ -123,7 +123,8 @@ class FrameCodec:
             raise BitstreamError(f"{self.name}: bitstream asks for more memory than available") from None
         except Exception as e:  # decoding libraries raise anything on garbage
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            raise BitstreamError(f"{self.name}: undecodable bitstream ({type(e).__name__}{': ' + msg if msg else ''})") from None
+            detail = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+            raise BitstreamError(f"{self.name}: undecodable bitstream ({detail})") from None
 
     def _check_data(self, data) -> bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):

@@ -42,8 +42,10 @@ class JPEGXLCodec(FrameCodec):
             except ImportError:
                 self._avail = (False, "imagecodecs is not installed (pip install imagecodecs)")
             else:
-                ok = bool(getattr(getattr(ic, "JPEGXL", None), "available", False))
-                self._avail = (True, "") if ok else (False, "this imagecodecs has no JPEG XL (pip install -U imagecodecs)")
+                if getattr(getattr(ic, "JPEGXL", None), "available", False):
+                    self._avail = (True, "")
+                else:
+                    self._avail = (False, "this imagecodecs has no JPEG XL (pip install -U imagecodecs)")
         return self._avail
 
     def encoder_kwargs(self, quality: float, bit_depth: int) -> dict:
@@ -84,5 +86,6 @@ class JPEGXLCodec(FrameCodec):
     def _decode_image(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
         a = self._decode_array(data)
         if a.shape != (*shape, 3) or a.dtype != np.uint8:
-            raise BitstreamError(f"{self.name}: decoded {a.dtype} {a.shape}, expected an 8-bit RGB {shape[1]}x{shape[0]}")
+            h, w = shape
+            raise BitstreamError(f"{self.name}: decoded {a.dtype} {a.shape}, expected an 8-bit RGB {w}x{h}")
         return a

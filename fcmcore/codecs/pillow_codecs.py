@@ -160,7 +160,7 @@ class PNGCodec(PillowCodec):
     name = "png"
     description = "PNG (zlib via Pillow), lossless, 8-bit or 16-bit samples"
     quality = QualitySpec(
-        0, 9, higher_is_better=False, default=6, meaning="zlib compression level (lossless; higher = fewer bits, slower)"
+        0, 9, higher_is_better=False, default=6, meaning="zlib compression level, lossless"
     )
     bit_depths = (8, 10, 12, 16)
     lossless = True
@@ -177,7 +177,7 @@ class JPEG2000Codec(PillowCodec):
     description = "JPEG 2000 (OpenJPEG via Pillow), raw codestream, rate-controlled, 8..16-bit"
     quality = QualitySpec(
         0.01, 24, higher_is_better=True, default=1.0, integer=False,
-        meaning="target bits per pixel (>= the raw bits per pixel: lossless)",
+        meaning="target bits per pixel (lossless at >= raw bpp)",
     )  # fmt: skip
     bit_depths = (8, 10, 12, 16)
     pil_format = "JPEG2000"

@@ -10,7 +10,8 @@ format built *by us*: luma = the frame, both chroma planes flat at 512, piped as
 ``rawvideo``. No ``-vf format=`` conversion is involved, so the full/limited range trap
 (gray10 0..1023 silently mapped to 64..940 and back) cannot happen: decoding takes
 the luma plane as is (``tests`` check that 0 and 1023 survive). Frames are padded by
-edge replication to a multiple of 8 and at least 16 per side, and cropped back.
+edge replication to a multiple of 8 and at least 64 per side (vvenc fails on
+smaller pictures at low QP), and cropped back.
 
 Quality is the **slice QP** (2..63, lower = more bits; vvenc fails below 2): ``IntraQPOffset=0`` stops
 vvenc coding intra slices at QP-3, and ``-qpa 0`` turns off perceptual QP adaptation.
@@ -29,7 +30,7 @@ from . import _video
 from .base import FrameCodec, QualitySpec
 
 TIMEOUT_S = 60
-_MULT, _MIN = 8, 16
+_MULT, _MIN = 8, 64  # vvenc fails on pictures under ~64x64 at low QP
 
 
 def find_ffmpeg() -> str | None:
@@ -81,8 +82,10 @@ class VVCCodec(FrameCodec):
                 except (OSError, subprocess.TimeoutExpired) as e:
                     self._avail = (False, f"cannot run {exe} ({e})")
                 else:
-                    ok = "libvvenc" in out
-                    self._avail = (True, "") if ok else (False, f"{exe} has no libvvenc encoder (pip install -U imageio-ffmpeg)")
+                    if "libvvenc" in out:
+                        self._avail = (True, "")
+                    else:
+                        self._avail = (False, f"{exe} has no libvvenc encoder (pip install -U imageio-ffmpeg)")
         return self._avail
 
     # -- the one place where encoder settings live ----------------------------------------------

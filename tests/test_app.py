@@ -1,0 +1,399 @@
+"""The Streamlit dashboard (app/).
+
+Fast tests check the app's own pieces without a Streamlit session (drawing, exports, the
+sweep grid, image intake). The ``slow`` ones drive the real page with
+``streamlit.testing.v1.AppTest``: real detector, real codecs, real sweeps; they assert on
+what the page shows. Uploads go through AppTest's ``file_uploader.set_value`` (supported by
+this Streamlit); a pick on the RD chart (a browser click) is injected the way the chart's
+callback records it, as ``session_state["_rd_pick"]``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "app" / "Home.py"
+sys.path.insert(0, str(REPO / "app"))
+
+from studio import compute, draw, export, inputs, state  # noqa: E402
+
+from fcmcore.models.base import Detection  # noqa: E402
+from fcmcore.pipeline import PipelineConfig  # noqa: E402
+
+
+# -- fast: the app's own pieces ---------------------------------------------------------------
+def _det(label, cid, score, box):
+    return Detection(label=label, category_id=cid, score=score, box=box)
+
+
+def test_detections_image_colours_each_kind_of_box():
+    rgb = np.full((200, 300, 3), 255, np.uint8)
+    matched = [_det("person", 1, 0.9, (10, 40, 90, 190))]
+    false = [_det("cup", 47, 0.6, (120, 40, 180, 190))]
+    missed = [_det("dog", 18, 0.7, (200, 40, 290, 190))]
+    img = np.asarray(draw.detections_image(rgb, matched, false, missed))
+    assert tuple(img[120, 10]) == draw.MATCHED  # left edge of each box, below any label
+    assert tuple(img[120, 120]) == draw.FALSE
+    dashed = img[40:190, 200]
+    red = np.all(dashed == draw.MISSED, axis=1)
+    assert 0.3 < red.mean() < 0.8, "missed boxes are dashed: red and background alternate"
+    assert tuple(img[100, 60]) == (255, 255, 255), "inside the boxes the image is untouched"
+
+
+def test_detections_image_shrinks_huge_images_but_keeps_box_positions():
+    rgb = np.full((2000, 4000, 3), 255, np.uint8)
+    img = draw.detections_image(rgb, [_det("car", 3, 0.9, (1000, 600, 3000, 1800))], [], [])
+    assert max(img.size) == draw.DISPLAY_MAX_SIDE
+    a = np.asarray(img)
+    scale = draw.DISPLAY_MAX_SIDE / 4000
+    assert tuple(a[int(1200 * scale), int(1000 * scale)]) == draw.MATCHED
+
+
+def test_channel_grid_keeps_every_value_and_marks_gaps():
+    chw = np.arange(5 * 3 * 4, dtype=np.float32).reshape(5, 3, 4)
+    grid = draw.channel_grid(chw)
+    assert grid.shape == (2 * 4, 3 * 5)  # 5 channels -> 2 rows x 3 cols of (3+1)x(4+1) tiles
+    assert np.array_equal(np.sort(grid[np.isfinite(grid)]), np.sort(chw.ravel()))
+    rgb = draw.colourise(grid, 0, 59)
+    assert rgb.dtype == np.uint8 and rgb.shape == grid.shape + (3,)
+    assert (rgb[~np.isfinite(grid)] == 255).all()
+
+
+def test_cli_command_reproduces_the_column_config():
+    from fcmcore.cli import build_parser
+    from fcmcore.commands import config_from_args
+
+    entry = inputs.sample_entry("astronaut")
+    configs = [
+        PipelineConfig(split="expanded_conv_9", codec="hevc", quality=40),
+        PipelineConfig(split=None, codec="jpeg", quality=30),
+        PipelineConfig(split="Conv", codec=None),
+        PipelineConfig(split="expanded_conv_5", codec="vvc", quality=37, bit_depth=10, quant="channel"),
+    ]
+    for config in configs:
+        line = export.cli_command(config, entry)
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert args.image == "assets/samples/astronaut.jpg" and (REPO / args.image).is_file()
+        assert config_from_args(args) == config, line
+
+
+def test_uploaded_file_names_are_quoted_in_the_command_line():
+    entry = inputs.entry_from_bytes("my photo; rm -rf x.jpg", b"data")
+    line = export.cli_command(PipelineConfig(), entry)
+    assert shlex.split(line)[2] == "my photo; rm -rf x.jpg"
+
+
+def test_sweep_grid_spans_each_codec_range_towards_its_worst_setting():
+    for name, codec in compute.codec_table().items():
+        grid = compute.sweep_qualities(codec)
+        lo, hi = codec["quality_range"]
+        worst = lo if codec["higher_is_better"] else hi
+        assert len(grid) >= 3 and list(grid) == sorted(set(grid)), name
+        assert all(lo <= q <= hi for q in grid), name
+        assert worst in grid, name
+        if float(lo).is_integer() and float(hi).is_integer():
+            assert all(float(q).is_integer() for q in grid), name
+    hevc = compute.sweep_qualities(compute.codec_table()["hevc"])
+    assert min(hevc) < 32 < max(hevc) == 51
+
+
+def test_harsh_default_column_is_towards_fewer_bits():
+    hevc = compute.codec_table()["hevc"]
+    assert hevc["default_quality"] < state.harsh_quality(hevc) <= hevc["quality_range"][1]
+    jpeg = compute.codec_table()["jpeg"]
+    assert jpeg["quality_range"][0] <= state.harsh_quality(jpeg) < jpeg["default_quality"]
+
+
+def test_image_intake_refuses_broken_files_with_one_line_and_keeps_odd_ones(bad_corpus):
+    folder, cases = bad_corpus
+    entries = [inputs.entry_from_bytes(c.filename, (folder / c.filename).read_bytes()) for c in cases]
+    good, errors = inputs.load_entries(entries)
+    usable = {c.filename for c in cases if c.usable}
+    refused = {c.filename for c in cases if not c.usable}
+    assert {g.entry.name for g in good} == usable
+    assert len(errors) == len(refused)
+    for name in refused:
+        (line,) = [e for e in errors if e.startswith(name + ":")]
+        assert "\n" not in line and "Traceback" not in line
+    assert all(g.image.mode == "RGB" for g in good)
+
+
+def test_exports_are_readable_by_fcm_tools(tmp_path):
+    from fcmcore.evaluate.sweep import load_results
+
+    rd_doc = {"source": ["astronaut"], "metric": "f1", "curves": [
+        {"name": "a", "results": {"bpp": [0.01, 0.1], "mAP": [0.5, 0.9], "quality": [45, 32], "f1": [0.6, 1.0]}},
+        {"name": "b", "results": {"bpp": [0.02, 0.2], "mAP": [0.4, 0.8], "quality": [80, 30], "f1": [0.5, 0.9]}},
+    ]}
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps(export.compressai_curves(rd_doc)))
+    doc = load_results(path)
+    assert [c["name"] for c in doc["curves"]] == ["a", "b"]
+    assert doc["curves"][0]["results"]["bpp"] == [0.01, 0.1]
+    lines = export.curves_csv(rd_doc).strip().splitlines()
+    assert lines[0].split(",") == ["curve", "quality", "bpp", "mAP", "mAP50", "mAP_vs_ref", "f1"]
+    assert len(lines) == 5
+
+
+# -- slow: the real page through AppTest ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def fresh_cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FCM_CACHE_DIR", str(tmp_path_factory.mktemp("fcm_cache")))
+    yield
+    mp.undo()
+
+
+def new_app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(APP), default_timeout=600)
+
+
+TEXT_ELEMENTS = {"Markdown", "Caption", "Error", "Warning", "Info", "Code"}
+
+
+def texts(block) -> list[str]:
+    """Every text shown inside ``block`` (markdown, captions, alerts, code), depth first."""
+    out = []
+    for child in block.children.values():
+        if type(child).__name__ in TEXT_ELEMENTS:
+            out.append(str(child.value))
+        if hasattr(child, "children"):
+            out += texts(child)
+    return out
+
+
+def column_texts(at) -> dict[str, list[str]]:
+    """Letter -> every text inside that comparison column (the outermost block holding its title)."""
+    found: dict[str, list[str]] = {}
+    for col in at.columns:
+        t = texts(col)
+        for line in t:
+            m = re.fullmatch(r"#### Column ([A-D])", line)
+            if m and len(t) > len(found.get(m.group(1), [])):
+                found[m.group(1)] = t
+    return found
+
+
+def bits_of(lines: list[str]) -> int:
+    for line in lines:
+        m = re.search(r"\*\*([\d,]+) bits\*\*", line)
+        if m:
+            return int(m.group(1).replace(",", ""))
+    raise AssertionError(f"no bits figure in {lines}")
+
+
+def check_clean(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def run(at):
+    at.run()
+    check_clean(at)
+    return at
+
+
+@pytest.fixture(scope="module")
+def first_load(fresh_cache):
+    return run(new_app())
+
+
+@pytest.mark.slow
+def test_first_load_compares_two_hevc_columns_on_a_sample(first_load):
+    at = first_load
+    cols = column_texts(at)
+    assert set(cols) == {"A", "B"}
+    for letter in "AB":
+        body = "\n".join(cols[letter])
+        assert "person" in body, body  # the astronaut is found at both qualities
+        assert re.search(r"\*\*\d+ matched\*\* · \*\*\d+ missed\*\* · \*\*\d+ false\*\*", body)
+        assert "smaller than float32 features" in body
+        assert "edge" in body and "server" in body and "tail" in body
+    assert bits_of(cols["A"]) > bits_of(cols["B"]), "the harsh QP column sends fewer bits"
+    assert at.slider(key="c0.q.hevc").value == 32 and at.slider(key="c1.q.hevc").value > 32
+    assert at.selectbox(key="c0.split").value == "expanded_conv_9"
+    assert at.selectbox(key="c0.codec").value == "hevc"
+    assert at.selectbox(key="c0.model").value == "ssd_mobilenet_v2"
+    # feature maps, RD chart with BD section, exports
+    assert any(c.value.startswith("Values from") for c in at.caption)
+    assert at.get("vega_lite_chart"), "RD chart"
+    assert any("BD-rate" in m.value for m in at.markdown)
+    codes = [c.value for c in at.code]
+    assert "fcm detect assets/samples/astronaut.jpg --model ssd_mobilenet_v2 --split expanded_conv_9 --codec hevc --quality 32" in codes
+    assert len(at.get("download_button")) == 4
+    assert not at.get("text_input"), "no path can be typed into the page"
+
+
+@pytest.mark.slow
+def test_quality_change_reruns_only_that_column(first_load):
+    at = first_load
+    before = column_texts(at)
+    at.slider(key="c0.q.hevc").set_value(42)
+    run(at)
+    after = column_texts(at)
+    assert bits_of(after["A"]) < bits_of(before["A"])
+    assert bits_of(after["B"]) == bits_of(before["B"])
+    assert any("--quality 42" in c.value for c in at.code)
+    at.slider(key="c0.q.hevc").set_value(32)
+    run(at)
+
+
+@pytest.mark.slow
+def test_split_codec_paradigm_and_channel_picker(fresh_cache):
+    at = run(new_app())
+    at.selectbox(key="c1.split").set_value("expanded_conv_2")
+    run(at)
+    assert at.selectbox(key="c1.split").value == "expanded_conv_2"
+    assert "expanded_conv_2 · 24×75×75 (135,000 values)" in at.selectbox(key="c1.split").options
+    at.selectbox(key="c1.codec").set_value("jpeg")
+    run(at)
+    slider = at.slider(key="c1.q.jpeg")
+    assert slider.value == 75 and "JPEG quality (higher = more bits)" in slider.label
+    jpeg_bits = bits_of(column_texts(at)["B"])
+    slider.set_value(10)
+    run(at)
+    assert bits_of(column_texts(at)["B"]) < jpeg_bits
+    at.selectbox(key="c1.paradigm").set_value("full-input")
+    run(at)
+    body = "\n".join(column_texts(at)["B"])
+    assert "smaller than raw 24-bit RGB" in body and "full input" in body
+    assert at.selectbox(key="c1.split").disabled and at.selectbox(key="c1.wrapper").disabled
+    # feature maps of column A: pick a channel
+    at.number_input(key="fm.channel").set_value(5)
+    run(at)
+    assert any(c.value.startswith("channel 5: MSE") for c in at.caption)
+
+
+@pytest.mark.slow
+def test_add_and_remove_columns(fresh_cache):
+    at = run(new_app())
+    at.button(key="add_column").click()
+    run(at)
+    assert set(column_texts(at)) == {"A", "B", "C"}
+    assert at.slider(key="c2.q.hevc").value == at.slider(key="c1.q.hevc").value  # copies the last column
+    at.button(key="add_column").click()
+    run(at)
+    assert set(column_texts(at)) == {"A", "B", "C", "D"}
+    assert at.button(key="add_column").disabled
+    at.button(key="remove.1").click()
+    run(at)
+    assert set(column_texts(at)) == {"A", "B", "C"}
+    assert at.slider(key="c0.q.hevc").value == 32 and "c1.q.hevc" not in at.session_state
+    at.button(key="remove.0").click()
+    run(at)
+    assert set(column_texts(at)) == {"A", "B"}
+    assert not [b for b in at.button if (b.key or "").startswith("remove.")], "two columns is the minimum"
+
+
+def _png(size=(160, 120), colour=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_bad_upload_shows_a_clear_error_and_the_page_keeps_working(fresh_cache, bad_corpus):
+    folder, _ = bad_corpus
+    at = run(new_app())
+    at.file_uploader(key="uploads").set_value([
+        ("truncated.jpg", (folder / "truncated.jpg").read_bytes(), "image/jpeg"),
+        ("bomb.png", (folder / "bomb.png").read_bytes(), "image/png"),
+    ])
+    run(at)
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Upload refused: truncated.jpg: corrupt or truncated image") for e in errors), errors
+    assert any("bomb.png" in e and "megapixel" in e for e in errors), errors
+    assert "person" in "\n".join(column_texts(at)["A"]), "the samples still run"
+    # an odd but valid upload becomes the image shown
+    at.file_uploader(key="uploads").set_value(("gray16.png", (folder / "gray16.png").read_bytes(), "image/png"))
+    run(at)
+    assert not at.error
+    assert at.selectbox(key="shown").value.startswith("upload:gray16.png:")
+    assert "bits**" in "\n".join(column_texts(at)["A"])
+
+
+@pytest.mark.slow
+def test_a_failing_codec_is_reported_in_its_column_only(fresh_cache, monkeypatch):
+    from fcmcore.codecs import get_codec
+    from fcmcore.errors import BitstreamError
+
+    at = run(new_app())
+    codec = get_codec("hevc")
+
+    def broken(*args, **kwargs):
+        raise BitstreamError("hevc: decoder rejected the stream (simulated)")
+
+    monkeypatch.setattr(codec, "decode", broken)
+    at.slider(key="c1.q.hevc").set_value(29)  # not cached yet
+    run(at)
+    cols = column_texts(at)
+    assert "hevc: decoder rejected the stream (simulated)" in cols["B"]
+    assert "person" in "\n".join(cols["A"]), "column A (cached) still shows its result"
+    monkeypatch.undo()
+    run(at)
+    assert "bits**" in "\n".join(column_texts(at)["B"])
+
+
+@pytest.mark.slow
+def test_unavailable_codec_is_marked_and_explained(fresh_cache, monkeypatch):
+    from fcmcore.codecs.vvc import VVCCodec
+
+    monkeypatch.setattr(VVCCodec, "available", lambda self: (False, "libvvenc missing (simulated)"))
+    compute.codec_table.clear()
+    try:
+        at = run(new_app())
+        box = at.selectbox(key="c0.codec")
+        assert "vvc (unavailable: libvvenc missing (simulated))" in box.options
+        box.set_value("vvc")
+        run(at)
+        assert "Codec vvc is not available on this server: libvvenc missing (simulated)" in column_texts(at)["A"]
+        assert "person" in "\n".join(column_texts(at)["B"])
+    finally:
+        monkeypatch.undo()
+        compute.codec_table.clear()
+
+
+@pytest.mark.slow
+def test_model_without_weights_is_an_error_in_its_column(fresh_cache):
+    at = run(new_app())
+    at.selectbox(key="c0.model").set_value("fasterrcnn_resnet50_fpn_v2")
+    run(at)
+    body = "\n".join(column_texts(at)["A"])
+    assert "weights" in body and "missing" in body
+    assert "person" in "\n".join(column_texts(at)["B"])
+
+
+@pytest.mark.slow
+def test_two_sessions_keep_independent_columns(fresh_cache):
+    one, two = run(new_app()), run(new_app())
+    one.slider(key="c0.q.hevc").set_value(44)
+    one.button(key="add_column").click()
+    run(one)
+    run(two)
+    assert one.slider(key="c0.q.hevc").value == 44 and two.slider(key="c0.q.hevc").value == 32
+    assert set(column_texts(one)) == {"A", "B", "C"} and set(column_texts(two)) == {"A", "B"}
+    assert bits_of(column_texts(one)["A"]) < bits_of(column_texts(two)["A"])
+
+
+@pytest.mark.slow
+def test_picking_an_rd_point_sets_the_column_quality(fresh_cache):
+    at = run(new_app())
+    assert at.session_state["rd.curve_columns"], "the chart knows which columns use each curve"
+    curve = next(iter(at.session_state["rd.curve_columns"]))
+    assert at.session_state["rd.curve_columns"][curve] == [0, 1]
+    before = bits_of(column_texts(at)["B"])
+    at.session_state[state.PICK_KEY] = {"column": 1, "quality": 24.0}
+    run(at)
+    assert at.slider(key="c1.q.hevc").value == 24
+    assert bits_of(column_texts(at)["B"]) > before
