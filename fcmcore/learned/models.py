@@ -1,0 +1,454 @@
+"""Learned feature codecs: three CompressAI architectures for one split tensor (C, H, W).
+
+All three share the same skeleton (``FeatureCodecNet``)::
+
+    x (1, C, H, W) -> normalise (per-channel mean/std fitted on train features)
+      -> pad to a multiple of 4 (replicate) -> g_a -> y (M, H'/2, W'/2)
+      -> entropy model (arch-specific) -> y_hat -> g_s -> crop -> denormalise -> x_hat
+
+* ``factorized``: ``EntropyBottleneckLatentCodec`` (a fully factorized prior on y).
+* ``hyperprior``: ``HyperpriorLatentCodec`` = ``HyperLatentCodec`` (z, EntropyBottleneck)
+  + ``GaussianConditionalLatentCodec`` (mean-scale Gaussian on y).
+* ``context``: ELIC-style space-channel context: ``HyperLatentCodec`` for z, then
+  ``ChannelGroupsLatentCodec`` (uneven channel groups decoded in order, each conditioned
+  on the hyper-prior and every earlier group) whose groups are
+  ``CheckerboardLatentCodec`` (anchors first, then non-anchors from a checkerboard
+  masked conv) over ``GaussianConditionalLatentCodec``; plus latent residual prediction
+  (LRP, Minnen & Singh 2020) after each group: y_hat_k += 0.5 tanh(f_k(params, y_hat_<=k)).
+
+Training (``forward``) uses the latent codecs' own ``forward`` (likelihoods). Real coding
+(``code``) walks the very same sub-modules in the same order as the latent codecs'
+``compress``/``decompress`` but writes every symbol into ONE rANS stream
+(``compressai.ans.BufferedRansEncoder`` / ``RansDecoder``) instead of one string per
+group and pass: each rANS string costs ~8 bytes of flush, which would be 9 strings
+(~600 bits) per image for the context model, a large share at the rates that matter
+here. The same ``code`` routine runs on both sides (``_Encoder`` or ``_Decoder`` as the
+``coder``), so the decoder's y_hat is the encoder's y_hat, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.latent_codecs import (ChannelGroupsLatentCodec, CheckerboardLatentCodec,
+                                      EntropyBottleneckLatentCodec, GaussianConditionalLatentCodec,
+                                      HyperLatentCodec, HyperpriorLatentCodec)
+from compressai.layers import GDN, CheckerboardMaskedConv2d
+from compressai.models.base import CompressionModel, get_scale_table
+from compressai.ops import quantize_ste
+
+ARCHS = ("factorized", "hyperprior", "context")
+PAD_MULTIPLE = 4  # g_a downsamples by 2, h_a by 2 more; the checkerboard wants an even latent
+
+
+def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+def deconv(cin: int, cout: int, k: int = 3, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
+
+
+@dataclass
+class CodecConfig:
+    """Everything needed to rebuild a network (stored in the weights' metadata)."""
+
+    arch: str
+    channels: int  # C of the split tensor
+    N: int = 96  # transform width
+    M: int = 64  # latent channels
+    Nh: int = 64  # hyper-latent channels
+    groups: list[int] = field(default_factory=lambda: [8, 8, 16, 32])  # context only; sums to M
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown learned codec architecture {self.arch!r}; known: {', '.join(ARCHS)}")
+        if self.arch == "context" and sum(self.groups) != self.M:
+            raise ValueError(f"channel groups {self.groups} must sum to M={self.M}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "CodecConfig":
+        d = dict(d)
+        if "groups" in d:
+            d["groups"] = [int(g) for g in d["groups"]]
+        return cls(**d)
+
+
+# ----- the three entropy models --------------------------------------------------------------
+
+def _hyper(M: int, Nh: int, out: int) -> HyperLatentCodec:
+    h_a = nn.Sequential(conv(M, Nh, 3), nn.LeakyReLU(inplace=True), conv(Nh, Nh, 3, stride=2))
+    h_s = nn.Sequential(deconv(Nh, Nh, 3, 2), nn.LeakyReLU(inplace=True), conv(Nh, out, 3))
+    return HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(Nh), h_a=h_a, h_s=h_s, quantizer="ste")
+
+
+class LatentResidualPrediction(nn.Module):
+    """LRP per channel group: a bounded correction of the quantised latent, predicted from
+    the hyper params and the groups decoded so far (both known to the decoder)."""
+
+    def __init__(self, side_channels: int, groups: list[int], hidden: int = 48):
+        super().__init__()
+        self.groups = list(groups)
+        acc = 0
+        self.nets = nn.ModuleList()
+        for g in self.groups:
+            acc += g
+            self.nets.append(nn.Sequential(conv(side_channels + acc, hidden, 1), nn.LeakyReLU(inplace=True),
+                                           conv(hidden, g, 3)))
+
+    def forward(self, y_hat: Tensor, side_params: Tensor) -> Tensor:
+        out, acc = [], 0
+        for g, net in zip(self.groups, self.nets):
+            acc += g
+            r = 0.5 * torch.tanh(net(torch.cat([side_params, y_hat[:, :acc]], dim=1)))
+            out.append(y_hat[:, acc - g:acc] + r)
+        return torch.cat(out, dim=1)
+
+
+def _context_codec(M: int, Nh: int, groups: list[int]) -> tuple[HyperLatentCodec, ChannelGroupsLatentCodec]:
+    side = 2 * M  # hyper params channels
+    channel_context = {
+        f"y{k}": nn.Sequential(conv(sum(groups[:k]), 64, 3), nn.LeakyReLU(inplace=True), conv(64, 2 * groups[k], 3))
+        for k in range(1, len(groups))
+    }
+    groups_codec = {}
+    for k, g in enumerate(groups):
+        cin = 2 * g + (2 * g if k > 0 else 0) + side
+        aggregation = nn.Sequential(
+            nn.Conv2d(cin, 128, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(128, 96, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(96, 2 * g, 1),
+        )
+        groups_codec[f"y{k}"] = CheckerboardLatentCodec(
+            latent_codec={"y": GaussianConditionalLatentCodec(quantizer="ste")},
+            context_prediction=CheckerboardMaskedConv2d(g, 2 * g, kernel_size=5, stride=1, padding=2),
+            entropy_parameters=aggregation,
+        )
+    cg = ChannelGroupsLatentCodec(groups=groups, channel_context=channel_context, latent_codec=groups_codec)
+    return _hyper(M, Nh, side), cg
+
+
+# ----- single-stream rANS coding -------------------------------------------------------------
+
+class _Tables:
+    """An entropy model's CDF tables as the Python lists the rANS coder takes (cached)."""
+
+    def __init__(self, model):
+        self.cdf = model.quantized_cdf.tolist()
+        self.lengths = model.cdf_length.reshape(-1).int().tolist()
+        self.offsets = model.offset.reshape(-1).int().tolist()
+
+
+def _eb_indexes_medians(eb: EntropyBottleneck, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    indexes = eb._build_indexes(shape)
+    medians = eb._get_medians().detach().reshape(1, -1, 1, 1).expand(shape[0], -1, *shape[2:])
+    return indexes, medians
+
+
+class _Encoder:
+    """Codes symbols into one buffered rANS stream; returns what the decoder will see."""
+
+    def __init__(self, tables: dict[int, _Tables]):
+        self.tables = tables
+        self.rans = BufferedRansEncoder()
+        self.num_symbols = 0
+
+    def _put(self, model, symbols: Tensor, indexes: Tensor) -> None:
+        t = self.tables[id(model)]
+        self.rans.encode_with_indexes(symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(),
+                                      t.cdf, t.lengths, t.offsets)
+        self.num_symbols += symbols.numel()
+
+    def bottleneck(self, eb: EntropyBottleneck, z: Tensor, shape: tuple[int, ...]) -> Tensor:
+        indexes, medians = _eb_indexes_medians(eb, tuple(z.shape))
+        symbols = eb.quantize(z, "symbols", medians)
+        self._put(eb, symbols, indexes)
+        return eb.dequantize(symbols, medians)
+
+    def gaussian(self, gc: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+        indexes = gc.build_indexes(scales)
+        symbols = gc.quantize(y, "symbols", means)
+        self._put(gc, symbols, indexes)
+        return gc.dequantize(symbols, means)
+
+    def finish(self) -> bytes:
+        return self.rans.flush()
+
+
+class _Decoder:
+    def __init__(self, tables: dict[int, _Tables], stream: bytes):
+        self.tables = tables
+        self.rans = RansDecoder()
+        self.rans.set_stream(stream)
+
+    def _get(self, model, indexes: Tensor) -> Tensor:
+        t = self.tables[id(model)]
+        values = self.rans.decode_stream(indexes.reshape(-1).int().tolist(), t.cdf, t.lengths, t.offsets)
+        return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+
+    def bottleneck(self, eb: EntropyBottleneck, z: Tensor | None, shape: tuple[int, ...]) -> Tensor:
+        indexes, medians = _eb_indexes_medians(eb, shape)
+        return eb.dequantize(self._get(eb, indexes), medians)
+
+    def gaussian(self, gc: GaussianConditional, y: Tensor | None, scales: Tensor, means: Tensor) -> Tensor:
+        return gc.dequantize(self._get(gc, gc.build_indexes(scales)), means)
+
+
+# ----- the network ---------------------------------------------------------------------------
+
+class FeatureCodecNet(CompressionModel):
+    """A learned codec for one (C, H, W) tensor; see the module docstring."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        C, N, M, Nh = cfg.channels, cfg.N, cfg.M, cfg.Nh
+        self.register_buffer("feat_mean", torch.zeros(C))
+        self.register_buffer("feat_std", torch.ones(C))
+        self.g_a = nn.Sequential(conv(C, N, 3), GDN(N), conv(N, N, 3, stride=2), GDN(N), conv(N, M, 3))
+        self.g_s = nn.Sequential(conv(M, N, 3), GDN(N, inverse=True), deconv(N, N, 3, 2),
+                                 GDN(N, inverse=True), conv(N, C, 3))
+        if cfg.arch == "factorized":
+            self.latent_codec = EntropyBottleneckLatentCodec(EntropyBottleneck(M))
+        elif cfg.arch == "hyperprior":
+            self.latent_codec = HyperpriorLatentCodec(latent_codec={
+                "y": GaussianConditionalLatentCodec(quantizer="ste"),
+                "hyper": _hyper(M, Nh, 2 * M),
+            })
+        else:
+            hyper, groups = _context_codec(M, Nh, list(cfg.groups))
+            self.hyper = hyper
+            self.groups_codec = groups
+            self.lrp = LatentResidualPrediction(2 * M, list(cfg.groups))
+        self._tables: dict[int, _Tables] | None = None
+
+    # -- shapes and normalisation -------------------------------------------------------------
+    @staticmethod
+    def padded(h: int, w: int) -> tuple[int, int]:
+        return -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+
+    def latent_shape(self, h: int, w: int) -> tuple[int, int, int]:
+        ph, pw = self.padded(h, w)
+        return self.cfg.M, ph // 2, pw // 2
+
+    def hyper_shape(self, h: int, w: int) -> tuple[int, int, int]:
+        _, lh, lw = self.latent_shape(h, w)
+        return self.cfg.Nh, -(-lh // 2), -(-lw // 2)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.feat_mean.view(1, -1, 1, 1)) / self.feat_std.view(1, -1, 1, 1)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        return x * self.feat_std.view(1, -1, 1, 1) + self.feat_mean.view(1, -1, 1, 1)
+
+    def analysis(self, x_norm: Tensor) -> Tensor:
+        h, w = x_norm.shape[-2:]
+        ph, pw = self.padded(h, w)
+        return self.g_a(F.pad(x_norm, (0, pw - w, 0, ph - h), mode="replicate"))
+
+    def synthesis(self, y_hat: Tensor, h: int, w: int) -> Tensor:
+        return self.g_s(y_hat)[..., :h, :w]
+
+    # -- training / estimation ----------------------------------------------------------------
+    def entropy_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """y -> (y_hat for the synthesis, likelihoods). Train mode: noise for the rates,
+        straight-through rounding for y_hat; eval mode: exact rounding (what ``code`` does)."""
+        arch = self.cfg.arch
+        if arch == "factorized":
+            out = self.latent_codec(y)
+            eb = self.latent_codec.entropy_bottleneck
+            medians = eb._get_medians().reshape(1, -1, 1, 1)
+            y_hat = quantize_ste(y - medians) + medians
+            return y_hat, out["likelihoods"]
+        if arch == "hyperprior":
+            out = self.latent_codec(y)
+            return out["y_hat"], out["likelihoods"]
+        hyper_out = self.hyper(y)
+        params = hyper_out["params"]
+        y_out = self.groups_codec(y, params)
+        y_hat = self.lrp(y_out["y_hat"], params)
+        return y_hat, {"y": y_out["likelihoods"]["y"], "z": hyper_out["likelihoods"]["z"]}
+
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        """Raw features (B, C, H, W) -> {"x_hat", "x_hat_norm", "x_norm", "likelihoods"}."""
+        h, w = x.shape[-2:]
+        x_norm = self.normalize(x)
+        y_hat, likelihoods = self.entropy_forward(self.analysis(x_norm))
+        x_hat_norm = self.synthesis(y_hat, h, w)
+        return {"x_hat": self.denormalize(x_hat_norm), "x_hat_norm": x_hat_norm, "x_norm": x_norm,
+                "likelihoods": likelihoods}
+
+    # -- real coding ---------------------------------------------------------------------------
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        updated = super().update(scale_table=scale_table if scale_table is not None else get_scale_table(),
+                                 force=force, update_quantiles=update_quantiles)
+        self._tables = {id(m): _Tables(m) for m in self.modules()
+                        if isinstance(m, (EntropyBottleneck, GaussianConditional))}
+        return updated
+
+    def _require_tables(self) -> dict[int, _Tables]:
+        if self._tables is None:
+            raise RuntimeError("call update(force=True) before coding")
+        return self._tables
+
+    def _code_hyper(self, coder, hyper: HyperLatentCodec, y: Tensor | None, hshape) -> Tensor:
+        z = hyper.h_a(y) if y is not None else None
+        z_hat = coder.bottleneck(hyper.entropy_bottleneck, z, hshape)
+        return hyper.h_s(z_hat)
+
+    @staticmethod
+    def _code_gaussian(coder, lc: GaussianConditionalLatentCodec, y: Tensor | None, ctx_params: Tensor) -> Tensor:
+        scales, means = lc._chunk(lc.entropy_parameters(ctx_params))
+        return coder.gaussian(lc.gaussian_conditional, y, scales, means)
+
+    def _code_checkerboard(self, coder, cb: CheckerboardLatentCodec, y: Tensor | None, side_params: Tensor) -> Tensor:
+        # Mirrors CheckerboardLatentCodec.compress/decompress (anchors, then non-anchors).
+        n, _, h, w = side_params.shape
+        c = cb.context_prediction.in_channels
+        y_hat_ = side_params.new_zeros((2, n, c, h, w // 2))
+        side_ = cb.unembed(side_params)
+        y_ = cb.unembed(y) if y is not None else None
+        for i in range(2):
+            y_ctx_i = cb.unembed(cb.context_prediction(cb.embed(y_hat_)))[i]
+            if i == 0:
+                y_ctx_i = cb._mask_all(y_ctx_i)
+            params_i = cb.entropy_parameters(cb.merge(y_ctx_i, side_[i]))
+            y_hat_[i] = self._code_gaussian(coder, cb.latent_codec["y"], None if y_ is None else y_[i], params_i)
+        return cb.embed(y_hat_)
+
+    def code(self, coder, y: Tensor | None, h: int, w: int) -> Tensor:
+        """Entropy-code y (encoder: y given) or decode it (decoder: y None) with ``coder``;
+        returns the latent the synthesis sees. Identical operations on both sides."""
+        lshape = (1, *self.latent_shape(h, w))
+        hshape = (1, *self.hyper_shape(h, w))
+        arch = self.cfg.arch
+        if arch == "factorized":
+            return coder.bottleneck(self.latent_codec.entropy_bottleneck, y, lshape)
+        if arch == "hyperprior":
+            params = self._code_hyper(coder, self.latent_codec["hyper"], y, hshape)
+            return self._code_gaussian(coder, self.latent_codec["y"], y, params)
+        params = self._code_hyper(coder, self.hyper, y, hshape)
+        cg = self.groups_codec
+        y_hat = params.new_zeros(lshape)
+        y_hat_ = y_hat.split(cg.groups, dim=1)
+        y_groups = y.split(cg.groups, dim=1) if y is not None else [None] * len(cg.groups)
+        for k in range(len(cg.groups)):
+            ctx = cg._get_ctx_params(k, params, y_hat_)
+            y_hat_[k][:] = self._code_checkerboard(coder, cg.latent_codec[f"y{k}"], y_groups[k], ctx)
+        return self.lrp(y_hat, params)
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> dict[str, Any]:
+        """Raw (1, C, H, W) -> {"strings": [stream], "y_hat", "x_hat", "num_symbols"}."""
+        h, w = x.shape[-2:]
+        y = self.analysis(self.normalize(x))
+        enc = _Encoder(self._require_tables())
+        y_hat = self.code(enc, y, h, w)
+        stream = enc.finish()
+        return {"strings": [stream], "y_hat": y_hat, "x_hat": self.denormalize(self.synthesis(y_hat, h, w)),
+                "num_symbols": enc.num_symbols}
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], h: int, w: int) -> dict[str, Any]:
+        (stream,) = strings
+        dec = _Decoder(self._require_tables(), stream)
+        y_hat = self.code(dec, None, h, w)
+        return {"y_hat": y_hat, "x_hat": self.denormalize(self.synthesis(y_hat, h, w))}
+
+    @torch.no_grad()
+    def estimate_bits(self, x: Tensor) -> dict[str, float]:
+        """Ideal code length (-log2 of the likelihoods, eval mode) of each latent, in bits."""
+        was_training = self.training
+        self.eval()
+        try:
+            _, likelihoods = self.entropy_forward(self.analysis(self.normalize(x)))
+        finally:
+            self.train(was_training)
+        return {k: float(-torch.log2(v).sum()) for k, v in likelihoods.items()}
+
+    def macs(self, h: int, w: int, parts: tuple[str, ...] = ("encoder",)) -> int:
+        """Multiply-accumulates of the analysis side (``encoder``: g_a and h_a) on an h x w
+        input, counted with forward hooks on every conv."""
+        return count_macs(self._encoder_fn(), torch.zeros(1, self.cfg.channels, h, w), self)
+
+    def _encoder_fn(self):
+        def run(x):
+            y = self.analysis(self.normalize(x))
+            if self.cfg.arch == "hyperprior":
+                self.latent_codec["hyper"].h_a(y)
+            elif self.cfg.arch == "context":
+                self.hyper.h_a(y)
+            return y
+        return run
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def count_macs(fn, x: Tensor, module: nn.Module) -> int:
+    """Conv multiply-accumulates of ``fn(x)``, summed with forward hooks over ``module``."""
+    total = [0]
+
+    def hook(m, inputs, output):
+        if isinstance(m, nn.ConvTranspose2d):
+            total[0] += inputs[0].numel() // inputs[0].shape[0] * m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Conv2d):
+            total[0] += output.numel() // output.shape[0] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            fn(x)
+    finally:
+        for hd in handles:
+            hd.remove()
+    return total[0]
+
+
+# ----- saving and loading ------------------------------------------------------------------
+
+# Buffers rebuilt by update() or by the layers themselves: not stored.
+_DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")
+# Kept in float32 when storing float16 (entropy-model parameters and normalisation).
+_KEEP_FP32 = ("quantiles", "feat_mean", "feat_std", "_matrices", "_biases", "_factors", "scale_bound", "target")
+
+
+def stored_state(net: nn.Module, half: bool = True) -> dict[str, Tensor]:
+    out = {}
+    for k, v in net.state_dict().items():
+        if any(d in k for d in _DERIVED) or k.endswith("mask"):
+            continue
+        v = v.detach().contiguous()
+        if half and v.is_floating_point() and not any(s in k for s in _KEEP_FP32):
+            v = v.half()
+        out[k] = v
+    return out
+
+
+def load_stored_state(net: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load a ``stored_state`` dict; raises ValueError on missing/unexpected keys or shapes."""
+    own = net.state_dict()
+    expected = {k for k in own if not (any(d in k for d in _DERIVED) or k.endswith("mask"))}
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise ValueError(f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ValueError(f"{k}: stored shape {tuple(v.shape)}, network has {tuple(own[k].shape)}")
+    full = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    nn.Module.load_state_dict(net, full, strict=False)
+
+
+def config_json(cfg: CodecConfig) -> str:
+    return json.dumps(cfg.to_json(), sort_keys=True)

@@ -1,0 +1,59 @@
+"""``fcm train-wrapper``: fit (pca, truncate) or train (learned) a wrapper on a dataset's
+training images and save it as one safetensors file (+ a readable ``.json`` copy of its
+metadata)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from .fitted import RDO_WEIGHT_MODES
+    from .training import LOSSES, METHODS
+
+    p = sub.add_parser(
+        "train-wrapper",
+        help="fit or train a wrapper (learned, pca, truncate) on a dataset's training images",
+        description="Fit a wrapper on the training images of DATASET (every 4th image by id is held out "
+        "for validation), estimate its WA-RDO importance weights and save it to OUT (.safetensors). "
+        "Use it with --wrapper METHOD:OUT.",
+    )
+    p.add_argument("--dataset", required=True, help="COCO-style folder (images/ + instances.json) or an image folder")
+    p.add_argument("--model", default="ssd_mobilenet_v2", help="detector (default ssd_mobilenet_v2)")
+    p.add_argument("--split", required=True, help="split point (a single-tensor split, e.g. expanded_conv_9)")
+    p.add_argument("--channels", "-k", dest="k", type=int, required=True, help="coded channels k")
+    p.add_argument("--method", default="learned", choices=METHODS, help="wrapper kind (default learned)")
+    p.add_argument("--loss", default="deep", choices=LOSSES,
+                   help="learned only: distortion at the split, at prediction map 0, or on detector outputs")
+    p.add_argument("--seed", type=int, default=0, help="random seed (augmentation, init, probes)")
+    p.add_argument("--epochs", type=int, default=12, help="learned only: training epochs (default 12)")
+    p.add_argument("--augment", type=int, default=4, help="learned only: augmented views per training image")
+    p.add_argument("--down", type=int, default=1, choices=[1, 2], help="learned only: spatial down-sampling")
+    p.add_argument("--hidden", type=int, default=64, help="learned only: hidden channels")
+    p.add_argument("--lam", type=float, default=0.01, help="learned only: rate weight lambda")
+    p.add_argument("--rdo-weights", default="task", choices=RDO_WEIGHT_MODES,
+                   help="importance weights --rdo wa uses: fixed (saved) per target, or image-<target> per image")
+    p.add_argument("--out", required=True, help="output file (.safetensors)")
+    p.set_defaults(func=cmd_train_wrapper)
+
+
+def cmd_train_wrapper(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ParameterError
+    from .training import train_wrapper
+
+    if not args.out.endswith(".safetensors"):
+        raise ParameterError("--out must end with .safetensors")
+    torch.set_num_threads(1)
+    command = "fcm " + shlex.join(sys.argv[1:]) if sys.argv and "train-wrapper" in sys.argv else ""
+    wrapper = train_wrapper(args.dataset, args.model, args.split, args.k, method=args.method, loss=args.loss,
+                            seed=args.seed, epochs=args.epochs, augment=args.augment, down=args.down,
+                            hidden=args.hidden, lam=args.lam, rdo_weights=args.rdo_weights, command=command,
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
+    path = wrapper.save(args.out)
+    print(f"saved {args.method} wrapper ({args.k} of {wrapper.channels_in} channels) to {path}; "
+          f"use --wrapper {args.method}:{path}")
+    return 0

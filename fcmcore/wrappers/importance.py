@@ -1,0 +1,106 @@
+"""Importance weights for wrapper-aware RDO, from Jacobians estimated with autograd.
+
+For a coded (reduced) tensor z (k x h x w) and g = T o post, where T is the identity
+("post"), the frozen tail up to SSD's first prediction map ("deep": the 576-channel
+expansion inside ``expanded_conv_13``) or up to the detector's raw outputs ("task": class
+logits and box regressions of every anchor), the weight of coded channel c is
+
+    w_c = (1 / hw) * sum_p || J_g[:, (c, p)] ||^2,     J_g = d g / d z,
+
+the mean squared Jacobian column norm over the channel's positions: a small error e on
+channel c moves g by about ||J e||, so E||dg||^2 ~ sum_c w_c * SSE_c for independent
+errors. The diagonal of J^T J is estimated Hutchinson-style: for Rademacher probes v
+(E[v v^T] = I), E[(J^T v)^2] = diag(J^T J), and J^T v is one backward pass. For an affine
+per-pixel post-wrapper x = A z + b (and T = identity) this is exactly the squared column
+norm ||A[:, c]||^2 (one probe per position suffices only in expectation; averaging over
+positions, probes and images brings the estimate close).
+
+Weights are averaged over training data and saved with the wrapper (``importance.<target>``,
+fixed weights), or re-estimated per image from its reduced tensor (``image-<target>``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from .fitted import WEIGHT_TARGETS
+
+
+def tail_function(model_name: str, split: str, target: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A differentiable map from the split's trunk tensor to ``target``'s output, running the
+    frozen detector's stages directly (the model's ``tail`` runs under inference mode)."""
+    if target not in WEIGHT_TARGETS:
+        raise ParameterError(f"importance target must be one of {', '.join(WEIGHT_TARGETS)}, not {target!r}")
+    if target == "post":
+        return lambda x: x
+    from ..models import load_model
+    from ..models import ssd_mobilenet_v2 as ssd
+
+    model = load_model(model_name)
+    if not isinstance(model, ssd.SSDMobileNetV2):
+        raise ParameterError(f"{target!r} importance weights need the frozen tail of ssd_mobilenet_v2, not {model_name}")
+    stage = model._split_stage(split)
+    if len(model.split_point(split).tensors) != 1:
+        raise ParameterError(f"split {split} carries several tensors; wrappers are trained on single-tensor splits")
+    stages = model._stages
+    if target == "deep":
+        if stage >= ssd._MAP0_STAGE:
+            raise ParameterError(f"'deep' targets prediction map 0 (inside expanded_conv_13); split {split} is past it")
+
+        def deep(x: torch.Tensor) -> torch.Tensor:
+            for i in range(stage + 1, ssd._MAP0_STAGE):
+                x, _ = stages[i](x)
+            return stages[ssd._MAP0_STAGE].expand(x)
+
+        return deep
+
+    def task(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(detector_outputs(model, x, stage), dim=-1)
+
+    return task
+
+
+def detector_outputs(model, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class logits (N, anchors*91), box regressions (N, anchors*4)) from the trunk after
+    ``stage``: the same convolutions as the model's ``_predict``, without decoding/NMS."""
+    maps: list[torch.Tensor] = []
+    model._run(x, maps, stage + 1, len(model._stages))
+    n = x.shape[0]
+    logits = torch.cat([c(m).permute(0, 2, 3, 1).reshape(n, -1) for m, c in zip(maps, model._cls)], 1)
+    boxes = torch.cat([b(m).permute(0, 2, 3, 1).reshape(n, -1) for m, b in zip(maps, model._box)], 1)
+    return logits, boxes
+
+
+def hutchinson_weights(g: Callable[[torch.Tensor], torch.Tensor], zs: Iterable[torch.Tensor], probes: int = 4,
+                       seed: int = 0) -> np.ndarray:
+    """Mean over ``zs`` (each (1, k, h, w) or (n, k, h, w)), probes and positions of
+    diag(J_g^T J_g), per channel: (k,) float64."""
+    if probes < 1:
+        raise ParameterError(f"probes must be at least 1, got {probes}")
+    gen = torch.Generator().manual_seed(int(seed))
+    total, count = None, 0
+    for z in zs:
+        z = z.detach().clone().float().requires_grad_(True)
+        with torch.enable_grad():
+            y = g(z)
+            for p in range(probes):
+                v = torch.randint(0, 2, y.shape, generator=gen).to(y.dtype) * 2 - 1
+                (gz,) = torch.autograd.grad(y, z, v, retain_graph=p < probes - 1)
+                s = gz.detach().double().pow(2).mean(dim=(2, 3)).sum(0)  # (k,)
+                total = s if total is None else total + s
+                count += z.shape[0]
+    if total is None:
+        raise ParameterError("no data to estimate importance weights on")
+    return (total / count).numpy()
+
+
+def estimate_weights(wrapper, zs: Iterable[torch.Tensor], target: str = "post", probes: int = 4,
+                     seed: int = 0) -> np.ndarray:
+    """Importance of each coded channel of ``wrapper`` (a FittedWrapper) for ``target``,
+    averaged over the reduced tensors ``zs``. Not normalised."""
+    tail = tail_function(wrapper.meta["model"], wrapper.meta["split"], target)
+    return hutchinson_weights(lambda z: tail(wrapper.decode(z)), zs, probes=probes, seed=seed)

@@ -1,0 +1,329 @@
+"""Fitting and training wrappers on split features of a COCO-style dataset.
+
+Data: the dataset's images sorted by id, split with ``datasplit.split_train_val`` (every
+4th image is validation, never trained on). Training features are the head's output on
+each training image plus ``augment`` random views of it (horizontal flip with p=0.5, a
+random crop of 50-100 % of the area with aspect 3/4..4/3; the model then resizes to its
+input size as usual). Validation features come from the plain validation images.
+
+Learned wrappers are trained through a **proxy codec**: the reduced tensor z is packed as
+the real pipeline does (tensor min-max range per image), so the codec's error is modelled
+as uniform noise of step ``range(z) / 2**b`` with ``b`` drawn per sample in [3.5, 7]
+(from near-lossless 10-bit packing down to the rates where detection breaks); the rate term
+is the bits an ``EntropyBottleneck`` (CompressAI) estimates for ``z / step``, per coded
+value. Loss = distortion + lambda * rate, with distortion
+
+* ``feature``: MSE at the split, normalised by the features' variance;
+* ``deep``: MSE at SSD's prediction map 0 (expansion inside ``expanded_conv_13``) through
+  the frozen tail, normalised, plus 0.1 x the feature term;
+* ``task``: Bernoulli KL between the class scores of the coded and uncompressed runs plus
+  score-weighted smooth-L1 on box regressions, plus 0.1 x the feature term.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ParameterError
+from .fitted import WEIGHT_TARGETS, FittedWrapper
+from .importance import detector_outputs, estimate_weights, tail_function
+
+METHODS = ("learned", "pca", "truncate")
+LOSSES = ("feature", "deep", "task")
+BITS_RANGE = (3.5, 7.0)
+
+
+@dataclass
+class FeatureBank:
+    tensor: str
+    train: torch.Tensor  # (N_aug, C, H, W): plain + augmented training views
+    train_plain: torch.Tensor  # (N_train, C, H, W): one per training image, no augmentation
+    val: torch.Tensor  # (N_val, C, H, W)
+    train_ids: list[int]
+    val_ids: list[int]
+
+
+def _augment(image, rng: np.random.Generator):
+    from PIL import Image
+
+    w, h = image.size
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    area = rng.uniform(0.5, 1.0) * w * h
+    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    cw = int(round(min(w, math.sqrt(area * aspect))))
+    ch = int(round(min(h, math.sqrt(area / aspect))))
+    x0 = int(rng.integers(0, w - cw + 1))
+    y0 = int(rng.integers(0, h - ch + 1))
+    return image.crop((x0, y0, x0 + cw, y0 + ch))
+
+
+def build_bank(dataset: str | Path, model_name: str, split: str, augment: int = 4, seed: int = 0,
+               log: Callable[[str], None] | None = print) -> FeatureBank:
+    """Head features of the dataset's train images (+ ``augment`` views each) and val images."""
+    from ..datasplit import split_train_val
+    from ..evaluate.datasets import load_dataset
+    from ..imageio import load_image
+    from ..models import load_model
+
+    model = load_model(model_name)
+    sp = model.split_point(split)
+    if len(sp.tensors) != 1:
+        raise ParameterError(f"split {split} carries {len(sp.tensors)} tensors; wrappers are trained on single-tensor splits")
+    tensor = next(iter(sp.tensors))
+    ds = load_dataset(dataset)
+    train, val = split_train_val(ds.images)
+    if not train or not val:
+        raise ParameterError(f"dataset {dataset}: needs at least 4 images for a train/val split")
+    rng = np.random.default_rng(seed)
+
+    def head(image) -> torch.Tensor:
+        x, _ = model.preprocess(image)
+        return model.head(x, split)[tensor][0]
+
+    t0 = time.perf_counter()
+    plain, views, vals = [], [], []
+    for i, rec in enumerate(train):
+        image = load_image(rec.path)
+        plain.append(head(image))
+        views.extend(head(_augment(image, rng)) for _ in range(augment))
+        if log and (i + 1) % 24 == 0:
+            log(f"  features: {i + 1}/{len(train)} train images ({time.perf_counter() - t0:.0f} s)")
+    for rec in val:
+        vals.append(head(load_image(rec.path)))
+    # torch.stack outside inference mode: ordinary tensors, usable with autograd
+    plain_t = torch.stack([t.clone() for t in plain])
+    all_train = torch.cat([plain_t, torch.stack([t.clone() for t in views])]) if views else plain_t
+    return FeatureBank(tensor, all_train, plain_t, torch.stack([t.clone() for t in vals]),
+                       [r.id for r in train], [r.id for r in val])
+
+
+def base_meta(method: str, model_name: str, split: str, bank: FeatureBank, k: int, seed: int,
+              command: str, dataset: str) -> dict[str, Any]:
+    _, c, h, w = bank.train.shape
+    return {"method": method, "model": model_name, "split": split, "tensor": bank.tensor,
+            "channels_in": int(c), "channels_out": int(k), "k": int(k), "height": int(h), "width": int(w),
+            "seed": int(seed), "command": command, "dataset": Path(dataset).name,
+            "train_images": len(bank.train_ids), "train_views": int(bank.train.shape[0]),
+            "val_images": len(bank.val_ids)}
+
+
+# -- losses --------------------------------------------------------------------------------
+def _bernoulli_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(Bernoulli(sigmoid(p)) || Bernoulli(sigmoid(q))), elementwise."""
+    p = torch.sigmoid(p_logits)
+    return p * (F.logsigmoid(p_logits) - F.logsigmoid(q_logits)) + (1 - p) * (
+        F.logsigmoid(-p_logits) - F.logsigmoid(-q_logits))
+
+
+def make_distortion(loss: str, model_name: str, split: str, feat_var: float):
+    """-> f(x_hat, x) -> scalar distortion (see the module docstring)."""
+    if loss not in LOSSES:
+        raise ParameterError(f"--loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+
+    def feature(x_hat, x):
+        return F.mse_loss(x_hat, x) / feat_var
+
+    if loss == "feature":
+        return feature
+    if loss == "deep":
+        deep = tail_function(model_name, split, "deep")
+
+        def deep_loss(x_hat, x):
+            with torch.no_grad():
+                target = deep(x)
+            return F.mse_loss(deep(x_hat), target) / target.var().clamp_min(1e-8) + 0.1 * feature(x_hat, x)
+
+        return deep_loss
+    from ..models import load_model
+
+    model = load_model(model_name)
+    stage = model._split_stage(split)
+    tail_function(model_name, split, "task")  # validates the model/split
+
+    def task_loss(x_hat, x):
+        n = x.shape[0]
+        with torch.no_grad():
+            t_logits, t_boxes = detector_outputs(model, x, stage)
+        logits, boxes = detector_outputs(model, x_hat, stage)
+        t_logits, logits = t_logits.view(n, -1, 91), logits.view(n, -1, 91)
+        kl = _bernoulli_kl(t_logits[..., 1:], logits[..., 1:]).sum(-1).mean()
+        fg = torch.sigmoid(t_logits[..., 1:]).amax(-1)  # (n, anchors)
+        box = F.smooth_l1_loss(boxes.view(n, -1, 4), t_boxes.view(n, -1, 4), reduction="none").sum(-1)
+        box = (fg * box).sum() / fg.sum().clamp_min(1e-6)
+        return kl + box + 0.1 * feature(x_hat, x)
+
+    return task_loss
+
+
+def _proxy_step(z: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Per-sample quantisation step of tensor min-max packing at ``bits`` effective bits."""
+    lo = z.amin(dim=(1, 2, 3), keepdim=True)
+    hi = z.amax(dim=(1, 2, 3), keepdim=True)
+    return ((hi - lo) / (2.0 ** bits.view(-1, 1, 1, 1))).clamp_min(1e-6)
+
+
+# -- training --------------------------------------------------------------------------------
+def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep", epochs: int = 12,
+                  batch: int = 8, lr: float = 1e-3, lam: float = 0.01, hidden: int = 64, down: int = 1,
+                  seed: int = 0, log: Callable[[str], None] | None = print):
+    from compressai.entropy_models import EntropyBottleneck
+
+    from .learned import LearnedNets, LearnedWrapper, pca_init
+
+    torch.manual_seed(seed)
+    _, c, h, w = bank.train.shape
+    k = int(meta["k"])
+    nets = LearnedNets(c, k, hidden, down, (h, w))
+    pca_init(nets, bank.train)
+    eb = EntropyBottleneck(k)
+    main_params = list(nets.parameters()) + [p for n, p in eb.named_parameters() if not n.endswith("quantiles")]
+    aux_params = [p for n, p in eb.named_parameters() if n.endswith("quantiles")]
+    opt = torch.optim.Adam(main_params, lr=lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    steps = epochs * math.ceil(bank.train.shape[0] / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    feat_var = float(bank.train.var())
+    dist_fn = make_distortion(loss, meta["model"], meta["split"], feat_var)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    t0 = time.perf_counter()
+
+    def run(x: torch.Tensor, bits: torch.Tensor, train: bool):
+        z = nets.pre(x)
+        step = _proxy_step(z, bits)
+        y_hat, lik = eb(z / step, training=train)
+        rate = -torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()  # bits per coded value
+        x_hat = nets.post(y_hat * step)
+        return dist_fn(x_hat, x), rate
+
+    for epoch in range(epochs):
+        nets.train()
+        eb.train()
+        order = torch.randperm(bank.train.shape[0], generator=gen)
+        tot_d = tot_r = 0.0
+        nb = 0
+        for i in range(0, len(order), batch):
+            x = bank.train[order[i:i + batch]]
+            bits = BITS_RANGE[0] + (BITS_RANGE[1] - BITS_RANGE[0]) * torch.rand(x.shape[0], generator=gen)
+            d, r = run(x, bits, True)
+            loss_v = d + lam * r
+            opt.zero_grad()
+            loss_v.backward()
+            torch.nn.utils.clip_grad_norm_(main_params, 5.0)
+            opt.step()
+            sched.step()
+            aux_opt.zero_grad()
+            eb.loss().backward()
+            aux_opt.step()
+            tot_d += float(d)
+            tot_r += float(r)
+            nb += 1
+        val = validate_learned(nets, eb, bank, dist_fn)
+        history.append({"epoch": epoch + 1, "train_distortion": tot_d / nb, "train_rate": tot_r / nb, **val})
+        if log:
+            log(f"  epoch {epoch + 1}/{epochs}: train D {tot_d / nb:.4f} R {tot_r / nb:.3f} b/value; "
+                f"val D@5b {val['val_distortion_5b']:.4f} R {val['val_rate_5b']:.3f}; "
+                f"{time.perf_counter() - t0:.0f} s")
+    nets.eval()
+    meta = dict(meta, loss=loss, epochs=epochs, batch=batch, lr=lr, lam=lam, hidden=hidden, down=down,
+                proxy_bits=list(BITS_RANGE), history=history, train_seconds=round(time.perf_counter() - t0, 1))
+    return LearnedWrapper(meta, nets)
+
+
+@torch.no_grad()
+def validate_learned(nets, eb, bank: FeatureBank, dist_fn) -> dict[str, float]:
+    """Validation distortion and rate at 5 effective bits (eval-mode quantisation)."""
+    nets.eval()
+    eb.eval()
+    ds, rs = [], []
+    for i in range(0, bank.val.shape[0], 8):
+        x = bank.val[i:i + 8]
+        z = nets.pre(x)
+        step = _proxy_step(z, torch.full((x.shape[0],), 5.0))
+        y_hat, lik = eb(z / step, training=False)
+        rs.append(float(-torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()))
+        ds.append(float(dist_fn(nets.post(y_hat * step), x)))
+    return {"val_distortion_5b": float(np.mean(ds)), "val_rate_5b": float(np.mean(rs))}
+
+
+@torch.no_grad()
+def evaluate_wrapper(wrapper: FittedWrapper, bank: FeatureBank, loss: str = "feature") -> float:
+    """Validation distortion of a wrapper without coding (how much the reduction loses)."""
+    dist_fn = make_distortion(loss, wrapper.meta["model"], wrapper.meta["split"], float(bank.train.var()))
+    vals = [float(dist_fn(wrapper.decode(wrapper.encode(bank.val[i:i + 8])), bank.val[i:i + 8]))
+            for i in range(0, bank.val.shape[0], 8)]
+    return float(np.mean(vals))
+
+
+def attach_importance(wrapper: FittedWrapper, bank: FeatureBank, probes: int = 2, seed: int = 0,
+                      targets=WEIGHT_TARGETS, log: Callable[[str], None] | None = print) -> None:
+    """Fixed WA-RDO weights (averaged over the plain training features) for every target."""
+    with torch.no_grad():
+        zs = [wrapper.encode(bank.train_plain[i:i + 8]) for i in range(0, bank.train_plain.shape[0], 8)]
+    for target in targets:
+        t0 = time.perf_counter()
+        try:
+            w = estimate_weights(wrapper, zs, target=target, probes=probes, seed=seed)
+        except ParameterError as exc:
+            if log:
+                log(f"  importance {target}: skipped ({exc})")
+            continue
+        w = w / w.mean()
+        wrapper.importance[target] = torch.from_numpy(w).float()
+        if log:
+            log(f"  importance {target}: min {w.min():.3g} max {w.max():.3g} ({time.perf_counter() - t0:.1f} s)")
+
+
+def train_wrapper(dataset: str | Path, model_name: str, split: str, k: int, method: str = "learned",
+                  loss: str = "deep", seed: int = 0, epochs: int = 12, augment: int = 4, down: int = 1,
+                  hidden: int = 64, lam: float = 0.01, rdo_weights: str = "task", command: str = "",
+                  log: Callable[[str], None] | None = print) -> FittedWrapper:
+    """Fit or train a wrapper end to end (features, fitting, importance weights)."""
+    from .fitted import RDO_WEIGHT_MODES
+    from .linear import PCAWrapper, TruncateWrapper
+
+    if method not in METHODS:
+        raise ParameterError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if rdo_weights not in RDO_WEIGHT_MODES:
+        raise ParameterError(f"--rdo-weights must be one of {', '.join(RDO_WEIGHT_MODES)}, not {rdo_weights!r}")
+    if epochs < 1 and method == "learned":
+        raise ParameterError(f"--epochs must be at least 1, got {epochs}")
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    bank = build_bank(dataset, model_name, split, augment=augment if method == "learned" else 0, seed=seed, log=log)
+    c = bank.train.shape[1]
+    if not 1 <= k <= c:
+        raise ParameterError(f"--channels must be in [1, {c}] for {bank.tensor} ({c} channels), got {k}")
+    if log:
+        log(f"features: {bank.train.shape[0]} train views of {len(bank.train_ids)} images, "
+            f"{bank.val.shape[0]} val images, {tuple(bank.train.shape[1:])} ({time.perf_counter() - t0:.0f} s)")
+    meta = base_meta(method, model_name, split, bank, k, seed, command, str(dataset))
+    if method == "pca":
+        wrapper: FittedWrapper = PCAWrapper.fit(bank.train, k, meta)
+    elif method == "truncate":
+        wrapper = TruncateWrapper.fit(bank.train, k, meta)
+    else:
+        wrapper = train_learned(bank, meta, loss=loss, epochs=epochs, seed=seed, down=down, hidden=hidden,
+                                lam=lam, log=log)
+    wrapper.meta["val_feature_nmse"] = round(evaluate_wrapper(wrapper, bank, "feature"), 6)
+    attach_importance(wrapper, bank, seed=seed, log=log)
+    wrapper.rdo_weights = rdo_weights
+    wrapper.meta["total_seconds"] = round(time.perf_counter() - t0, 1)
+    if log:
+        log(f"val feature NMSE without coding: {wrapper.meta['val_feature_nmse']:.4f}; "
+            f"total {wrapper.meta['total_seconds']:.0f} s")
+    return wrapper
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
