@@ -18,7 +18,7 @@ for path in (APP_DIR.parent, APP_DIR):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-st.set_page_config(page_title="FCM Studio", page_icon=":material/call_split:", layout="wide")
+st.set_page_config(page_title="FCM Studio", layout="wide")  # no page_icon: icons would be fetched from a CDN
 
 from studio import views  # noqa: E402
 

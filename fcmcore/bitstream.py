@@ -38,7 +38,7 @@ import torch
 
 from .codecs.base import FrameCodec
 from .errors import BitstreamError, CodecUnavailableError, FCMError, ParameterError
-from .packing import BIT_DEPTHS, MODES, PackedTensor, grid_for, pack_tensor, unpack_tensor
+from .packing import BIT_DEPTHS, MODES, PackedTensor, grid_for, pack_tensor, tile_channels, unpack_tensor
 
 VERSION = 1
 MAX_SIDE = 1 << 16  # frame side limit (samples), a guard against absurd headers
@@ -133,11 +133,14 @@ def encode_features(
     bit_depth: int | None = None,
     mode: str = "tensor",
     gains: dict[str, np.ndarray] | None = None,
+    qp_offsets: dict[str, np.ndarray] | None = None,
 ) -> EncodedFeatures:
     """Pack every tensor into a frame, code it with ``codec`` at ``quality`` (None = the
     codec's default) and wrap all in one bitstream. ``bit_depth`` defaults to
     ``codec.default_bit_depth()``; ``gains`` maps tensor names to per-channel gains
-    (see ``packing``)."""
+    (see ``packing``); ``qp_offsets`` maps tensor names to a QP offset per channel tile, for
+    codecs with per-region QP (``codec.supports_qp_offsets``: HEVC); the offsets live inside
+    the codec stream, so the container and the decoder are unchanged."""
     if not isinstance(features, dict) or not features:
         raise ParameterError("encode_features needs a non-empty dict of name -> tensor")
     if bit_depth is None:
@@ -151,6 +154,12 @@ def encode_features(
     unknown = set(gains) - set(features)
     if unknown:
         raise ParameterError(f"gains given for unknown tensors: {', '.join(sorted(unknown))}")
+    qp_offsets = dict(qp_offsets or {})
+    unknown = set(qp_offsets) - set(features)
+    if unknown:
+        raise ParameterError(f"QP offsets given for unknown tensors: {', '.join(sorted(unknown))}")
+    if qp_offsets and not getattr(codec, "supports_qp_offsets", False):
+        raise ParameterError(f"{codec.name} has no per-region QP control here (HEVC only); use per-tile gains")
     quality = codec.check_quality(quality)
     codec.require_available()
 
@@ -165,7 +174,10 @@ def encode_features(
         fh, fw = p.frame.shape
         if max(fh, fw) > MAX_SIDE or c * h * w > MAX_VALUES:
             raise ParameterError(f"{name}: tensor {tuple(p.shape)} too large for one frame")
-        payloads[name] = codec.encode(p.frame, bit_depth, quality)
+        if name in qp_offsets:
+            payloads[name] = codec.encode_qp_map(p.frame, bit_depth, quality, qp_map_for(p, qp_offsets[name]))
+        else:
+            payloads[name] = codec.encode(p.frame, bit_depth, quality)
         packed[name] = p
         head += _tensor_header(p, len(payloads[name]))
     data = head + b"".join(payloads.values())
@@ -178,6 +190,16 @@ def encode_features(
         bit_depth=bit_depth,
         mode=mode,
     )
+
+
+def qp_map_for(p: PackedTensor, offsets) -> np.ndarray:
+    """Per-sample QP offset map of ``p``'s frame: channel c's tile gets ``offsets[c]``,
+    unused tiles 0."""
+    c, h, w = p.chw
+    off = np.asarray(offsets, dtype=np.float64).reshape(-1)
+    if off.shape != (c,) or not np.all(np.isfinite(off)):
+        raise ParameterError(f"{p.name}: expected {c} finite QP offsets (one per channel), got {off.size}")
+    return tile_channels(np.repeat(off, h * w).reshape(c, h, w), fill=0.0)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -317,5 +339,6 @@ __all__ = [
     "TensorHeader",
     "decode_features",
     "encode_features",
+    "qp_map_for",
     "read_header",
 ]

@@ -51,7 +51,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, single_quality: bool =
     p.add_argument("--bits", dest="bit_depth", type=int, default=None, help="packing bit depth (default: codec's)")
     p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="min-max range per tensor or per channel")
     p.add_argument("--wrapper", default="none", help="wrapper NAME[:PATH] (see `fcm wrappers`)")
-    p.add_argument("--rdo", default="sse", choices=["sse", "wa"], help="plain SSE or wrapper-aware RDO")
+    p.add_argument("--rdo", default="sse", choices=["sse", "wa", "wa-qp"], help="SSE, or wrapper-aware RDO by tile gains (wa) / HEVC QP offsets (wa-qp)")
 
 
 def config_from_args(args: argparse.Namespace, quality=None):

@@ -32,7 +32,7 @@ DEFAULT_SPLIT = "expanded_conv_9"
 DEFAULT_CODEC = "hevc"
 DISPLAY_SCORE_THRESHOLD = 0.4
 QUANT_MODES = ("tensor", "channel")
-RDO_MODES = ("sse", "wa")
+RDO_MODES = ("sse", "wa", "wa-qp")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class PipelineConfig:
     bit_depth: int | None = None  # None: the codec's highest supported depth (packing)
     quant: str = "tensor"  # min-max range per "tensor" or per "channel"
     wrapper: str = "none"  # "name" or "name:path"
-    rdo: str = "sse"  # "sse" (plain codec RDO) or "wa" (wrapper-aware weights)
+    rdo: str = "sse"  # "sse" (plain codec RDO), "wa" (wrapper-aware: per-tile gains at packing)
+    # or "wa-qp" (wrapper-aware: per-tile QP offsets inside the codec, HEVC only); see wrappers.rdo
+    bits_per_channel: bool = False  # measure bits per channel tile (leave-one-out: k extra encodes)
 
     @property
     def paradigm(self) -> str:
@@ -241,9 +243,14 @@ def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
                     decoded = codec.decode_features(encoded.data)
             else:
                 bit_depth = config.bit_depth or codec.default_bit_depth()
-                gains = _rdo_gains(wrapper, reduced, config)
+                gains, qp_offsets = _rdo_allocation(wrapper, reduced, config, codec)
                 with _timed(timings, "encode"):
-                    encoded = encode_features(reduced, codec, quality, bit_depth=bit_depth, mode=config.quant, gains=gains)
+                    encoded = encode_features(reduced, codec, quality, bit_depth=bit_depth, mode=config.quant,
+                                              gains=gains, qp_offsets=qp_offsets)
+                if config.bits_per_channel:  # not timed: a measurement, not part of the pipeline
+                    from .wrappers.rdo import bits_per_channel
+
+                    encoded.bits_per_channel = bits_per_channel(encoded, codec, quality, qp_offsets)
                 with _timed(timings, "decode"):
                     decoded = decode_features(encoded.data, codec)
                 extra["bit_depth"] = bit_depth
@@ -277,14 +284,32 @@ def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
     )
 
 
-def _rdo_gains(wrapper, reduced: Features, config: PipelineConfig):
-    """Per-channel packing gains for wrapper-aware RDO (None for plain SSE RDO)."""
+def _rdo_allocation(wrapper, reduced: Features, config: PipelineConfig, codec):
+    """(per-channel packing gains, per-channel QP offsets) for wrapper-aware RDO; (None, None)
+    for plain SSE RDO. With importance weights w_c (mean 1): ``wa`` -> gains sqrt(w_c);
+    ``wa-qp`` -> QP offsets -3 log2(w_c) (centred; codecs with per-region QP only). With
+    ``quant="channel"`` each channel's own range already scales its step, so the weights
+    are multiplied by range_c^2 to make the feature-domain steps follow w_c alone."""
     if config.rdo == "sse":
-        return None
+        return None, None
+    if config.rdo == "wa-qp" and not getattr(codec, "supports_qp_offsets", False):
+        raise ParameterError(f"--rdo wa-qp needs per-region QP control (hevc); {codec.name} has none: use --rdo wa")
     weights = wrapper.channel_weights(reduced)
     if weights is None:
-        raise ParameterError(f"--rdo wa needs a wrapper with importance weights; {wrapper.name!r} has none")
-    return {name: np.sqrt(np.asarray(w, dtype=np.float64)) for name, w in weights.items()}
+        raise ParameterError(f"--rdo {config.rdo} needs a wrapper with importance weights; {wrapper.name!r} has none")
+    eff = {}
+    for name, w in weights.items():
+        w = np.asarray(w, dtype=np.float64)
+        if config.quant == "channel":
+            t = reduced[name].detach().to(torch.float64)
+            span = (t.amax(dim=(0, 2, 3)) - t.amin(dim=(0, 2, 3))).numpy()
+            w = w * np.maximum(span, 1e-12) ** 2
+        eff[name] = w
+    if config.rdo == "wa":
+        return {name: np.sqrt(w) for name, w in eff.items()}, None
+    from .wrappers.rdo import qp_offsets_from_weights
+
+    return None, {name: qp_offsets_from_weights(w) for name, w in eff.items()}
 
 
 def _run_full_input(head: HeadOutput, config: PipelineConfig) -> PipelineResult:

@@ -50,6 +50,16 @@ def test_detections_image_colours_each_kind_of_box():
     assert tuple(img[100, 60]) == (255, 255, 255), "inside the boxes the image is untouched"
 
 
+def test_labels_of_overlapping_boxes_do_not_hide_each_other():
+    rgb = np.full((200, 300, 3), 255, np.uint8)
+    a, b = _det("cup", 47, 0.98, (100, 60, 200, 190)), _det("bowl", 51, 0.54, (102, 62, 210, 190))
+    img = np.asarray(draw.detections_image(rgb, [a], [b], []))
+    green = np.all(img == draw.MATCHED, axis=2)
+    orange = np.all(img == draw.FALSE, axis=2)
+    assert green[:58, 100:180].sum() > 300, "the cup label, above the boxes, is not painted over"
+    assert orange[64:100, 104:200].sum() > 200, "the bowl label moved below it, inside its box"
+
+
 def test_detections_image_shrinks_huge_images_but_keeps_box_positions():
     rgb = np.full((2000, 4000, 3), 255, np.uint8)
     img = draw.detections_image(rgb, [_det("car", 3, 0.9, (1000, 600, 3000, 1800))], [], [])
@@ -67,6 +77,24 @@ def test_channel_grid_keeps_every_value_and_marks_gaps():
     rgb = draw.colourise(grid, 0, 59)
     assert rgb.dtype == np.uint8 and rgb.shape == grid.shape + (3,)
     assert (rgb[~np.isfinite(grid)] == 255).all()
+
+
+def test_per_channel_chart_shows_bits_when_the_result_has_them():
+    from studio import views
+
+    mse = np.array([0.1, 0.5, 0.2])
+    spec = views.channel_chart(mse, None, 1).to_dict()
+    assert spec["params"][0]["name"] == "channel" and "layer" not in spec
+    spec = views.channel_chart(mse, np.array([100.0, 300.0, 50.0]), 1).to_dict()
+    assert len(spec["layer"]) == 2 and spec["layer"][1]["encoding"]["y"]["field"] == "bits"
+
+    class Fake:
+        extra = {"bits_per_channel": {"t": [10, 20, 30]}}
+
+    assert list(views._channel_bits(Fake(), "t", 3)) == [10, 20, 30]
+    assert views._channel_bits(Fake(), "t", 4) is None, "a length mismatch is ignored, not mis-drawn"
+    Fake.extra = {}
+    assert views._channel_bits(Fake(), "t", 3) is None
 
 
 def test_cli_command_reproduces_the_column_config():
@@ -109,9 +137,9 @@ def test_sweep_grid_spans_each_codec_range_towards_its_worst_setting():
 
 def test_harsh_default_column_is_towards_fewer_bits():
     hevc = compute.codec_table()["hevc"]
-    assert hevc["default_quality"] < state.harsh_quality(hevc) <= hevc["quality_range"][1]
+    assert hevc["default_quality"] < compute.harsh_quality(hevc) <= hevc["quality_range"][1]
     jpeg = compute.codec_table()["jpeg"]
-    assert jpeg["quality_range"][0] <= state.harsh_quality(jpeg) < jpeg["default_quality"]
+    assert jpeg["quality_range"][0] <= compute.harsh_quality(jpeg) < jpeg["default_quality"]
 
 
 def test_image_intake_refuses_broken_files_with_one_line_and_keeps_odd_ones(bad_corpus):
@@ -212,27 +240,42 @@ def first_load(fresh_cache):
 @pytest.mark.slow
 def test_first_load_compares_two_hevc_columns_on_a_sample(first_load):
     at = first_load
+    assert at.multiselect(key="samples").value == ["coffee", "astronaut"]
+    assert at.selectbox(key="shown").value.startswith("sample:coffee:")
     cols = column_texts(at)
     assert set(cols) == {"A", "B"}
     for letter in "AB":
         body = "\n".join(cols[letter])
-        assert "person" in body, body  # the astronaut is found at both qualities
-        assert re.search(r"\*\*\d+ matched\*\* · \*\*\d+ missed\*\* · \*\*\d+ false\*\*", body)
+        assert "Detections: cup" in body, body
         assert "smaller than float32 features" in body
         assert "edge" in body and "server" in body and "tail" in body
-    assert bits_of(cols["A"]) > bits_of(cols["B"]), "the harsh QP column sends fewer bits"
+    # default QP keeps the uncompressed run's three objects; the harsh QP loses one, for far fewer bits
+    assert "vs uncompressed: **3 matched** · **0 missed** · **0 false**" in cols["A"]
+    assert any(re.search(r"\*\*[0-2] matched\*\* · \*\*[1-3] missed\*\*", line) for line in cols["B"]), cols["B"]
+    assert bits_of(cols["A"]) > 4 * bits_of(cols["B"])
     assert at.slider(key="c0.q.hevc").value == 32 and at.slider(key="c1.q.hevc").value > 32
     assert at.selectbox(key="c0.split").value == "expanded_conv_9"
     assert at.selectbox(key="c0.codec").value == "hevc"
     assert at.selectbox(key="c0.model").value == "ssd_mobilenet_v2"
-    # feature maps, RD chart with BD section, exports
+    # feature maps, RD chart with its BD section, exports
     assert any(c.value.startswith("Values from") for c in at.caption)
     assert at.get("vega_lite_chart"), "RD chart"
     assert any("BD-rate" in m.value for m in at.markdown)
     codes = [c.value for c in at.code]
-    assert "fcm detect assets/samples/astronaut.jpg --model ssd_mobilenet_v2 --split expanded_conv_9 --codec hevc --quality 32" in codes
+    assert "fcm detect assets/samples/coffee.jpg --model ssd_mobilenet_v2 --split expanded_conv_9 --codec hevc --quality 32" in codes
     assert len(at.get("download_button")) == 4
     assert not at.get("text_input"), "no path can be typed into the page"
+
+
+@pytest.mark.slow
+def test_astronaut_shows_a_person_in_every_column(fresh_cache):
+    at = run(new_app())
+    assert at.selectbox(key="shown").options == ["coffee", "astronaut"]
+    at.selectbox(key="shown").set_value(inputs.sample_entry("astronaut").key)
+    run(at)
+    for lines in column_texts(at).values():
+        assert any(line.startswith("Detections: person") for line in lines), lines
+    assert any(c.value.startswith("fcm detect assets/samples/astronaut.jpg") for c in at.code)
 
 
 @pytest.mark.slow
@@ -314,7 +357,7 @@ def test_bad_upload_shows_a_clear_error_and_the_page_keeps_working(fresh_cache, 
     errors = [e.value for e in at.error]
     assert any(e.startswith("Upload refused: truncated.jpg: corrupt or truncated image") for e in errors), errors
     assert any(e.startswith("Upload refused: bomb.png: image too large") for e in errors), errors
-    assert "person" in "\n".join(column_texts(at)["A"]), "the samples still run"
+    assert "Detections: cup" in "\n".join(column_texts(at)["A"]), "the samples still run"
     # an odd but valid upload becomes the image shown
     at.file_uploader(key="uploads").set_value(("gray16.png", (folder / "gray16.png").read_bytes(), "image/png"))
     run(at)
@@ -339,7 +382,7 @@ def test_a_failing_codec_is_reported_in_its_column_only(fresh_cache, monkeypatch
     run(at)
     cols = column_texts(at)
     assert "hevc: decoder rejected the stream (simulated)" in cols["B"]
-    assert "person" in "\n".join(cols["A"]), "column A (cached) still shows its result"
+    assert "Detections: cup" in "\n".join(cols["A"]), "column A (cached) still shows its result"
     monkeypatch.undo()
     run(at)
     assert "bits**" in "\n".join(column_texts(at)["B"])
@@ -358,7 +401,7 @@ def test_unavailable_codec_is_marked_and_explained(fresh_cache, monkeypatch):
         box.set_value("vvc")
         run(at)
         assert "Codec vvc is not available on this server: libvvenc missing (simulated)" in column_texts(at)["A"]
-        assert "person" in "\n".join(column_texts(at)["B"])
+        assert "Detections: cup" in "\n".join(column_texts(at)["B"])
     finally:
         monkeypatch.undo()
         compute.codec_table.clear()
@@ -371,7 +414,7 @@ def test_model_without_weights_is_an_error_in_its_column(fresh_cache):
     run(at)
     body = "\n".join(column_texts(at)["A"])
     assert "weights" in body and "missing" in body
-    assert "person" in "\n".join(column_texts(at)["B"])
+    assert "Detections: cup" in "\n".join(column_texts(at)["B"])
 
 
 @pytest.mark.slow
@@ -397,3 +440,82 @@ def test_picking_an_rd_point_sets_the_column_quality(fresh_cache):
     run(at)
     assert at.slider(key="c1.q.hevc").value == 24
     assert bits_of(column_texts(at)["B"]) > before
+
+
+def chart_data(at) -> list[dict]:
+    """Every data row of the RD chart (the last chart on the page; Streamlit ships its
+    datasets as Arrow streams beside the Vega-Lite spec)."""
+    import pyarrow as pa
+
+    proto = at.get("vega_lite_chart")[-1].proto
+    rows = []
+    for d in proto.datasets:
+        frame = pa.ipc.open_stream(d.data.data).read_all().to_pandas()
+        rows += [{k: v for k, v in r.items() if v == v and v is not None} for r in frame.to_dict("records")]
+    return rows
+
+
+@pytest.mark.slow
+def test_rd_chart_marks_each_columns_operating_point_on_its_curve(first_load):
+    rows = chart_data(first_load)
+    ops = {r["column"]: r for r in rows if "column" in r}
+    assert set(ops) == {"A", "B"}
+    assert ops["A"]["quality"] == 32 and ops["B"]["quality"] == first_load.slider(key="c1.q.hevc").value
+    assert ops["A"]["bpp"] > ops["B"]["bpp"]
+    curve = [r for r in rows if "column" not in r and r.get("curve") == ops["A"]["curve"] and "quality" in r]
+    on_curve = {r["quality"]: r for r in curve}
+    for op in ops.values():
+        assert op["quality"] in on_curve, "the default columns' qualities are on the swept grid"
+        assert on_curve[op["quality"]]["bpp"] == pytest.approx(op["bpp"]), "same images, same rate"
+        assert on_curve[op["quality"]]["value"] == pytest.approx(op["value"]), "same images, same accuracy"
+
+
+@pytest.mark.slow
+def test_rd_curves_on_a_server_dataset_with_annotations(fresh_cache, coco96_dir):
+    at = run(new_app())
+    source = at.selectbox(key="rd.source")
+    assert source.options[0] == "the images in the sidebar" and "dataset coco96 (server)" in source.options
+    source.set_value("coco96")
+    run(at)
+    assert any("Press the button" in i.value for i in at.info), "a dataset sweep waits for the button"
+    at.selectbox(key="rd.limit").set_value(8)
+    at.button(key="rd.run").click()
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="rd.metric").value == "mAP"
+    assert "mAP@[.5:.95] (COCO annotations)" in at.selectbox(key="rd.metric").options
+    rows = chart_data(at)
+    ops = {r["column"]: r for r in rows if "column" in r}
+    assert set(ops) == {"A", "B"} and ops["A"]["value"] > 0
+    curve = [r for r in rows if "column" not in r and "quality" in r]
+    assert len({r["quality"] for r in curve}) >= 7
+
+
+@pytest.mark.slow
+def test_uncompressed_full_input_and_multi_tensor_columns_render(fresh_cache):
+    at = run(new_app())
+    at.selectbox(key="c0.codec").set_value("none")
+    at.selectbox(key="c1.split").set_value("Conv_1")  # two tensors cross this split
+    run(at)
+    cols = column_texts(at)
+    assert "vs uncompressed: **3 matched** · **0 missed** · **0 false**" in cols["A"], "raw features change nothing"
+    assert any("**1.0×** smaller than float32 features" in line for line in cols["A"])
+    assert at.selectbox(key="c1.split").value == "Conv_1"
+    at.selectbox(key="fm.column").set_value("B")
+    run(at)
+    assert at.selectbox(key="fm.tensor").options == ["Conv_1 1280×10×10", "map0 576×19×19"]
+    at.selectbox(key="fm.tensor").set_value("map0")
+    run(at)
+    assert any(c.value.startswith("channel ") for c in at.caption)
+    # full input with an image codec: the feature-map tab shows the decoded image and its error
+    at.selectbox(key="c1.paradigm").set_value("full-input")
+    at.selectbox(key="c1.codec").set_value("webp")
+    run(at)
+    assert any("raw 24-bit RGB" in line for line in column_texts(at)["B"])
+    assert any(c.value.startswith("Full input: the image itself was coded") for c in at.caption)
+    # a higher score threshold hides the weaker boxes (bowl, dining table) everywhere
+    at.slider(key="threshold").set_value(0.9)
+    run(at)
+    for lines in column_texts(at).values():
+        (shown,) = [line for line in lines if line.startswith("Detections:")]
+        assert "bowl" not in shown and "dining table" not in shown, shown

@@ -91,7 +91,7 @@ def test_first_load_in_a_real_browser(server, tmp_path):
             expect(page.get_by_text("Column A", exact=True)).to_be_visible(**wait)
             expect(texts.filter(has_text=re.compile(r"[\d,]+ bits .* bpp"))).to_have_count(2, **wait)
             expect(texts.filter(has_text=re.compile(r"vs uncompressed: \d+ matched"))).to_have_count(2, **wait)
-            expect(texts.filter(has_text="Detections: person")).to_have_count(2, **wait)
+            expect(page.get_by_text(re.compile(r"^Detections: cup \d"))).to_have_count(2, **wait)
             expect(page.locator("[data-testid='stImage'] img")).not_to_have_count(0, **wait)
             # The feature-map tab (shown first) draws its per-channel chart with Vega.
             expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible(**wait)
@@ -99,7 +99,9 @@ def test_first_load_in_a_real_browser(server, tmp_path):
             assert "FCM Studio" in body
             assert "smaller than float32 features" in body
             assert "HEVC slice QP (lower = more bits)" in body
-            assert "expanded_conv_9 · 64×19×19" in body
+            split_boxes = page.get_by_role("combobox", name="Split point")
+            expect(split_boxes).to_have_count(2)
+            expect(split_boxes.first).to_have_value("expanded_conv_9 · 64×19×19 (23,104 values)")
             assert "Traceback" not in body and "Unexpected error" not in body
             expect(page.locator("[data-testid='stException']")).to_have_count(0)
             page.screenshot(path=str(shot))

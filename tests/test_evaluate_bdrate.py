@@ -110,3 +110,24 @@ def test_cli_plot_html(tmp_path, monkeypatch, capsys):
     html = out.read_text()
     assert "vega" in html and '"A uncompressed"' in html and "BD-rate vs A" in html
     assert run_cli(["plot", f1, "-o", str(tmp_path / "rd.txt")], monkeypatch) == 2
+
+
+def test_results_files_roundtrip_and_errors(tmp_path):
+    from fcmcore.evaluate.sweep import load_results, save_results
+
+    doc = {"version": 1, "reference": None, "curves": [
+        dict(curve("A", RATES, MAPS), points=[{"images": [{"image_id": 1, "bits": 10, "bpp": 0.1}] * 3}])]}
+    path = tmp_path / "r.json"
+    save_results(doc, path)
+    assert load_results(path) == doc
+    assert '{"image_id": 1, "bits": 10, "bpp": 0.1}' in path.read_text()  # one row per line
+    # a bare CompressAI plot file is accepted too
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(curve("B", RATES, MAPS)))
+    assert load_results(bare)["curves"][0]["name"] == "B"
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(dict(doc, version=99)))
+    with pytest.raises(InputError, match="version 99"):
+        load_results(old)
+    with pytest.raises(InputError, match="no such file"):
+        load_results(tmp_path / "missing.json")

@@ -110,3 +110,14 @@ def test_second_sweep_does_not_run_the_pipeline(coco96_dir, tmp_path, monkeypatc
     assert calls["n"] == 8
     run_sweep(ds, config, [20, 50], cache=False, workers=1, progress=False)
     assert calls["n"] == 14
+
+
+def test_code_version_depends_on_what_the_config_uses():
+    from fcmcore.evaluate.cache import code_version, sources_for
+
+    assert sources_for({"codec": "hevc", "wrapper": "none"}) == ()
+    assert sources_for({"codec": "hevc", "wrapper": "linear:/x.safetensors"}) == ("wrappers",)
+    assert code_version(("wrappers",)) != code_version()
+    plain = PipelineConfig(split="expanded_conv_9", codec="hevc", quality=32, bit_depth=10)
+    wrapped = PipelineConfig(split="expanded_conv_9", codec="hevc", quality=32, bit_depth=10, wrapper="linear")
+    assert result_key("img", plain) != result_key("img", wrapped)

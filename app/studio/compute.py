@@ -93,12 +93,26 @@ def error_message(exc: BaseException) -> str:
 
 # -- sweeps (rate-accuracy curves) ----------------------------------------------------------
 SWEEP_POINTS = 7
-UPLOAD_DIR_NAME = "fcm-studio-uploads"
+HARSH_FRACTION = 0.7  # the second default column: this far from the default towards the worst quality
+UPLOAD_DIR_NAME = "fcm-studio-uploads"  # uploads become files here (named by content hash) for sweeps
+
+
+def harsh_quality(codec: dict[str, Any]) -> float:
+    """A quality well towards the low-rate end of the codec's range (from its own spec):
+    interpolated linearly on integer scales, geometrically on wide real-valued ones."""
+    lo, hi = (float(v) for v in codec["quality_range"])
+    default = float(codec["default_quality"])
+    worst = lo if codec["higher_is_better"] else hi
+    if lo.is_integer() and hi.is_integer() and default.is_integer():
+        return float(round(default + HARSH_FRACTION * (worst - default)))
+    if lo > 0 and hi / lo > 100:
+        return float(f"{default * (worst / default) ** HARSH_FRACTION:.3g}")
+    return float(f"{default + HARSH_FRACTION * (worst - default):.3g}")
 
 
 def sweep_qualities(codec: dict[str, Any], n: int = SWEEP_POINTS) -> tuple[float, ...]:
     """A grid over the codec's range, from a little better than its default to its worst
-    setting, where detection falls off. Geometric spacing for wide real-valued ranges (e.g. a
+    setting, where detection falls off, plus the two qualities of the default columns. Geometric spacing for wide real-valued ranges (e.g. a
     target bpp), even spacing otherwise; whole numbers for integer scales."""
     import numpy as np
 
@@ -111,9 +125,10 @@ def sweep_qualities(codec: dict[str, Any], n: int = SWEEP_POINTS) -> tuple[float
         grid = np.geomspace(start, worst, n)
     else:
         grid = np.linspace(start, worst, n)
+    grid = np.append(grid, [default, harsh_quality(codec)])  # the default columns' points lie on the curve
     if integer:
-        grid = np.round(grid)
-    return tuple(sorted({float(q) for q in grid}))
+        return tuple(sorted({float(q) for q in np.round(grid)}))
+    return tuple(sorted({float(f"{q:.3g}") for q in grid}))
 
 
 def _image_file(sha: str, name: str, data: bytes, sample_path: str | None) -> str:

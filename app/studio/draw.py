@@ -39,12 +39,22 @@ def _dashed_rect(draw: ImageDraw.ImageDraw, box, colour, width: int, dash: int) 
                       fill=colour, width=width)
 
 
-def _label(draw: ImageDraw.ImageDraw, xy, text: str, colour, font, size: tuple[int, int]) -> None:
+def _label(draw: ImageDraw.ImageDraw, xy, text: str, colour, font, size: tuple[int, int],
+           placed: list[tuple[float, float, float, float]]) -> None:
+    """A filled label above (x, y), or below when there is no room; moved down past labels
+    already drawn so that none hides another."""
     x, y = xy
     l, t, r, b = draw.textbbox((0, 0), text, font=font)
     w, h = r - l + 6, b - t + 4
     y = y - h if y - h >= 0 else y
     x = min(max(x, 0), max(size[0] - w, 0))
+    for _ in range(len(placed) + 1):
+        hit = next((p for p in placed if x < p[2] and p[0] < x + w and y < p[3] and p[1] < y + h), None)
+        if hit is None:
+            break
+        y = hit[3]
+    y = min(y, max(size[1] - h, 0))
+    placed.append((x, y, x + w, y + h))
     draw.rectangle((x, y, x + w, y + h), fill=colour)
     draw.text((x + 3 - l, y + 2 - t), text, fill=(255, 255, 255), font=font)
 
@@ -69,12 +79,13 @@ def detections_image(rgb: np.ndarray, matched, false, missed) -> Image.Image:
         _dashed_rect(draw, box(d), MISSED, width, dash=max(4, side // 60))
     for d, colour in [(d, FALSE) for d in false] + [(d, MATCHED) for d in matched]:
         draw.rectangle(box(d), outline=colour, width=width)
+    placed: list[tuple[float, float, float, float]] = []
+    for d, colour in [(d, MATCHED) for d in matched] + [(d, FALSE) for d in false]:
+        x1, y1, _, _ = box(d)
+        _label(draw, (x1, y1), f"{d.label} {d.score:.2f}", colour, font, img.size, placed)
     for d in missed:
         x1, y1, x2, y2 = box(d)
-        _label(draw, (x1, y2 + 1), f"missed {d.label}", MISSED, font, img.size)
-    for d, colour in [(d, FALSE) for d in false] + [(d, MATCHED) for d in matched]:
-        x1, y1, _, _ = box(d)
-        _label(draw, (x1, y1), f"{d.label} {d.score:.2f}", colour, font, img.size)
+        _label(draw, (x1, y2 + 1), f"missed {d.label}", MISSED, font, img.size, placed)
     return img
 
 

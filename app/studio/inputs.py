@@ -20,7 +20,7 @@ from . import compute
 SAMPLES_DIR = ASSETS_DIR / "samples"
 SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "avif", "jxl"]
-DEFAULT_SAMPLES = ("astronaut", "coffee")
+DEFAULT_SAMPLES = ("coffee", "astronaut")  # coffee first: three objects, the harsh column loses one
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ import streamlit as st
 from fcmcore.models import DEFAULT_MODEL
 from fcmcore.pipeline import DEFAULT_CODEC, DEFAULT_SPLIT, PipelineConfig
 
+from . import compute
+
 MIN_COLUMNS = 2
 MAX_COLUMNS = 4
 MODEL_SPLIT = "model-split"
 FULL_INPUT = "full-input"
 PARADIGMS = (MODEL_SPLIT, FULL_INPUT)
 NO_CODEC = "none"  # uncompressed: raw float32 features (or raw RGB for full input)
-HARSH_FRACTION = 0.7  # the second default column sits this far from the default towards the worst quality
 
 FIELDS = ("paradigm", "model", "split", "codec", "wrapper")
 PICK_KEY = "_rd_pick"  # a pending {"column": id, "quality": q} from the RD chart
@@ -43,15 +44,6 @@ def letter(cid: int) -> str:
     return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[column_ids().index(cid) % 26]
 
 
-def harsh_quality(codec: dict[str, Any]) -> float:
-    """A quality well towards the low-rate end of the codec's range (from its own spec)."""
-    lo, hi = codec["quality_range"]
-    default = codec["default_quality"]
-    worst = lo if codec["higher_is_better"] else hi
-    q = default + HARSH_FRACTION * (worst - default)
-    return float(round(q))
-
-
 def _set_column(cid: int, values: dict[str, Any]) -> None:
     for field in FIELDS:
         st.session_state[key(cid, field)] = values[field]
@@ -71,7 +63,7 @@ def init(codecs: dict[str, dict[str, Any]]) -> None:
     _set_column(0, base)
     second = dict(base)
     if codec is not None:
-        second["qualities"] = {DEFAULT_CODEC: harsh_quality(codec)}
+        second["qualities"] = {DEFAULT_CODEC: compute.harsh_quality(codec)}
     _set_column(1, second)
 
 

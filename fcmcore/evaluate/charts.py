@@ -63,7 +63,7 @@ def rd_chart(curves: Sequence[Mapping[str, Any]], metric: str = "mAP", *, title:
     domain = list(dict.fromkeys(c["name"] for c in curves))
     color = alt.Color("curve:N", scale=alt.Scale(domain=domain), legend=alt.Legend(title=None, orient="bottom", columns=1, labelLimit=600))
     x = alt.X("bpp:Q", title="bits per pixel (of the input image)",
-              scale=alt.Scale(type="log") if log_x else alt.Scale(zero=False))
+              scale=alt.Scale(type="log", nice=False, padding=12) if log_x else alt.Scale(zero=False, nice=False))
     y = alt.Y("value:Q", title=mtitle, scale=alt.Scale(zero=False))
     tooltip = [alt.Tooltip("curve:N"), alt.Tooltip("quality:Q"), alt.Tooltip("bpp:Q", format=".4f"),
                alt.Tooltip("mAP:Q", title="mAP x100"), alt.Tooltip("mAP50:Q", title="mAP50 x100")]
@@ -89,11 +89,13 @@ def rd_chart(curves: Sequence[Mapping[str, Any]], metric: str = "mAP", *, title:
                      "bpp": ref.get("bpp")})
     if refs:
         rdf = pd.DataFrame(refs)
-        layers.append(alt.Chart(rdf).mark_rule(strokeDash=[6, 4], color="gray").encode(
-            y="value:Q",
-            tooltip=[alt.Tooltip("reference:N", title="uncompressed"),
-                     alt.Tooltip("value:Q", title=mtitle, format=".2f"),
-                     alt.Tooltip("bpp:Q", title="its bpp", format=".2f")]))
+        rdf["text"] = [f"uncompressed {v:.1f}" for v in rdf["value"]]
+        rule_tip = [alt.Tooltip("reference:N", title="uncompressed"),
+                    alt.Tooltip("value:Q", title=mtitle, format=".2f"),
+                    alt.Tooltip("bpp:Q", title="its bpp", format=".2f")]
+        layers.append(alt.Chart(rdf).mark_rule(strokeDash=[6, 4], color="gray").encode(y="value:Q", tooltip=rule_tip))
+        layers.append(alt.Chart(rdf).mark_text(align="left", baseline="bottom", dx=4, dy=-2, color="gray").encode(
+            x=alt.value(0), y="value:Q", text="text:N", tooltip=rule_tip))
     chart = alt.layer(*layers).properties(width=width, height=height)
     if title:
         chart = chart.properties(title=title)
@@ -149,9 +151,9 @@ def layers_chart(doc: Mapping[str, Any], bd_rows: Sequence[Any] | None = None, m
             tooltip=["split:N", alt.Tooltip("bd_rate:Q", format="+.2f")],
         ).properties(width=420, height=260, title="BD-rate vs full input"))
     parts.append(per_quality)
-    top = alt.hconcat(*parts[:2]) if len(parts) > 2 else parts[0]
+    top = alt.hconcat(*parts[:2]).resolve_scale(color="independent") if len(parts) > 2 else parts[0]
     rest = parts[2:] if len(parts) > 2 else parts[1:]
-    return alt.vconcat(top, *rest)
+    return alt.vconcat(top, *rest).resolve_scale(color="independent")
 
 
 def _where(curve: Mapping[str, Any]) -> str:

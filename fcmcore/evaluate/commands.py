@@ -291,7 +291,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         rows, notes = bd_table(curves, anchor, args.metric)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        chart = alt.vconcat(chart, bd_chart(rows, anchor))
+        chart = alt.vconcat(chart, bd_chart(rows, anchor)).resolve_scale(color="independent")
     path = save_chart(chart, args.out)
     print(f"wrote {path}")
     return 0

@@ -93,6 +93,9 @@ class _Spec:
 
 @dataclass
 class ImageTask:
+    """The runs of one image that share an edge part (same model and split)."""
+
+    task_id: int
     image_id: int
     path: str
     file_name: str
@@ -160,7 +163,8 @@ def process_image(task: ImageTask) -> dict[str, Any]:
     from ..pipeline import PipelineConfig, run_from_head, run_head
     from .equal_rate import bisect_quality
 
-    out: dict[str, Any] = {"image_id": task.image_id, "error": None, "results": [], "new": []}
+    out: dict[str, Any] = {"task_id": task.task_id, "image_id": task.image_id, "error": None,
+                           "results": [], "new": []}
     try:
         data = Path(task.path).read_bytes()
         image = decode_image_bytes(data, task.file_name)
@@ -285,23 +289,22 @@ def _run_tasks(tasks: list[ImageTask], *, workers: int, scheduler: Any, progress
             on_done(process_image(task))
     else:
         import multiprocessing
-        from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+        from concurrent.futures import ProcessPoolExecutor, as_completed
         from concurrent.futures.process import BrokenProcessPool
 
         ctx = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start can hang
         pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker)
         try:
-            pending = {pool.submit(process_image, t) for t in tasks}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    try:
-                        output = fut.result()  # re-raises a worker's error here
-                    except BrokenProcessPool:
-                        raise FCMError("a sweep worker process died (out of memory?); "
-                                       "retry with fewer --workers") from None
-                    on_done(output)
+            futures = [pool.submit(process_image, t) for t in tasks]
+            for fut in as_completed(futures):
+                try:
+                    output = fut.result()  # re-raises a worker's error here
+                except BrokenProcessPool:
+                    raise FCMError("a sweep worker process died (out of memory?); "
+                                   "retry with fewer --workers") from None
+                on_done(output)
         finally:
+            # on an error or Ctrl-C: drop queued tasks; running ones end within one image
             pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -407,7 +410,7 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
     hits = cache.get_many(keys.values()) if cache is not None else {}
     records: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)  # spec idx -> image id -> record
     tasks: list[ImageTask] = []
-    task_specs: dict[int, list[int]] = {}  # image id -> spec indices its task runs, in order
+    task_specs: dict[int, list[int]] = {}  # task id -> spec indices it runs, in order
     cached_runs = 0
     for im in dataset.images:
         if im.id not in hashes:
@@ -420,11 +423,14 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
                 cached_runs += 1
             else:
                 todo.append(i)
-        if todo:
-            task_specs[im.id] = todo
+        groups: dict[tuple, list[int]] = defaultdict(list)  # one task per edge part
+        for i in todo:
+            groups[(specs[i].config["model"], specs[i].config["split"])].append(i)
+        for group in groups.values():
+            task_specs[len(tasks)] = group
             tasks.append(ImageTask(
-                image_id=im.id, path=str(im.path), file_name=im.file_name, image_sha256=hashes[im.id],
-                specs=[specs[i] for i in todo], keys=[keys.get((im.id, i)) for i in todo],
+                task_id=len(tasks), image_id=im.id, path=str(im.path), file_name=im.file_name,
+                image_sha256=hashes[im.id], specs=[specs[i] for i in group], keys=[keys.get((im.id, i)) for i in group],
                 cache_path=str(cache.path) if cache is not None else None, quality_specs=quality_specs,
             ))
 
@@ -442,15 +448,16 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
         nonlocal done_runs
         image_id = out["image_id"]
         if out["error"]:
+            if image_id not in unreadable:
+                msg = f"skipped image {image_id}: {out['error']}"
+                (bar.write(msg, file=sys.stderr) if bar else print(msg, file=sys.stderr))
             unreadable[image_id] = out["error"]
-            msg = f"skipped image {image_id}: {out['error']}"
-            (bar.write(msg, file=sys.stderr) if bar else print(msg, file=sys.stderr))
         else:
-            for i, rec in zip(task_specs[image_id], out["results"]):
+            for i, rec in zip(task_specs[out["task_id"]], out["results"]):
                 records[i][image_id] = rec
             if cache is not None and out["new"]:
                 cache.put_many(out["new"])
-        n = len(task_specs[image_id])
+        n = len(task_specs[out["task_id"]])
         done_runs += n
         if bar:
             bar.update(n)
@@ -632,5 +639,33 @@ def save_results(doc: dict[str, Any], path: str | Path) -> None:
     if p.parent and not p.parent.exists():
         p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    tmp.write_text(dumps_results(doc) + "\n", encoding="utf-8")
     tmp.replace(p)
+
+
+def dumps_results(doc: dict[str, Any]) -> str:
+    """Indented JSON, except per-image rows and plain number lists, one line each (small diffs)."""
+    import json
+
+    inline: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            if all(not isinstance(v, (dict, list)) for v in node) or all(
+                    isinstance(v, dict) and all(not isinstance(x, (dict, list)) for x in v.values()) for v in node):
+                if node and all(isinstance(v, dict) for v in node):
+                    return [walk_inline(v) for v in node]
+                return walk_inline(node)
+            return [walk(v) for v in node]
+        return node
+
+    def walk_inline(value):
+        inline.append(json.dumps(value, separators=(", ", ": ")))
+        return f"\x00{len(inline) - 1}\x00"
+
+    text = json.dumps(walk(doc), indent=1)
+    import re
+
+    return re.sub(r'"\\u0000(\d+)\\u0000"', lambda m: inline[int(m.group(1))], text)

@@ -3,7 +3,7 @@
 All three share the same skeleton (``FeatureCodecNet``)::
 
     x (1, C, H, W) -> normalise (per-channel mean/std fitted on train features)
-      -> pad to a multiple of 4 (replicate) -> g_a -> y (M, H'/2, W'/2)
+      -> pad to a multiple of 2*down (replicate) -> g_a -> y (M, H'/down, W'/down)
       -> entropy model (arch-specific) -> y_hat -> g_s -> crop -> denormalise -> x_hat
 
 * ``factorized``: ``EntropyBottleneckLatentCodec`` (a fully factorized prior on y).
@@ -46,7 +46,6 @@ from compressai.models.base import CompressionModel, get_scale_table
 from compressai.ops import quantize_ste
 
 ARCHS = ("factorized", "hyperprior", "context")
-PAD_MULTIPLE = 4  # g_a downsamples by 2, h_a by 2 more; the checkerboard wants an even latent
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
@@ -63,12 +62,15 @@ class CodecConfig:
 
     arch: str
     channels: int  # C of the split tensor
-    N: int = 96  # transform width
+    N: int = 64  # transform width
     M: int = 64  # latent channels
     Nh: int = 64  # hyper-latent channels
     groups: list[int] = field(default_factory=lambda: [8, 8, 16, 32])  # context only; sums to M
+    down: int = 1  # spatial downsampling of g_a (1 or 2)
 
     def __post_init__(self):
+        if self.down not in (1, 2):
+            raise ValueError(f"down must be 1 or 2, not {self.down}")
         if self.arch not in ARCHS:
             raise ValueError(f"unknown learned codec architecture {self.arch!r}; known: {', '.join(ARCHS)}")
         if self.arch == "context" and sum(self.groups) != self.M:
@@ -117,18 +119,18 @@ class LatentResidualPrediction(nn.Module):
 
 
 def _context_codec(M: int, Nh: int, groups: list[int]) -> tuple[HyperLatentCodec, ChannelGroupsLatentCodec]:
-    side = 2 * M  # hyper params channels
+    side = M  # hyper params channels (ELIC uses 2M; M keeps the encoder's MACs down)
     channel_context = {
-        f"y{k}": nn.Sequential(conv(sum(groups[:k]), 64, 3), nn.LeakyReLU(inplace=True), conv(64, 2 * groups[k], 3))
+        f"y{k}": nn.Sequential(conv(sum(groups[:k]), 48, 3), nn.LeakyReLU(inplace=True), conv(48, 2 * groups[k], 3))
         for k in range(1, len(groups))
     }
     groups_codec = {}
     for k, g in enumerate(groups):
         cin = 2 * g + (2 * g if k > 0 else 0) + side
         aggregation = nn.Sequential(
-            nn.Conv2d(cin, 128, 1), nn.LeakyReLU(inplace=True),
-            nn.Conv2d(128, 96, 1), nn.LeakyReLU(inplace=True),
-            nn.Conv2d(96, 2 * g, 1),
+            nn.Conv2d(cin, 96, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(96, 64, 1), nn.LeakyReLU(inplace=True),
+            nn.Conv2d(64, 2 * g, 1),
         )
         groups_codec[f"y{k}"] = CheckerboardLatentCodec(
             latent_codec={"y": GaussianConditionalLatentCodec(quantizer="ste")},
@@ -216,8 +218,10 @@ class FeatureCodecNet(CompressionModel):
         C, N, M, Nh = cfg.channels, cfg.N, cfg.M, cfg.Nh
         self.register_buffer("feat_mean", torch.zeros(C))
         self.register_buffer("feat_std", torch.ones(C))
-        self.g_a = nn.Sequential(conv(C, N, 3), GDN(N), conv(N, N, 3, stride=2), GDN(N), conv(N, M, 3))
-        self.g_s = nn.Sequential(conv(M, N, 3), GDN(N, inverse=True), deconv(N, N, 3, 2),
+        d = cfg.down
+        self.pad_multiple = 2 * d  # h_a halves the latent; the checkerboard wants it even
+        self.g_a = nn.Sequential(conv(C, N, 3), GDN(N), conv(N, N, 3, stride=d), GDN(N), conv(N, M, 3))
+        self.g_s = nn.Sequential(conv(M, N, 3), GDN(N, inverse=True), deconv(N, N, 3, 2) if d == 2 else conv(N, N, 3),
                                  GDN(N, inverse=True), conv(N, C, 3))
         if cfg.arch == "factorized":
             self.latent_codec = EntropyBottleneckLatentCodec(EntropyBottleneck(M))
@@ -230,17 +234,17 @@ class FeatureCodecNet(CompressionModel):
             hyper, groups = _context_codec(M, Nh, list(cfg.groups))
             self.hyper = hyper
             self.groups_codec = groups
-            self.lrp = LatentResidualPrediction(2 * M, list(cfg.groups))
+            self.lrp = LatentResidualPrediction(M, list(cfg.groups))
         self._tables: dict[int, _Tables] | None = None
 
     # -- shapes and normalisation -------------------------------------------------------------
-    @staticmethod
-    def padded(h: int, w: int) -> tuple[int, int]:
-        return -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+    def padded(self, h: int, w: int) -> tuple[int, int]:
+        m = self.pad_multiple
+        return -(-h // m) * m, -(-w // m) * m
 
     def latent_shape(self, h: int, w: int) -> tuple[int, int, int]:
         ph, pw = self.padded(h, w)
-        return self.cfg.M, ph // 2, pw // 2
+        return self.cfg.M, ph // self.cfg.down, pw // self.cfg.down
 
     def hyper_shape(self, h: int, w: int) -> tuple[int, int, int]:
         _, lh, lw = self.latent_shape(h, w)
@@ -351,8 +355,13 @@ class FeatureCodecNet(CompressionModel):
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict[str, Any]:
         """Raw (1, C, H, W) -> {"strings": [stream], "y_hat", "x_hat", "num_symbols"}."""
-        h, w = x.shape[-2:]
-        y = self.analysis(self.normalize(x))
+        return self.compress_norm(self.normalize(x))
+
+    @torch.no_grad()
+    def compress_norm(self, x_norm: Tensor) -> dict[str, Any]:
+        """Like ``compress`` for an already normalised input (direct coding's student output)."""
+        h, w = x_norm.shape[-2:]
+        y = self.analysis(x_norm)
         enc = _Encoder(self._require_tables())
         y_hat = self.code(enc, y, h, w)
         stream = enc.finish()
@@ -369,35 +378,35 @@ class FeatureCodecNet(CompressionModel):
     @torch.no_grad()
     def estimate_bits(self, x: Tensor) -> dict[str, float]:
         """Ideal code length (-log2 of the likelihoods, eval mode) of each latent, in bits."""
+        return self.estimate_bits_norm(self.normalize(x))
+
+    @torch.no_grad()
+    def estimate_bits_norm(self, x_norm: Tensor) -> dict[str, float]:
         was_training = self.training
         self.eval()
         try:
-            _, likelihoods = self.entropy_forward(self.analysis(self.normalize(x)))
+            _, likelihoods = self.entropy_forward(self.analysis(x_norm))
         finally:
             self.train(was_training)
         return {k: float(-torch.log2(v).sum()) for k, v in likelihoods.items()}
 
-    def macs(self, h: int, w: int, parts: tuple[str, ...] = ("encoder",)) -> int:
-        """Multiply-accumulates of the analysis side (``encoder``: g_a and h_a) on an h x w
-        input, counted with forward hooks on every conv."""
-        return count_macs(self._encoder_fn(), torch.zeros(1, self.cfg.channels, h, w), self)
-
-    def _encoder_fn(self):
-        def run(x):
-            y = self.analysis(self.normalize(x))
-            if self.cfg.arch == "hyperprior":
-                self.latent_codec["hyper"].h_a(y)
-            elif self.cfg.arch == "context":
-                self.hyper.h_a(y)
-            return y
-        return run
+    def encoder_macs(self, h: int, w: int) -> int:
+        """Multiply-accumulates the encoder spends on an h x w input: g_a plus everything the
+        entropy coder needs (h_a, h_s, and for ``context`` the channel/spatial context and
+        parameter nets), not g_s or LRP (reconstruction only). Counted with conv hooks."""
+        if self._tables is None:
+            self.update(force=True)
+        skip = {id(m) for part in (self.g_s, getattr(self, "lrp", None)) if part is not None for m in part.modules()}
+        x = torch.zeros(1, self.cfg.channels, h, w)
+        return count_macs(lambda t: self.compress_norm(t), x, self, skip)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-def count_macs(fn, x: Tensor, module: nn.Module) -> int:
-    """Conv multiply-accumulates of ``fn(x)``, summed with forward hooks over ``module``."""
+def count_macs(fn, x: Tensor, module: nn.Module, skip: set[int] = frozenset()) -> int:
+    """Conv multiply-accumulates of ``fn(x)``, summed with forward hooks over ``module``
+    (modules whose id is in ``skip`` are not counted)."""
     total = [0]
 
     def hook(m, inputs, output):
@@ -406,7 +415,8 @@ def count_macs(fn, x: Tensor, module: nn.Module) -> int:
         elif isinstance(m, nn.Conv2d):
             total[0] += output.numel() // output.shape[0] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and id(m) not in skip]
     try:
         with torch.no_grad():
             fn(x)

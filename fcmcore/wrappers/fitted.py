@@ -144,6 +144,7 @@ class FittedWrapper(FeatureWrapper):
         from safetensors.torch import save_file
 
         save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+        path.chmod(0o644)  # safetensors creates files readable by the owner only
         sidecar = path.with_name(path.name + ".json")
         sidecar.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         self.meta = meta

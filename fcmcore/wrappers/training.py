@@ -225,8 +225,8 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
             aux_opt.zero_grad()
             eb.loss().backward()
             aux_opt.step()
-            tot_d += float(d)
-            tot_r += float(r)
+            tot_d += float(d.detach())
+            tot_r += float(r.detach())
             nb += 1
         val = validate_learned(nets, eb, bank, dist_fn)
         history.append({"epoch": epoch + 1, "train_distortion": tot_d / nb, "train_rate": tot_r / nb, **val})

@@ -1,0 +1,439 @@
+"""The learned codecs as registry codecs: ``factorized``, ``hyperprior``, ``context``.
+
+They are *feature* codecs: they code the split tensor itself (no packing into a frame):
+``encode_features(features, quality)`` / ``decode_features(data)``; ``supports_images`` is
+False. Quality = model index 1..N (N networks, one per training lambda; higher = more
+bits). Weights: ``assets/learned/<arch>/q<i>.safetensors`` + ``manifest.json`` (or
+``$FCM_LEARNED_DIR/<arch>/``).
+
+Bitstream (version 1; everything is counted in ``bits = len(data) * 8``)::
+
+    u8      0xFC (magic)
+    u8      version (high nibble, 1) | codec id (low nibble: 1 factorized, 2 hyperprior,
+            3 context, 4 direct)
+    u8      quality (model index)
+    u16 LE  weights fingerprint (first 2 bytes of the SHA-256 of that quality's weights file)
+    varint  C, H, W of the coded tensor
+    varint  number of rANS strings n (1), then n varint lengths
+    the n strings (one rANS stream holding z then y, see ``models``)
+    u16 LE  CRC-32 (zlib) of every preceding byte, low 16 bits
+
+``header_bytes`` = everything but the strings (about 12 bytes). Decoding refuses with
+``BitstreamError`` anything that does not parse exactly: bad magic/version/id, a quality
+without weights, weights other than the ones the stream was made with, a shape that is not
+the trained one, lengths that do not add up, a checksum mismatch (truncation, bit flips),
+a non-finite reconstruction. The rANS decoder has no bounds checks of its own, so the
+string it gets is followed by enough zero bytes to bound every read and every loop of it
+(see ``_safe_padding``): even a stream that passed the checksum by chance decodes to
+finite garbage in bounded time, never a crash or a hang.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..codecs.base import FrameCodec, QualitySpec
+from ..errors import BitstreamError, ParameterError, WeightsError
+
+MAGIC = 0xFC
+VERSION = 1
+CODEC_IDS = {"factorized": 1, "hyperprior": 2, "context": 3, "direct": 4}
+MAX_SIDE = 512  # largest H or W accepted (the networks are fully convolutional)
+DEFAULT_NUM_QUALITIES = 5
+
+
+def learned_root() -> Path:
+    """Folder holding one sub-folder of weights per learned codec."""
+    env = os.environ.get("FCM_LEARNED_DIR")
+    if env:
+        return Path(env)
+    from ..paths import ASSETS_DIR
+
+    return ASSETS_DIR / "learned"
+
+
+# ----- the container -----------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, name: str):
+        self.data, self.pos, self.name = data, 0, name
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise BitstreamError(f"{self.name}: bitstream truncated in {what}")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str, limit: int) -> int:
+        value = shift = 0
+        for _ in range(5):
+            b = self.u8(what)
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                if value > limit:
+                    raise BitstreamError(f"{self.name}: {what} {value} out of range (max {limit})")
+                return value
+            shift += 7
+        raise BitstreamError(f"{self.name}: malformed varint in {what}")
+
+
+@dataclass
+class StreamHeader:
+    codec_id: int
+    quality: int
+    fingerprint: int
+    shape: tuple[int, int, int]
+    strings: list[bytes]
+    header_bytes: int
+
+
+def pack_stream(codec_id: int, quality: int, fingerprint: int, shape: tuple[int, int, int],
+                strings: list[bytes]) -> tuple[bytes, int]:
+    """(bitstream, header bytes)."""
+    head = bytearray([MAGIC, (VERSION << 4) | codec_id, quality])
+    head += struct.pack("<H", fingerprint)
+    for s in shape:
+        head += _varint(int(s))
+    head += _varint(len(strings))
+    for s in strings:
+        head += _varint(len(s))
+    body = bytes(head) + b"".join(strings)
+    crc = struct.pack("<H", zlib.crc32(body) & 0xFFFF)
+    return body + crc, len(head) + len(crc)
+
+
+def parse_stream(data: bytes, name: str, codec_id: int, max_strings: int = 16) -> StreamHeader:
+    if len(data) < 10:
+        raise BitstreamError(f"{name}: bitstream too short ({len(data)} bytes)")
+    if zlib.crc32(data[:-2]) & 0xFFFF != struct.unpack("<H", data[-2:])[0]:
+        raise BitstreamError(f"{name}: checksum mismatch (bitstream truncated or corrupted)")
+    r = _Reader(data[:-2], name)
+    if r.u8("magic") != MAGIC:
+        raise BitstreamError(f"{name}: not a learned-codec bitstream (bad magic byte)")
+    vb = r.u8("version")
+    if vb >> 4 != VERSION:
+        raise BitstreamError(f"{name}: unsupported bitstream version {vb >> 4}")
+    if vb & 0x0F != codec_id:
+        other = {v: k for k, v in CODEC_IDS.items()}.get(vb & 0x0F, f"id {vb & 0x0F}")
+        raise BitstreamError(f"{name}: bitstream was made by codec {other}, not {name}")
+    quality = r.u8("quality")
+    fingerprint = struct.unpack("<H", r.take(2, "fingerprint"))[0]
+    shape = tuple(r.varint(what, 1 << 16) for what in ("channels", "height", "width"))
+    n = r.varint("string count", max_strings)
+    lengths = [r.varint("string length", len(data)) for _ in range(n)]
+    header_bytes = r.pos + 2
+    strings = [r.take(k, "payload") for k in lengths]
+    if r.pos != len(r.data):
+        raise BitstreamError(f"{name}: {len(r.data) - r.pos} unexpected bytes after the payload")
+    return StreamHeader(vb & 0x0F, quality, fingerprint, shape, strings, header_bytes)
+
+
+def _safe_padding(stream: bytes, num_symbols: int) -> bytes:
+    """The stream plus zero bytes past which the rANS decoder cannot read.
+
+    CompressAI's decoder reads one 32-bit word per renormalisation and has no end check.
+    Per symbol: one decode step, and in bypass mode one get-bits, a run of get-bits while
+    they return 15, then n_bypass get-bits. Every call reads at most one word; zero words
+    only ever yield 0 nibbles, so the runs of 15 and n_bypass are bounded by the stream's
+    own nibbles (2 per byte, plus 16 left in the 64-bit state) and the symbol count S:
+    calls <= 17 S + 32 L + 256 for an L-byte stream. Pad that many words (plus the two
+    the initialisation reads): memory only, never transmitted."""
+    words = 17 * num_symbols + 32 * len(stream) + 260
+    return stream + bytes(4 * words)
+
+
+# ----- results ------------------------------------------------------------------------------
+
+@dataclass
+class LearnedEncoded:
+    """What ``encode_features`` returns (the pipeline reads data/frames/header_bytes/bits_estimated)."""
+
+    data: bytes  # the complete bitstream; rate = len(data) * 8
+    header_bytes: int  # everything but the rANS payload (header, lengths, checksum)
+    bits_estimated: float  # likelihood estimate of the payload + the exact header bits
+    payload_bits_estimated: float  # -log2 likelihoods of y and z on the same input
+    quality: int
+    features_hat: dict[str, torch.Tensor]  # the encoder-side reconstruction
+    y_hat: torch.Tensor  # the quantised latent the encoder coded
+    frames: None = None
+
+    @property
+    def bits(self) -> int:
+        return len(self.data) * 8
+
+    @property
+    def payload_bytes(self) -> int:
+        return len(self.data) - self.header_bytes
+
+
+@dataclass
+class LearnedDecoded:
+    features: dict[str, torch.Tensor]
+    quality: int
+    y_hat: torch.Tensor
+    frames: None = None
+
+
+# ----- the codec ----------------------------------------------------------------------------
+
+class LearnedCodecBase(FrameCodec):
+    """Shared machinery: weights folder, manifest, per-quality network cache, container."""
+
+    arch: str = ""
+    codes_features = True
+    supports_images = False
+    direct = False
+    lossless = False
+    detects_truncation = True
+    bit_depths = (8,)  # unused (no packing); kept so generic code that asks gets an answer
+    train_hint = "fcm train-codec"
+
+    def __init__(self, weights_dir: str | Path | None = None):
+        self.weights_dir = Path(weights_dir) if weights_dir is not None else learned_root() / self.arch
+        self._nets: dict[int, Any] = {}
+        self._fingerprints: dict[int, int] = {}
+        self._lock = threading.RLock()
+        self._manifest: dict[str, Any] | None = None
+        self._manifest_error: str | None = None
+        self._load_manifest()
+        n = len(self._manifest["qualities"]) if self._manifest else DEFAULT_NUM_QUALITIES
+        self.quality = QualitySpec(1, n, True, (n + 1) // 2, integer=True,
+                                   meaning=f"learned model index 1..{n} (higher = more bits)")
+
+    # -- weights --------------------------------------------------------------------------
+    def _load_manifest(self) -> None:
+        path = self.weights_dir / "manifest.json"
+        if not path.is_file():
+            self._manifest_error = f"no trained weights at {path.parent} (train them with `{self.train_hint}`)"
+            return
+        try:
+            manifest = json.loads(path.read_text())
+            qualities = manifest["qualities"]
+            if not qualities or [q["quality"] for q in qualities] != list(range(1, len(qualities) + 1)):
+                raise ValueError("qualities must be 1..N")
+            for key in ("model", "split", "tensor", "shape"):
+                manifest[key]  # noqa: B018 (presence check)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._manifest_error = f"unreadable manifest {path}: {exc}"
+            return
+        self._manifest = manifest
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            raise WeightsError(f"codec {self.name}: {self._manifest_error}")
+        return self._manifest
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import compressai  # noqa: F401
+            import compressai.ans  # noqa: F401
+        except ImportError:
+            return False, "compressai is not installed (pip install compressai==1.2.8 --no-deps)"
+        if self._manifest is None:
+            return False, self._manifest_error or "no weights"
+        missing = [q["file"] for q in self._manifest["qualities"] if not (self.weights_dir / q["file"]).is_file()]
+        if missing:
+            return False, f"weights file(s) missing in {self.weights_dir}: {', '.join(missing)}"
+        return True, ""
+
+    def trained_for(self) -> str:
+        m = self.manifest
+        c, h, w = m["shape"]
+        return f"{m['model']} @ {m['split']} ({m['tensor']} {c}x{h}x{w})"
+
+    def _net(self, quality: int):
+        """The network for ``quality``, loaded once (WeightsError when missing/corrupt)."""
+        with self._lock:
+            if quality in self._nets:
+                return self._nets[quality]
+            self.require_available()
+            entry = self.manifest["qualities"][quality - 1]
+            path = self.weights_dir / entry["file"]
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise WeightsError(f"codec {self.name}: cannot read {path} ({exc})") from None
+            if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise WeightsError(f"codec {self.name}: {path} does not match its manifest (sha256)")
+            net = self._build(path, entry)
+            net.update(force=True)
+            self._nets[quality] = net
+            self._fingerprints[quality] = int.from_bytes(hashlib.sha256(data).digest()[:2], "little")
+            return net
+
+    def _build(self, path: Path, entry: dict[str, Any]):
+        from .train import load_weights
+
+        try:
+            net, meta = load_weights(path)
+        except Exception as exc:  # safetensors / shape errors
+            raise WeightsError(f"codec {self.name}: unusable weights file {path} ({type(exc).__name__}: {exc})") from None
+        m = self.manifest
+        if meta.get("split") not in (None, m["split"]) or net.cfg.channels != m["shape"][0]:
+            raise WeightsError(f"codec {self.name}: {path} is not for {self.trained_for()}")
+        return net
+
+    def check_quality(self, quality):
+        return int(super().check_quality(quality))
+
+    # -- features -------------------------------------------------------------------------
+    def _check_features(self, features) -> tuple[str, torch.Tensor]:
+        m = self.manifest
+        if not isinstance(features, dict) or not features:
+            raise ParameterError(f"{self.name}: expected a dict of feature tensors, got {type(features).__name__}")
+        names = list(features)
+        if names != [m["tensor"]]:
+            got = ", ".join(f"{k} {tuple(v.shape[1:]) if isinstance(v, torch.Tensor) else '?'}" for k, v in features.items())
+            raise WeightsError(f"{self.name} weights were trained for {self.trained_for()}; got tensors {got}. "
+                               f"Train weights for that split with `fcm train-codec --split ...`")
+        x = features[names[0]]
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[0] != 1:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ParameterError(f"{self.name}: expected a float (1, C, H, W) tensor, got {got}")
+        c, h, w = x.shape[1:]
+        if c != m["shape"][0]:
+            raise WeightsError(f"{self.name} weights were trained for {self.trained_for()}; "
+                               f"got {c} channels ({names[0]} {c}x{h}x{w})")
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise ParameterError(f"{self.name}: feature size {h}x{w} outside 1..{MAX_SIDE}")
+        if not torch.isfinite(x).all():
+            raise ParameterError(f"{self.name}: features contain NaN or infinity")
+        return names[0], x.detach().float()
+
+    def _payload_symbols(self, net, h: int, w: int) -> int:
+        c, lh, lw = net.latent_shape(h, w)
+        n = c * lh * lw
+        if net.cfg.arch != "factorized":
+            ch, hh, hw = net.hyper_shape(h, w)
+            n += ch * hh * hw
+        return n
+
+    def _decode_strings(self, net, strings: list[bytes], h: int, w: int):
+        if len(strings) != 1:
+            raise BitstreamError(f"{self.name}: expected 1 rANS string, got {len(strings)}")
+        if not strings[0]:
+            raise BitstreamError(f"{self.name}: empty payload")
+        padded = _safe_padding(strings[0], self._payload_symbols(net, h, w))
+        with torch.inference_mode():
+            out = net.decompress([padded], h, w)
+        if not torch.isfinite(out["x_hat"]).all():
+            raise BitstreamError(f"{self.name}: undecodable payload (non-finite reconstruction)")
+        return out
+
+    def _parse(self, data) -> tuple[StreamHeader, Any]:
+        data = self._check_data(data)
+        self.require_available()
+        hdr = parse_stream(data, self.name, CODEC_IDS[self.arch])
+        n = self.quality.hi
+        if not 1 <= hdr.quality <= n:
+            raise BitstreamError(f"{self.name}: quality {hdr.quality} in the stream; these weights have 1..{n}")
+        net = self._net(hdr.quality)
+        if hdr.fingerprint != self._fingerprints[hdr.quality]:
+            raise BitstreamError(f"{self.name}: the stream was made with other weights (fingerprint mismatch)")
+        return hdr, net
+
+    def to_json(self) -> dict[str, Any]:
+        d = super().to_json()
+        d.update({"codes_features": self.codes_features, "direct": self.direct, "arch": self.arch,
+                  "bit_depths": []})
+        if self._manifest is not None:
+            m = self._manifest
+            d.update({"model": m["model"], "split": m["split"], "tensor": m["tensor"], "shape": m["shape"],
+                      "lambdas": [q["lambda"] for q in m["qualities"]], "loss": m.get("loss")})
+        return d
+
+    # Frame coding is not what these codecs do.
+    def _encode(self, frame: np.ndarray, bit_depth: int, quality: float) -> bytes:
+        raise ParameterError(f"{self.name} is a learned feature codec: use encode_features (no frame packing)")
+
+    def _decode(self, data: bytes, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:
+        raise ParameterError(f"{self.name} is a learned feature codec: use decode_features (no frame packing)")
+
+
+class LearnedFeatureCodec(LearnedCodecBase):
+    """A learned codec of the split tensor (see the module docstring)."""
+
+    def encode_features(self, features: dict[str, torch.Tensor], quality) -> LearnedEncoded:
+        q = self.check_quality(quality)
+        self.require_available()
+        name, x = self._check_features(features)
+        net = self._net(q)
+        h, w = x.shape[-2:]
+        with self._lock, torch.inference_mode():
+            out = net.compress(x)
+            est = net.estimate_bits(x)
+        data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(x.shape[1:]),
+                                         out["strings"])
+        payload_est = float(sum(est.values()))
+        return LearnedEncoded(data=data, header_bytes=header_bytes, bits_estimated=payload_est + 8 * header_bytes,
+                              payload_bits_estimated=payload_est, quality=q, features_hat={name: out["x_hat"]},
+                              y_hat=out["y_hat"])
+
+    def decode_features(self, data: bytes) -> LearnedDecoded:
+        def run():
+            hdr, net = self._parse(data)
+            c, h, w = hdr.shape
+            m = self.manifest
+            if c != m["shape"][0] or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+                raise BitstreamError(f"{self.name}: stream shape {c}x{h}x{w} does not fit {self.trained_for()}")
+            with self._lock:
+                out = self._decode_strings(net, hdr.strings, h, w)
+            return LearnedDecoded(features={m["tensor"]: out["x_hat"]}, quality=hdr.quality, y_hat=out["y_hat"])
+
+        return self._guarded_decode(run)
+
+
+    def encoder_macs(self, quality=None) -> int:
+        """MACs of this codec's encoder on the trained tensor size (add the head's for the edge)."""
+        _, h, w = self.manifest["shape"]
+        return self._net(self.check_quality(quality)).encoder_macs(h, w)
+
+
+class FactorizedCodec(LearnedFeatureCodec):
+    name = "factorized"
+    arch = "factorized"
+    description = "learned feature codec: analysis/synthesis transforms + factorized prior (CompressAI EntropyBottleneck)"
+
+
+class HyperpriorCodec(LearnedFeatureCodec):
+    name = "hyperprior"
+    arch = "hyperprior"
+    description = "learned feature codec: mean-scale hyperprior (CompressAI HyperpriorLatentCodec)"
+
+
+class ContextCodec(LearnedFeatureCodec):
+    name = "context"
+    arch = "context"
+    description = ("learned feature codec: hyperprior + channel groups with checkerboard spatial context and "
+                   "latent residual prediction (ELIC-style, CompressAI latent codecs)")
+
+
+FEATURE_CODECS = (FactorizedCodec, HyperpriorCodec, ContextCodec)

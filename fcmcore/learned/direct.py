@@ -1,0 +1,439 @@
+"""Direct coding: a light student from the model input straight to the coded split latent.
+
+Edge side (what replaces the detector's head)::
+
+    model input (1, 3, 300, 300)
+      -> the detector's first two stages (Conv, expanded_conv: frozen, 37 M MACs)
+      -> student trunk (depthwise-separable convs, stride 16 overall, ~41 M MACs)
+         = an estimate of the *normalised* split tensor (64x19x19 at expanded_conv_9)
+      -> g_a + hyper-prior analysis of a hyperprior codec -> one rANS stream
+
+Server side: the hyperprior codec's decoder and synthesis give the split tensor, which the
+detector's tail finishes. The head up to ``expanded_conv_9`` costs 275 M MACs; the student
+edge about half of that including g_a/h_a (``edge_macs()``).
+
+Training (``fcm train-direct``), two stages on the augmented train bank (with the model
+inputs kept):
+
+1. distillation: student(x) ~ normalise(head(x)), MSE, ``distill_epochs``;
+2. per lambda: start from the trained ``hyperprior`` codec of the same lambda (its
+   normalisation, transforms and entropy model) and fine-tune the codec end to end on the
+   frozen student's outputs with ``R + lambda * MSE(decoded, normalise(head(x)))``: the
+   codec's encoder learns the student's feature statistics and its decoder learns to undo
+   the student's errors where that pays.
+
+Weights: ``assets/learned/direct/student.safetensors`` + ``q<i>.safetensors`` (hyperprior
+networks) + ``manifest.json``. Bitstream: the container of ``codec`` with codec id 4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import BitstreamError, ParameterError, WeightsError
+from .codec import CODEC_IDS, LearnedCodecBase, LearnedDecoded, LearnedEncoded, pack_stream
+
+PREFIX_STAGES = 2  # Conv + expanded_conv of the detector, frozen
+STUDENT_FILE = "student.safetensors"
+
+
+def _dwsep(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin), nn.ReLU6(inplace=True),
+        nn.Conv2d(cin, cout, 1), nn.ReLU6(inplace=True),
+    )
+
+
+class StudentTrunk(nn.Module):
+    """(1, 16, 150, 150) prefix features -> (1, C, 19, 19) normalised split estimate."""
+
+    def __init__(self, cin: int = 16, cout: int = 64, widths: tuple[int, ...] = (48, 96, 96, 128, 128)):
+        super().__init__()
+        w = list(widths)
+        self.body = nn.Sequential(
+            _dwsep(cin, w[0], 2),  # 75
+            _dwsep(w[0], w[1], 2),  # 38
+            _dwsep(w[1], w[2], 1),
+            _dwsep(w[2], w[3], 2),  # 19
+            _dwsep(w[3], w[4], 1),
+        )
+        self.out = nn.Conv2d(w[4], cout, 1)
+        self.cin, self.cout, self.widths = cin, cout, w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
+def prefix(model, x: torch.Tensor) -> torch.Tensor:
+    """The detector's first ``PREFIX_STAGES`` stages (frozen; no gradient needed)."""
+    maps: list[torch.Tensor] = []
+    return model._run(x, maps, 0, PREFIX_STAGES)
+
+
+def prefix_macs(model) -> int:
+    return int(sum(model._stage_macs[:PREFIX_STAGES]))
+
+
+# ----- the codec ------------------------------------------------------------------------------
+
+class DirectCodec(LearnedCodecBase):
+    """``direct``: model input -> coded split latent (see the module docstring)."""
+
+    name = "direct"
+    arch = "direct"
+    description = ("direct coding: light student (detector stem + depthwise convs) from the image to the "
+                   "split latent, coded with a hyperprior entropy model")
+    direct = True
+    codes_features = False
+    supports_images = False
+    train_hint = "fcm train-direct"
+
+    def __init__(self, weights_dir: str | Path | None = None):
+        super().__init__(weights_dir)
+        self._student: StudentTrunk | None = None
+
+    def available(self) -> tuple[bool, str]:
+        ok, reason = super().available()
+        if ok and not (self.weights_dir / self.manifest.get("student", {}).get("file", STUDENT_FILE)).is_file():
+            return False, f"student weights missing in {self.weights_dir}"
+        return ok, reason
+
+    def _student_net(self) -> StudentTrunk:
+        with self._lock:
+            if self._student is None:
+                self.require_available()
+                from safetensors.torch import load_file
+
+                info = self.manifest["student"]
+                path = self.weights_dir / info["file"]
+                data = path.read_bytes()
+                if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+                    raise WeightsError(f"codec direct: {path} does not match its manifest (sha256)")
+                try:
+                    net = StudentTrunk(info["cin"], info["cout"], tuple(info["widths"]))
+                    state = {k: v.float() for k, v in load_file(str(path)).items()}
+                    net.load_state_dict(state)
+                except Exception as exc:
+                    raise WeightsError(f"codec direct: unusable student weights {path} ({exc})") from None
+                self._student = net.eval()
+            return self._student
+
+    def _model(self):
+        from ..models import load_model
+
+        return load_model(self.manifest["model"])
+
+    def _check_input(self, x) -> torch.Tensor:
+        shape = tuple(self.manifest.get("input_shape", (3, 300, 300)))
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape) != (1, *shape) or not x.is_floating_point():
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ParameterError(f"direct: expects the {self.manifest['model']} input, a float (1, {', '.join(map(str, shape))}) "
+                                 f"tensor; got {got}")
+        if not torch.isfinite(x).all():
+            raise ParameterError("direct: input contains NaN or infinity")
+        return x.detach().float()
+
+    def student_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's estimate of the normalised split tensor (before coding)."""
+        with torch.inference_mode():
+            return self._student_net()(prefix(self._model(), self._check_input(x)))
+
+    def encode_image_to_features(self, x: torch.Tensor, quality) -> LearnedEncoded:
+        q = self.check_quality(quality)
+        self.require_available()
+        x = self._check_input(x)
+        net = self._net(q)
+        model = self._model()
+        with self._lock, torch.inference_mode():
+            s = self._student_net()(prefix(model, x))
+            out = net.compress_norm(s)
+            est = net.estimate_bits_norm(s)
+        h, w = s.shape[-2:]
+        data, header_bytes = pack_stream(CODEC_IDS["direct"], q, self._fingerprints[q], (s.shape[1], h, w), out["strings"])
+        payload = float(sum(est.values()))
+        return LearnedEncoded(data=data, header_bytes=header_bytes, bits_estimated=payload + 8 * header_bytes,
+                              payload_bits_estimated=payload, quality=q,
+                              features_hat={self.manifest["tensor"]: out["x_hat"]}, y_hat=out["y_hat"])
+
+    def decode_features(self, data: bytes) -> LearnedDecoded:
+        def run():
+            hdr, net = self._parse(data)
+            c, h, w = hdr.shape
+            m = self.manifest
+            if [c, h, w] != list(m["shape"]):
+                raise BitstreamError(f"direct: stream shape {c}x{h}x{w}, expected {'x'.join(map(str, m['shape']))}")
+            with self._lock:
+                out = self._decode_strings(net, hdr.strings, h, w)
+            return LearnedDecoded(features={m["tensor"]: out["x_hat"]}, quality=hdr.quality, y_hat=out["y_hat"])
+
+        return self._guarded_decode(run)
+
+    def edge_macs(self, quality: int | None = None) -> int:
+        """MACs on the edge: detector stem + student trunk + the codec's g_a and h_a."""
+        from .models import count_macs
+
+        self.require_available()
+        q = self.check_quality(quality)
+        student = self._student_net()
+        shape = tuple(self.manifest.get("input_shape", (3, 300, 300)))
+        model = self._model()
+        with torch.no_grad():
+            pre = prefix(model, torch.zeros(1, *shape))
+        trunk = count_macs(student, pre, student)
+        c, h, w = self.manifest["shape"]
+        return prefix_macs(model) + trunk + self._net(q).encoder_macs(h, w)
+
+    def to_json(self) -> dict[str, Any]:
+        d = super().to_json()
+        if self._manifest is not None:
+            d["input_shape"] = self._manifest.get("input_shape")
+        return d
+
+
+# ----- training -------------------------------------------------------------------------------
+
+@dataclass
+class DirectTrainConfig:
+    dataset: str
+    split: str
+    lambdas: list[float]
+    out: str
+    init: str | None = None  # hyperprior weights folder (default: learned_root()/hyperprior)
+    distill_epochs: int = 10
+    epochs: int = 3  # per lambda (codec fine-tuning); --finetune-epochs overrides
+    finetune_epochs: int | None = None
+    seed: int = 0
+    model: str = "ssd_mobilenet_v2"
+    variants: int = 12
+    batch_size: int = 8
+    lr: float = 2e-3  # distillation; the codec fine-tuning uses half
+    resume: bool = False
+    threads: int = 1
+    widths: list[int] = field(default_factory=lambda: [48, 96, 96, 128, 128])
+
+
+def _save_student(net: StudentTrunk, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().half().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_student(path: Path, cin: int, cout: int, widths) -> StudentTrunk:
+    from safetensors.torch import load_file
+
+    net = StudentTrunk(cin, cout, tuple(widths))
+    net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return net
+
+
+def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from ..models import load_model
+    from .codec import learned_root
+    from .train import _rate_bits, build_bank, load_weights, save_weights
+
+    torch.set_num_threads(cfg.threads)
+    if not cfg.lambdas:
+        raise ParameterError("lambdas must not be empty")
+    ft_epochs = cfg.finetune_epochs or cfg.epochs
+    init_dir = Path(cfg.init) if cfg.init else learned_root() / "hyperprior"
+    init_manifest_path = init_dir / "manifest.json"
+    if not init_manifest_path.is_file():
+        raise WeightsError(f"direct training starts from trained hyperprior weights; none at {init_dir} "
+                           "(run `fcm train-codec --arch hyperprior` first or pass --init)")
+    init_manifest = json.loads(init_manifest_path.read_text())
+    if init_manifest["split"] != cfg.split or init_manifest["model"] != cfg.model:
+        raise WeightsError(f"--init weights are for {init_manifest['model']} @ {init_manifest['split']}, "
+                           f"not {cfg.model} @ {cfg.split}")
+    by_lambda = {float(q["lambda"]): q for q in init_manifest["qualities"]}
+    missing = [lam for lam in cfg.lambdas if float(lam) not in by_lambda]
+    if missing:
+        raise ParameterError(f"no hyperprior model for lambda {missing} in {init_dir} (has {sorted(by_lambda)})")
+
+    out = Path(cfg.out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    model = load_model(cfg.model)
+    t_wall, t_cpu0 = time.perf_counter(), time.process_time()
+    bank = build_bank(cfg.model, cfg.dataset, cfg.split, cfg.variants, cfg.seed, keep_images=True, progress=progress)
+    name = bank["tensor"]
+    feats, imgs = bank["train"], bank["train_images"]
+    val_feats, val_imgs = bank["val"], bank["val_images"]
+    channels, h, w = feats.shape[1:]
+    with torch.no_grad():
+        pre_shape = prefix(model, torch.zeros(1, 3, *imgs.shape[-2:])).shape[1]
+
+    def to_input(u8: torch.Tensor) -> torch.Tensor:
+        return u8.float() * (2.0 / 255.0) - 1.0
+
+    # normalisation: the hyperprior codec's (all its lambdas share the train bank's stats)
+    net0, _ = load_weights(init_dir / by_lambda[float(cfg.lambdas[0])]["file"])
+    mean, std = net0.feat_mean.clone(), net0.feat_std.clone()
+
+    def norm(f: torch.Tensor) -> torch.Tensor:
+        return (f.float() - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    # 1. distillation
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    student = StudentTrunk(pre_shape, channels, tuple(cfg.widths))
+    student_path = out / STUDENT_FILE
+    ckpt = out / "checkpoints" / "student.pt"
+    distill_cpu = 0.0
+    steps = max(1, len(feats) // cfg.batch_size)
+    if cfg.resume and student_path.exists() and (out / "checkpoints" / "student.done").exists():
+        student = _load_student(student_path, pre_shape, channels, cfg.widths)
+        distill_cpu = float((out / "checkpoints" / "student.done").read_text() or 0)
+    else:
+        opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+        total = cfg.distill_epochs * steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
+        start = 0
+        if cfg.resume and ckpt.exists():
+            st = torch.load(ckpt, weights_only=False)
+            student.load_state_dict(st["net"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            gen.set_state(st["gen"])
+            start, distill_cpu = st["epoch"], st["cpu_s"]
+        t0 = time.process_time()
+        bar = tqdm(total=total, initial=start * steps, desc="direct: distil student", disable=not progress)
+        for epoch in range(start, cfg.distill_epochs):
+            perm = torch.randperm(len(feats), generator=gen)
+            run = 0.0
+            for s in range(steps):
+                idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                with torch.no_grad():
+                    p = prefix(model, to_input(imgs[idx]))
+                loss = F.mse_loss(student(p), norm(feats[idx]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                run += loss.item()
+                bar.update(1)
+                bar.set_postfix(mse=f"{run / (s + 1):.4f}")
+            torch.save({"net": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "gen": gen.get_state(), "epoch": epoch + 1,
+                        "cpu_s": distill_cpu + time.process_time() - t0}, ckpt)
+        bar.close()
+        distill_cpu += time.process_time() - t0
+        _save_student(student, student_path)
+        (out / "checkpoints" / "student.done").write_text(f"{distill_cpu:.1f}")
+        student = _load_student(student_path, pre_shape, channels, cfg.widths)  # the stored (float16) one
+    student.eval()
+    with torch.no_grad():
+        s_train = torch.cat([student(prefix(model, to_input(imgs[i:i + 32]))) for i in range(0, len(imgs), 32)])
+        s_val = torch.cat([student(prefix(model, to_input(val_imgs[i:i + 32]))) for i in range(0, len(val_imgs), 32)])
+    distill_val_mse = float(F.mse_loss(s_val, norm(val_feats)))
+
+    # 2. per lambda: fine-tune the hyperprior codec on the student's outputs
+    results = {}
+    for n_done, lam in enumerate(sorted(cfg.lambdas, reverse=True)):
+        final = out / "checkpoints" / f"lambda_{lam:g}.final.safetensors"
+        if cfg.resume and final.exists():
+            _, meta = load_weights(final)
+            results[lam] = json.loads(meta["train"])
+            continue
+        torch.manual_seed(cfg.seed + 1 + n_done)
+        net, _ = load_weights(init_dir / by_lambda[float(lam)]["file"])
+        net.train()
+        main = [p for k, p in net.named_parameters() if not k.endswith(".quantiles")]
+        aux = [p for k, p in net.named_parameters() if k.endswith(".quantiles")]
+        opt, aux_opt = torch.optim.Adam(main, lr=cfg.lr * 0.5), torch.optim.Adam(aux, lr=1e-3)
+        total = ft_epochs * steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
+        t0 = time.process_time()
+        bar = tqdm(total=total, desc=f"direct lambda={lam:g}", disable=not progress)
+        for _epoch in range(ft_epochs):
+            perm = torch.randperm(len(feats), generator=gen)
+            sums = np.zeros(2)
+            for s in range(steps):
+                idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                src, target = s_train[idx], norm(feats[idx])
+                y_hat, lik = net.entropy_forward(net.analysis(src))
+                x_hat = net.synthesis(y_hat, h, w)
+                rate = _rate_bits(lik) / target.numel()
+                dist = F.mse_loss(x_hat, target)
+                loss = rate + lam * dist
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                a = net.aux_loss()
+                aux_opt.zero_grad()
+                a.backward()
+                aux_opt.step()
+                sums += (rate.item(), dist.item())
+                bar.update(1)
+                bar.set_postfix(bpv=f"{sums[0] / (s + 1):.3f}", mse=f"{sums[1] / (s + 1):.4f}")
+        bar.close()
+        net.eval()
+        net.update(force=True, update_quantiles=True)
+        info = {"lambda": lam, "epochs": ft_epochs, "init": str(by_lambda[float(lam)]["file"]),
+                "train_cpu_s": round(time.process_time() - t0, 1)}
+        save_weights(net, final, {"train": info})
+        net, _ = load_weights(final)
+        net.update(force=True)
+        bits, mses = [], []
+        with torch.no_grad():
+            for i in range(len(s_val)):
+                c = net.compress_norm(s_val[i:i + 1])
+                bits.append(len(c["strings"][0]) * 8)
+                mses.append(float(F.mse_loss(net.normalize(c["x_hat"]), norm(val_feats[i:i + 1]))))
+        info["val"] = {"bits_per_value": float(np.mean(bits)) / (channels * h * w), "mse_norm": float(np.mean(mses))}
+        save_weights(net, final, {"train": info})
+        results[lam] = info
+
+    qualities = []
+    for q, lam in enumerate(sorted(cfg.lambdas), start=1):
+        net, _ = load_weights(out / "checkpoints" / f"lambda_{lam:g}.final.safetensors")
+        dest = out / f"q{q}.safetensors"
+        save_weights(net, dest, {"train": results[lam], "quality": q, "model": cfg.model, "split": cfg.split,
+                                 "tensor": name, "shape": [channels, h, w], "arch": "direct"})
+        data = dest.read_bytes()
+        qualities.append({"quality": q, "lambda": lam, "file": dest.name, "sha256": hashlib.sha256(data).hexdigest(),
+                          "size_bytes": len(data), "parameters": net.num_parameters(),
+                          "train_cpu_s": results[lam]["train_cpu_s"], "val": results[lam].get("val")})
+    sdata = student_path.read_bytes()
+    s_macs = 0
+    with torch.no_grad():
+        from .models import count_macs
+        p0 = prefix(model, torch.zeros(1, 3, *imgs.shape[-2:]))
+        s_macs = count_macs(student, p0, student)
+    manifest = {
+        "format": 1, "arch": "direct", "model": cfg.model, "split": cfg.split, "tensor": name,
+        "channels": int(channels), "shape": [int(channels), int(h), int(w)],
+        "input_shape": [3, int(imgs.shape[-2]), int(imgs.shape[-1])],
+        "lambdas": sorted(cfg.lambdas), "seed": cfg.seed, "command": command or "",
+        "init": str(init_dir), "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
+        "student": {"file": STUDENT_FILE, "sha256": hashlib.sha256(sdata).hexdigest(), "size_bytes": len(sdata),
+                    "cin": int(pre_shape), "cout": int(channels), "widths": list(cfg.widths),
+                    "parameters": sum(p.numel() for p in student.parameters()),
+                    "prefix_stages": PREFIX_STAGES, "prefix_macs": prefix_macs(model), "trunk_macs": int(s_macs),
+                    "distill_cpu_s": round(distill_cpu, 1), "distill_val_mse_norm": distill_val_mse},
+        "train_cpu_s": round(distill_cpu + sum(r["train_cpu_s"] for r in results.values()), 1),
+        "wall_s_this_run": round(time.perf_counter() - t_wall, 1),
+        "cpu_s_this_run": round(time.process_time() - t_cpu0, 1),
+        "threads": cfg.threads,
+        "platform": f"{platform.machine()} {platform.python_version()} torch {torch.__version__}",
+        "qualities": qualities,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,461 @@
+"""Training the learned feature codecs (``fcm train-codec``).
+
+Data: the *train* part of a dataset (``fcmcore.datasplit``: images sorted by id, every 4th
+held out). Because that is small (72 images for coco96), each train image is augmented
+``variants`` times (variant 0 is the image itself; the others are random crops of 35-100 %
+of the area with aspect jitter, horizontal flips, and zoom-outs onto a grey canvas: all
+*before* the head), and the head is run once per variant: the "feature bank" (cached in
+``$FCM_CACHE_DIR/learned_banks``). The val images are only used for the final report.
+
+Loss per batch: ``R + lambda * D`` with R in bits per feature value (``-log2`` of the
+likelihoods of y and z, divided by C*H*W of the split tensor) and D:
+
+* ``feature``: MSE between normalised features (per-channel mean/std of the train bank);
+* ``deep``: MSE at a deeper layer (default ``expanded_conv_12``) after running the frozen
+  network remainder on the decoded features, normalised per channel by that layer's std.
+
+One network per lambda. The highest lambda is trained from scratch for ``epochs``; each
+lower lambda starts from the previous one and is fine-tuned for ``finetune_epochs``
+(the usual warm start: it saves most of the CPU time). Checkpoints every epoch
+(``DIR/checkpoints``); ``resume=True`` continues from them and skips finished lambdas.
+Outputs: ``DIR/q<i>.safetensors`` (i = 1 for the lowest lambda = fewest bits) and
+``DIR/manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..errors import InputError, ParameterError
+from .models import ARCHS, CodecConfig, FeatureCodecNet, load_stored_state, stored_state
+
+BANK_VERSION = 2
+LOSSES = ("feature", "deep")
+DEFAULT_DEEP_LAYER = "expanded_conv_12"
+MANIFEST = "manifest.json"
+
+
+# ----- data -----------------------------------------------------------------------------------
+
+def dataset_images(dataset: str | Path) -> tuple[list[Path], list[Path], Any]:
+    """(train image paths, val image paths, Dataset) with the project's one split."""
+    from ..datasplit import split_train_val
+    from ..evaluate import load_dataset
+
+    ds = load_dataset(dataset)
+    images = sorted(ds.images, key=lambda im: im.id)
+    train, val = split_train_val(images)
+    return [im.path for im in train], [im.path for im in val], ds
+
+
+def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One random variant: crop (35-100 % area, aspect 3/4..4/3), flip, sometimes zoom out."""
+    w, h = image.size
+    area = rng.uniform(0.35, 1.0) * w * h
+    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    cw = int(round(min(w, math.sqrt(area * aspect))))
+    ch = int(round(min(h, math.sqrt(area / aspect))))
+    x0 = int(rng.integers(0, w - cw + 1))
+    y0 = int(rng.integers(0, h - ch + 1))
+    out = image.crop((x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.25:  # zoom out: objects smaller than in the photos
+        s = rng.uniform(1.1, 1.6)
+        canvas = Image.new("RGB", (int(out.width * s), int(out.height * s)), (124, 116, 104))
+        canvas.paste(out, (int(rng.integers(0, canvas.width - out.width + 1)),
+                           int(rng.integers(0, canvas.height - out.height + 1))))
+        out = canvas
+    return out
+
+
+def _trunk_name(model, split: str) -> str:
+    sp = model.split_point(split)
+    if len(sp.tensors) != 1:
+        raise ParameterError(
+            f"learned codecs code single-tensor splits; {split} of {model.name} carries "
+            f"{', '.join(sp.tensors)}")
+    return next(iter(sp.tensors))
+
+
+def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    """x at ``split`` -> the tensor at ``layer`` (a later stage name or ``map0``) through the
+    frozen network, differentiable w.r.t. x (the model's stages are called directly, outside
+    inference mode; its weights are buffers, so nothing of the detector is trained)."""
+    idx = model._stage_index
+    start = idx[model.split_point(split).name] + 1
+    if layer == "map0":
+        from ..models.ssd_mobilenet_v2 import _MAP0_STAGE
+        stop, take_map = _MAP0_STAGE + 1, True
+    elif layer in idx:
+        stop, take_map = idx[layer] + 1, False
+    else:
+        raise ParameterError(f"unknown deep layer {layer!r}; use map0 or a stage name after {split}")
+    if stop <= start:
+        raise ParameterError(f"deep layer {layer} is not after split {split}")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        maps: list[torch.Tensor] = []
+        y = model._run(x, maps, start, stop)
+        return maps[0] if take_map else y
+
+    with torch.no_grad():
+        c = run(torch.zeros(1, *model.split_point(split).tensors[_trunk_name(model, split)])).shape[1]
+    return run, c
+
+
+def build_bank(model_name: str, dataset: str | Path, split: str, variants: int, seed: int,
+               keep_images: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Features (float16) of ``variants`` augmentations of every train image, and of the val
+    images as they are. With ``keep_images`` also the model inputs (uint8, 300x300) for
+    direct coding. Cached on disk, keyed by everything that changes it."""
+    from tqdm import tqdm
+
+    from ..imageio import load_image
+    from ..models import load_model
+    from ..paths import cache_dir
+
+    if variants < 1:
+        raise ParameterError("variants must be >= 1")
+    model = load_model(model_name)
+    name = _trunk_name(model, split)
+    train, val, _ = dataset_images(dataset)
+    if not train or not val:
+        raise InputError(f"{dataset}: need train and val images (got {len(train)} and {len(val)})")
+    key = hashlib.sha256(json.dumps({
+        "v": BANK_VERSION, "model": model_name, "split": split, "variants": variants, "seed": seed,
+        "images": [str(p.resolve()) for p in train + val], "keep_images": keep_images,
+        "sizes": [p.stat().st_size for p in train + val],
+    }).encode()).hexdigest()[:16]
+    path = cache_dir() / "learned_banks" / f"{model_name}_{split}_{key}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # a broken cache file: rebuild
+            pass
+    rng = np.random.default_rng(seed)
+    feats, imgs = [], []
+
+    def run(pil):
+        x, _ = model.preprocess(pil)
+        f = model.head(x, split)[name].clone().half()
+        if keep_images:
+            imgs.append(((x[0] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).clone())
+        return f
+
+    items = [(p, v) for p in train for v in range(variants)]
+    for p, v in tqdm(items, desc=f"feature bank ({len(train)} images x {variants})", disable=not progress):
+        image = load_image(p)
+        feats.append(run(image if v == 0 else augment(image, rng)))
+    n_train_imgs = len(imgs)
+    val_feats = [run(load_image(p)) for p in val]
+    bank = {
+        "train": torch.cat(feats), "val": torch.cat(val_feats), "tensor": name,
+        "num_train_images": len(train), "num_val_images": len(val), "variants": variants,
+    }
+    if keep_images:
+        bank["train_images"] = torch.stack(imgs[:n_train_imgs])
+        bank["val_images"] = torch.stack(imgs[n_train_imgs:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(bank, tmp)
+    os.replace(tmp, path)
+    return bank
+
+
+# ----- training -------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    split: str
+    arch: str
+    lambdas: list[float]
+    out: str
+    loss: str = "feature"
+    deep_layer: str = DEFAULT_DEEP_LAYER
+    epochs: int = 10  # from scratch (highest lambda)
+    finetune_epochs: int = 3  # each further lambda, warm-started
+    seed: int = 0
+    model: str = "ssd_mobilenet_v2"
+    variants: int = 12
+    batch_size: int = 8
+    lr: float = 2e-3  # fine-tuning uses half
+    N: int = 64
+    M: int = 64
+    Nh: int = 64
+    groups: list[int] = field(default_factory=lambda: [8, 8, 16, 32])
+    down: int = 1
+    resume: bool = False
+    threads: int = 1
+    half: bool = True  # store float16 weights
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ParameterError(f"unknown architecture {self.arch!r}; known: {', '.join(ARCHS)}")
+        if self.loss not in LOSSES:
+            raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if not self.lambdas or any(not (lam > 0) or not math.isfinite(lam) for lam in self.lambdas):
+            raise ParameterError("lambdas must be positive numbers")
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise ParameterError("lambdas must be distinct")
+        for name in ("epochs", "finetune_epochs", "variants", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name} must be >= 1")
+
+
+def _rate_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
+    return sum(-torch.log2(v).sum() for v in likelihoods.values())
+
+
+def _checkpoint_path(out: Path, lam: float) -> Path:
+    return out / "checkpoints" / f"lambda_{lam:g}.pt"
+
+
+def _final_path(out: Path, lam: float) -> Path:
+    return out / "checkpoints" / f"lambda_{lam:g}.final.safetensors"
+
+
+def save_weights(net: FeatureCodecNet, path: Path, meta: dict[str, Any], half: bool = True) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    metadata["config"] = json.dumps(net.cfg.to_json(), sort_keys=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(stored_state(net, half=half), str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path) -> tuple[FeatureCodecNet, dict[str, str]]:
+    """Network and metadata from a weights file (raises ValueError/OSError when broken)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    if "config" not in meta:
+        raise ValueError("no codec config in the weights' metadata")
+    net = FeatureCodecNet(CodecConfig.from_json(json.loads(meta["config"])))
+    load_stored_state(net, load_file(str(path)))
+    net.eval()
+    return net, meta
+
+
+def _make_net(cfg: TrainConfig, channels: int, mean: torch.Tensor, std: torch.Tensor) -> FeatureCodecNet:
+    net = FeatureCodecNet(_codec_config(cfg, channels))
+    net.feat_mean.copy_(mean)
+    net.feat_std.copy_(std)
+    return net
+
+
+def _codec_config(cfg: TrainConfig, channels: int) -> CodecConfig:
+    try:
+        return CodecConfig(cfg.arch, int(channels), cfg.N, cfg.M, cfg.Nh, list(cfg.groups), cfg.down)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+
+
+def _optimizers(net: FeatureCodecNet, lr: float):
+    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
+    return torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=1e-3)
+
+
+@torch.no_grad()
+def evaluate_val(net: FeatureCodecNet, val: torch.Tensor, deep=None, deep_std=None) -> dict[str, float]:
+    """Real bitstreams on the val features: mean bytes, estimated bits, normalised MSE."""
+    net.eval()
+    net.update(force=True)
+    values = val[0].numel()
+    bits, est, mse, dmse = [], [], [], []
+    for i in range(val.shape[0]):
+        x = val[i:i + 1].float()
+        c = net.compress(x)
+        bits.append(len(c["strings"][0]) * 8)
+        est.append(sum(net.estimate_bits(x).values()))
+        mse.append(float(F.mse_loss(net.normalize(c["x_hat"]), net.normalize(x))))
+        if deep is not None:
+            dmse.append(float(F.mse_loss(deep(c["x_hat"]) / deep_std, deep(x) / deep_std)))
+    out = {"bits_per_value": float(np.mean(bits)) / values, "bits_per_value_est": float(np.mean(est)) / values,
+           "stream_bytes": float(np.mean(bits)) / 8, "mse_norm": float(np.mean(mse))}
+    if dmse:
+        out["deep_mse_norm"] = float(np.mean(dmse))
+    return out
+
+
+def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Train one network per lambda; write the weights and the manifest; return the manifest."""
+    from tqdm import tqdm
+
+    from ..models import load_model
+
+    cfg.validate()
+    _codec_config(cfg, 1)  # bad widths or groups: fail before any work
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(cfg.model)
+    name = _trunk_name(model, cfg.split)
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    bank = build_bank(cfg.model, cfg.dataset, cfg.split, cfg.variants, cfg.seed, progress=progress)
+    bank_cpu = time.process_time() - t_cpu
+    train = bank["train"]
+    val = bank["val"]
+    channels, h, w = train.shape[1:]
+    tf = train.float()
+    mean = tf.mean(dim=(0, 2, 3))
+    std = tf.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    deep = deep_std = None
+    if cfg.loss == "deep":
+        deep, _ = deep_fn(model, cfg.split, cfg.deep_layer)
+        with torch.no_grad():
+            targets = torch.cat([deep(tf[i:i + 64]) for i in range(0, len(tf), 64)])
+        deep_std = targets.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1)
+        targets = targets.half()
+    del tf
+
+    order = sorted(cfg.lambdas, reverse=True)  # highest rate first, then warm starts
+    results: dict[float, dict[str, Any]] = {}
+    prev: FeatureCodecNet | None = None
+    for n_done, lam in enumerate(order):
+        final = _final_path(out, lam)
+        epochs = cfg.epochs if n_done == 0 else cfg.finetune_epochs
+        if cfg.resume and final.exists():
+            net, meta = load_weights(final)
+            results[lam] = json.loads(meta["train"])
+            prev = net
+            continue
+        torch.manual_seed(cfg.seed + n_done)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + n_done)
+        net = _make_net(cfg, channels, mean, std)
+        if prev is not None:
+            load_stored_state(net, stored_state(prev, half=False))
+        opt, aux_opt = _optimizers(net, cfg.lr if prev is None else cfg.lr * 0.5)
+        steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        total = epochs * steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
+        start_epoch, cpu_used = 0, 0.0
+        ckpt = _checkpoint_path(out, lam)
+        if cfg.resume and ckpt.exists():
+            st = torch.load(ckpt, weights_only=False)
+            net.load_state_dict(st["net"], strict=False)
+            opt.load_state_dict(st["opt"])
+            aux_opt.load_state_dict(st["aux_opt"])
+            sched.load_state_dict(st["sched"])
+            gen.set_state(st["gen"])
+            torch.set_rng_state(st["rng"])
+            start_epoch, cpu_used = st["epoch"], st["cpu_s"]
+        t0 = time.process_time()
+        net.train()
+        bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, disable=not progress,
+                   desc=f"{cfg.arch} lambda={lam:g}")
+        log: dict[str, float] = {}
+        for epoch in range(start_epoch, epochs):
+            perm = torch.randperm(len(train), generator=gen)
+            sums = np.zeros(3)
+            for s in range(steps_per_epoch):
+                idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                x = train[idx].float()
+                if cfg.loss == "feature":
+                    flip = torch.rand(len(idx), generator=gen) < 0.5
+                    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+                res = net(x)
+                rate = _rate_bits(res["likelihoods"]) / x.numel()
+                if cfg.loss == "feature":
+                    dist = F.mse_loss(res["x_hat_norm"], res["x_norm"])
+                else:
+                    dist = F.mse_loss(deep(res["x_hat"]) / deep_std, targets[idx].float() / deep_std)
+                loss = rate + lam * dist
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                aux = net.aux_loss()
+                aux_opt.zero_grad()
+                aux.backward()
+                aux_opt.step()
+                sums += (loss.item(), rate.item(), dist.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{sums[0] / (s + 1):.3f}", bpv=f"{sums[1] / (s + 1):.3f}",
+                                mse=f"{sums[2] / (s + 1):.4f}")
+            log = {"loss": sums[0] / steps_per_epoch, "bits_per_value": sums[1] / steps_per_epoch,
+                   "distortion": sums[2] / steps_per_epoch}
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                        "sched": sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                        "epoch": epoch + 1, "cpu_s": cpu_used + time.process_time() - t0}, ckpt)
+        bar.close()
+        cpu_used += time.process_time() - t0
+        net.eval()
+        net.update(force=True, update_quantiles=True)
+        info = {"lambda": lam, "epochs": epochs, "warm_start": n_done > 0, "train_cpu_s": round(cpu_used, 1),
+                "last_epoch": log}
+        save_weights(net, final, {"train": info}, half=cfg.half)
+        net, _ = load_weights(final)  # measure what is stored (float16 weights)
+        info["val"] = evaluate_val(net, val, deep, deep_std)
+        save_weights(net, final, {"train": info}, half=cfg.half)
+        results[lam] = info
+        prev = net
+        if progress:
+            print(f"  lambda {lam:g}: val {info['val']}", file=sys.stderr)
+
+    # Publish: q1 = lowest lambda (fewest bits).
+    qualities = []
+    for q, lam in enumerate(sorted(cfg.lambdas), start=1):
+        net, meta = load_weights(_final_path(out, lam))
+        dest = out / f"q{q}.safetensors"
+        meta_out = {"train": results[lam], "quality": q, "model": cfg.model, "split": cfg.split,
+                    "tensor": name, "shape": [channels, h, w], "arch": cfg.arch, "loss": cfg.loss}
+        save_weights(net, dest, meta_out, half=cfg.half)
+        data = dest.read_bytes()
+        qualities.append({"quality": q, "lambda": lam, "file": dest.name, "sha256": hashlib.sha256(data).hexdigest(),
+                          "size_bytes": len(data), "parameters": net.num_parameters(), **{
+                              k: results[lam][k] for k in ("epochs", "warm_start", "train_cpu_s")},
+                          "val": results[lam].get("val")})
+    manifest = {
+        "format": 1,
+        "arch": cfg.arch,
+        "model": cfg.model,
+        "split": cfg.split,
+        "tensor": name,
+        "channels": int(channels),
+        "shape": [int(channels), int(h), int(w)],
+        "lambdas": sorted(cfg.lambdas),
+        "loss": cfg.loss,
+        "deep_layer": cfg.deep_layer if cfg.loss == "deep" else None,
+        "seed": cfg.seed,
+        "command": command or "",
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
+        "codec_config": _codec_config(cfg, int(channels)).to_json(),
+        "bank": {"train_samples": int(train.shape[0]), "train_images": bank["num_train_images"],
+                 "val_images": bank["num_val_images"], "variants": bank["variants"], "cpu_s_this_run": round(bank_cpu, 1)},
+        "train_cpu_s": round(sum(r["train_cpu_s"] for r in results.values()), 1),
+        "wall_s_this_run": round(time.perf_counter() - t_wall, 1),
+        "threads": cfg.threads,
+        "platform": f"{platform.machine()} {platform.python_version()} torch {torch.__version__}",
+        "qualities": qualities,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def command_line() -> str:
+    return "fcm " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -1,0 +1,328 @@
+"""Learned feature codecs (factorized, hyperprior, context) and direct coding.
+
+Most tests use small randomly initialised networks written to a temporary weights folder
+(fast, independent of the committed weights); the ``committed`` tests check the trained
+weights under assets/learned on real SSD features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("compressai")
+
+from fcmcore.errors import BitstreamError, CodecUnavailableError, ParameterError, WeightsError  # noqa: E402
+from fcmcore.learned.codec import (CODEC_IDS, ContextCodec, FactorizedCodec, HyperpriorCodec,  # noqa: E402
+                                   pack_stream, parse_stream)
+from fcmcore.learned.models import ARCHS, CodecConfig, FeatureCodecNet  # noqa: E402
+from fcmcore.learned.train import save_weights  # noqa: E402
+from fcmcore.paths import ASSETS_DIR  # noqa: E402
+
+CLASSES = {"factorized": FactorizedCodec, "hyperprior": HyperpriorCodec, "context": ContextCodec}
+TENSOR = "feat"
+SHAPE = (8, 9, 11)  # odd on purpose: padded to 12x12 and cropped back
+
+
+def _tiny_net(arch: str, seed: int = 0) -> FeatureCodecNet:
+    torch.manual_seed(seed)
+    net = FeatureCodecNet(CodecConfig(arch, SHAPE[0], N=16, M=16, Nh=8, groups=[4, 4, 8]))
+    with torch.no_grad():  # a plausible normalisation and a non-trivial entropy model
+        net.feat_mean.uniform_(-0.5, 0.5)
+        net.feat_std.uniform_(0.5, 2.0)
+    net.eval()
+    net.update(force=True, update_quantiles=True)
+    return net
+
+
+def _write_weights(folder: Path, arch: str, qualities: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for q in range(1, qualities + 1):
+        net = _tiny_net(arch, seed=q)
+        path = folder / f"q{q}.safetensors"
+        save_weights(net, path, {"split": "test_split", "model": "test_model", "tensor": TENSOR})
+        entries.append({"quality": q, "lambda": float(q), "file": path.name,
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    manifest = {"format": 1, "arch": arch, "model": "test_model", "split": "test_split", "tensor": TENSOR,
+                "channels": SHAPE[0], "shape": list(SHAPE), "qualities": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def codecs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learned")
+    return {arch: CLASSES[arch](_write_weights(root / arch, arch)) for arch in ARCHS}
+
+
+def _features(seed: int = 0, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {TENSOR: torch.randn(1, *SHAPE, generator=g) * scale}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_deterministic_and_exact_decode(codecs, arch):
+    codec = codecs[arch]
+    f = _features()
+    a = codec.encode_features(f, 2)
+    b = codec.encode_features(f, 2)
+    assert a.data == b.data  # same input -> same bytes
+    assert a.frames is None
+    dec = codec.decode_features(a.data)
+    assert dec.frames is None and list(dec.features) == [TENSOR]
+    assert torch.equal(dec.y_hat, a.y_hat)  # decoder-side latent == encoder-side latent
+    assert torch.equal(dec.features[TENSOR], a.features_hat[TENSOR])
+    assert dec.features[TENSOR].shape == (1, *SHAPE)
+    assert dec.quality == 2
+    # different qualities are different networks: different streams
+    assert codec.encode_features(f, 1).data != a.data
+
+
+@pytest.mark.parametrize("arch", ["hyperprior", "context"])
+def test_single_stream_matches_compressai_latent_codecs(codecs, arch):
+    """Our one-stream coder walks the latent codecs in their own order: CompressAI's own
+    multi-string compress() quantises to exactly the same y_hat."""
+    net = codecs[arch]._net(1)
+    x = _features(3)[TENSOR]
+    ours = net.compress(x)
+    y = net.analysis(net.normalize(x))
+    with torch.no_grad():
+        if arch == "hyperprior":
+            ref = net.latent_codec.compress(y)["y_hat"]
+        else:
+            params = net.hyper.compress(y)["params"]
+            ref = net.lrp(net.groups_codec.compress(y, params)["y_hat"], params)
+    assert torch.equal(ours["y_hat"], ref)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bits_accounting_and_estimate(codecs, arch):
+    codec = codecs[arch]
+    enc = codec.encode_features(_features(1, scale=3.0), 2)
+    hdr = parse_stream(enc.data, codec.name, CODEC_IDS[arch])
+    assert enc.bits == len(enc.data) * 8
+    assert enc.header_bytes == hdr.header_bytes
+    assert enc.header_bytes + sum(len(s) for s in hdr.strings) == len(enc.data)
+    assert enc.header_bytes <= 16
+    assert hdr.shape == SHAPE and hdr.quality == 2
+    real_payload = 8 * sum(len(s) for s in hdr.strings)
+    # rANS overhead: a 64-bit flush, word alignment and 16-bit CDF precision
+    assert abs(real_payload - enc.payload_bits_estimated) <= 0.05 * enc.payload_bits_estimated + 96
+    assert enc.bits_estimated == pytest.approx(enc.payload_bits_estimated + 8 * enc.header_bytes)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bad_bitstreams_raise_fast(codecs, arch):
+    codec = codecs[arch]
+    data = codec.encode_features(_features(2), 1).data
+    rng = random.Random(0)
+    bad = [b"", data[:1], data[:9], data[:-1], data[:-2], data[: len(data) // 2], data + b"\x00",
+           bytes(len(data)), bytes(rng.randrange(256) for _ in range(len(data))), b"\xfc" * 40]
+    for _ in range(40):  # single bit flips anywhere
+        pos = rng.randrange(len(data) * 8)
+        flipped = bytearray(data)
+        flipped[pos // 8] ^= 1 << (pos % 8)
+        bad.append(bytes(flipped))
+    for cut in sorted(rng.sample(range(1, len(data)), min(20, len(data) - 1))):
+        bad.append(data[:cut])
+    start = time.perf_counter()
+    for b in bad:
+        with pytest.raises(BitstreamError):
+            codec.decode_features(b)
+    assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_garbage_payload_with_valid_checksum_is_safe(codecs, arch):
+    """A corrupted payload that slips past the checksum decodes to finite garbage (or a
+    BitstreamError), in bounded time: the decoder never reads past its padding."""
+    codec = codecs[arch]
+    data = codec.encode_features(_features(4), 1).data
+    hdr = parse_stream(data, codec.name, CODEC_IDS[arch])
+    rng = random.Random(1)
+    payloads = [bytes(rng.randrange(256) for _ in range(len(hdr.strings[0]))), b"\xff" * len(hdr.strings[0]),
+                b"\x00" * 8, hdr.strings[0][: len(hdr.strings[0]) // 3]]
+    start = time.perf_counter()
+    for p in payloads:
+        forged, _ = pack_stream(CODEC_IDS[arch], hdr.quality, hdr.fingerprint, hdr.shape, [p])
+        try:
+            out = codec.decode_features(forged)
+        except BitstreamError:
+            continue
+        assert torch.isfinite(out.features[TENSOR]).all()
+    assert time.perf_counter() - start < 10.0
+
+
+def test_stream_checks(codecs):
+    codec = codecs["hyperprior"]
+    data = codec.encode_features(_features(5), 1).data
+    hdr = parse_stream(data, codec.name, CODEC_IDS["hyperprior"])
+    # another codec's stream
+    with pytest.raises(BitstreamError, match="made by codec hyperprior"):
+        codecs["context"].decode_features(data)
+    # other weights (same quality, other fingerprint)
+    forged, _ = pack_stream(CODEC_IDS["hyperprior"], 1, hdr.fingerprint ^ 1, hdr.shape, hdr.strings)
+    with pytest.raises(BitstreamError, match="other weights"):
+        codec.decode_features(forged)
+    forged, _ = pack_stream(CODEC_IDS["hyperprior"], 7, hdr.fingerprint, hdr.shape, hdr.strings)
+    with pytest.raises(BitstreamError, match="quality 7"):
+        codec.decode_features(forged)
+    forged, _ = pack_stream(CODEC_IDS["hyperprior"], 1, hdr.fingerprint, (9, 9, 11), hdr.strings)
+    with pytest.raises(BitstreamError, match="shape"):
+        codec.decode_features(forged)
+    body = data[:-2] + b"\x00"  # trailing byte with a valid checksum
+    with pytest.raises(BitstreamError, match="unexpected bytes"):
+        codec.decode_features(body + struct.pack("<H", zlib.crc32(body) & 0xFFFF))
+
+
+def test_wrong_features_are_refused_clearly(codecs):
+    codec = codecs["factorized"]
+    with pytest.raises(WeightsError, match="test_model @ test_split"):
+        codec.encode_features({"other": torch.zeros(1, *SHAPE)}, 1)
+    with pytest.raises(WeightsError, match="trained for test_model @ test_split"):
+        codec.encode_features({TENSOR: torch.zeros(1, 5, 9, 11)}, 1)
+    with pytest.raises(WeightsError):
+        codec.encode_features({TENSOR: torch.zeros(1, *SHAPE), "map0": torch.zeros(1, 4, 3, 3)}, 1)
+    with pytest.raises(ParameterError):
+        codec.encode_features({TENSOR: torch.zeros(*SHAPE)}, 1)
+    with pytest.raises(ParameterError):
+        codec.encode_features({TENSOR: torch.full((1, *SHAPE), float("nan"))}, 1)
+    for q in (0, 3, 1.5, "x"):
+        with pytest.raises(ParameterError):
+            codec.encode_features(_features(), q)
+    with pytest.raises(ParameterError):  # not a frame codec
+        codec.encode(torch.zeros(4, 4).numpy().astype("uint16"), 8, 1)
+
+
+def test_other_spatial_size_still_codes(codecs):
+    codec = codecs["context"]
+    f = {TENSOR: torch.randn(1, SHAPE[0], 5, 7)}
+    enc = codec.encode_features(f, 1)
+    dec = codec.decode_features(enc.data)
+    assert dec.features[TENSOR].shape == (1, SHAPE[0], 5, 7)
+    assert torch.equal(dec.y_hat, enc.y_hat)
+
+
+def test_availability_without_weights(tmp_path):
+    codec = HyperpriorCodec(tmp_path / "nothing")
+    ok, reason = codec.available()
+    assert not ok and "no trained weights" in reason
+    assert codec.to_json()["available"] is False
+    with pytest.raises(CodecUnavailableError):
+        codec.encode_features(_features(), 1)
+    with pytest.raises(CodecUnavailableError):
+        codec.decode_features(b"\xfc" * 20)
+
+    folder = _write_weights(tmp_path / "partial", "factorized")
+    (folder / "q2.safetensors").unlink()
+    ok, reason = FactorizedCodec(folder).available()
+    assert not ok and "q2.safetensors" in reason
+
+    folder = _write_weights(tmp_path / "corrupt", "factorized")
+    (folder / "q1.safetensors").write_bytes(b"not safetensors")
+    codec = FactorizedCodec(folder)
+    assert codec.available()[0]  # present; the damage shows when loading
+    with pytest.raises(WeightsError, match="sha256"):
+        codec.encode_features(_features(), 1)
+
+    (tmp_path / "badjson").mkdir()
+    (tmp_path / "badjson" / "manifest.json").write_text("{")
+    ok, reason = ContextCodec(tmp_path / "badjson").available()
+    assert not ok and "manifest" in reason
+
+
+def test_registration_hook():
+    from fcmcore.learned import CODEC_NAMES, register_codecs
+    from fcmcore.registry import Registry
+
+    reg = Registry("codec")
+    register_codecs(reg)
+    register_codecs(reg)  # idempotent
+    assert [n for n in reg.names()] == list(CODEC_NAMES)
+    codec = reg.create("context")
+    assert codec.codes_features and not codec.supports_images and codec.quality.higher_is_better
+    direct = reg.create("direct")
+    assert direct.direct and not direct.supports_images
+
+
+# ----- committed weights on real features -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ssd_input():
+    from PIL import Image
+
+    from fcmcore.models import load_model
+
+    model = load_model("ssd_mobilenet_v2")
+    x, _ = model.preprocess(Image.open(ASSETS_DIR / "samples" / "coffee.jpg"))
+    return model, x
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_committed_weights(arch, ssd_input):
+    model, x = ssd_input
+    codec = CLASSES[arch]()
+    assert codec.available() == (True, "")
+    m = codec.manifest
+    assert (m["model"], m["split"], m["shape"]) == ("ssd_mobilenet_v2", "expanded_conv_9", [64, 19, 19])
+    assert len(m["qualities"]) >= 4
+    for entry in m["qualities"]:
+        assert (codec.weights_dir / entry["file"]).stat().st_size < 4_000_000
+    feats = model.head(x, "expanded_conv_9")
+    sizes = []
+    for q in range(1, codec.quality.hi + 1):
+        enc = codec.encode_features(feats, q)
+        dec = codec.decode_features(enc.data)
+        assert torch.equal(dec.y_hat, enc.y_hat)
+        assert torch.equal(dec.features["expanded_conv_9"], enc.features_hat["expanded_conv_9"])
+        assert abs(enc.bits - enc.bits_estimated) < 0.05 * enc.bits + 128
+        sizes.append(len(enc.data))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # higher quality, more bits
+    with pytest.raises(WeightsError, match="expanded_conv_9"):
+        codec.encode_features(model.head(x, "expanded_conv_12"), 1)
+
+
+def test_committed_direct(ssd_input):
+    from fcmcore.learned.direct import DirectCodec
+
+    model, x = ssd_input
+    codec = DirectCodec()
+    assert codec.available() == (True, "")
+    enc = codec.encode_image_to_features(x, 1)
+    assert enc.data == codec.encode_image_to_features(x, 1).data
+    dec = codec.decode_features(enc.data)
+    assert torch.equal(dec.y_hat, enc.y_hat)
+    assert dec.features["expanded_conv_9"].shape == (1, 64, 19, 19)
+    assert 0 < codec.edge_macs() < model.edge_macs("expanded_conv_9")
+    with pytest.raises(ParameterError):
+        codec.encode_image_to_features(x[:, :, :200], 1)
+    with pytest.raises(BitstreamError):
+        codec.decode_features(enc.data[:-3])
+    with pytest.raises(BitstreamError, match="made by codec"):
+        HyperpriorCodec().decode_features(enc.data)
+
+
+@pytest.mark.slow
+def test_train_codec_smoke_and_resume(tmp_path, coco96_dir, monkeypatch):
+    from fcmcore.learned.train import TrainConfig, train_codec
+
+    monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = TrainConfig(dataset=str(coco96_dir), split="expanded_conv_9", arch="context", lambdas=[1.0, 4.0],
+                      out=str(tmp_path / "out"), epochs=1, finetune_epochs=1, variants=1, N=16, M=16, Nh=8,
+                      groups=[4, 4, 8], batch_size=16)
+    manifest = train_codec(cfg, progress=False)
+    assert [q["lambda"] for q in manifest["qualities"]] == [1.0, 4.0]
+    codec = ContextCodec(tmp_path / "out")
+    assert codec.available()[0]
+    cfg.resume = True
+    again = train_codec(cfg, progress=False)  # everything finished: nothing retrained
+    assert [q["sha256"] for q in again["qualities"]] == [q["sha256"] for q in manifest["qualities"]]
