@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and (module_name + ".").startswith(exc.name + "."):  # that part is not there
+            if exc.name and (module_name + ".").startswith(exc.name + "."):  # that part is not installed
                 continue
             raise
         module.add_commands(sub)

@@ -21,3 +21,16 @@ def cache_dir() -> Path:
     env = os.environ.get("FCM_CACHE_DIR")
     path = Path(env) if env else Path.home() / ".cache" / "fcm-studio"
     return path
+
+
+def portable(path: str | Path | None) -> str | None:
+    """A path as written into results files: the shared folder as ``$FCM_SHARED`` and the
+    home folder as ``~``, so a results file names no machine-specific location."""
+    if path is None:
+        return None
+    text = str(path)
+    for prefix, token in ((str(shared_dir().resolve()), "$FCM_SHARED"), (str(shared_dir()), "$FCM_SHARED"),
+                          (str(Path.home()), "~")):
+        if text == prefix or text.startswith(prefix + os.sep):
+            return token + text[len(prefix):]
+    return text

@@ -131,3 +131,14 @@ def test_results_files_roundtrip_and_errors(tmp_path):
         load_results(old)
     with pytest.raises(InputError, match="no such file"):
         load_results(tmp_path / "missing.json")
+
+
+def test_png_without_vl_convert_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from fcmcore.errors import FCMError
+    from fcmcore.evaluate.charts import rd_chart, save_chart
+
+    monkeypatch.setitem(sys.modules, "vl_convert", None)  # as if not installed
+    with pytest.raises(FCMError, match="pip install vl-convert-python"):
+        save_chart(rd_chart([curve("A", RATES, MAPS)]), tmp_path / "rd.png")

@@ -50,15 +50,20 @@ def _hash_sources(h, rel: str) -> None:
         h.update(str(f.relative_to(PACKAGE_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
 
 
-@lru_cache(maxsize=None)
 def code_version(extra_sources: tuple[str, ...] = ()) -> str:
     """A hash of the code and packages that can change a pipeline result: fcmcore's version,
     the record format, the core sources (pipeline, packing, bitstream, models, codecs), any
-    ``extra_sources`` (e.g. ``wrappers`` when a wrapper is used) and the package versions."""
+    ``extra_sources`` (e.g. ``wrappers`` when a wrapper is used) and the package versions.
+    Computed once per process and set of sources."""
+    return _code_version(tuple(sorted(set(extra_sources))))
+
+
+@lru_cache(maxsize=None)
+def _code_version(extra_sources: tuple[str, ...]) -> str:
     from .. import __version__
 
     h = hashlib.sha256(f"fcmcore {__version__} record {RECORD_FORMAT}\n".encode())
-    for rel in (*CORE_SOURCES, *sorted(set(extra_sources))):
+    for rel in (*CORE_SOURCES, *extra_sources):
         _hash_sources(h, rel)
     for pkg in VERSIONED_PACKAGES:
         try:

@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..paths import portable
 from ..errors import InputError
 
 if TYPE_CHECKING:  # importing fcmcore.models loads the detectors
@@ -119,8 +120,8 @@ class Dataset:
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "root": str(self.root),
-            "annotations": str(self.annotation_file) if self.annotation_file else None,
+            "root": portable(self.root),
+            "annotations": portable(self.annotation_file),
             "num_images": len(self.images),
             "num_annotations": len(self.annotations) if self.annotations is not None else None,
             "num_categories": len(self.categories),

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from ..paths import portable
 from ..errors import CodecUnavailableError, FCMError, InputError, ParameterError
 from .cache import ResultCache, code_version, result_key
 from .datasets import Dataset, ImageRecord, detections_to_coco
@@ -348,6 +349,7 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
             cache = None
     if cache is False:
         cache = None
+    version = code_version()  # the core sources as this sweep starts (the cache keys use it too)
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ParameterError(f"--workers must be at least 1, got {workers}")
@@ -519,13 +521,13 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
         "version": RESULTS_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "fcmcore_version": __version__,
-        "code_version": code_version(),
+        "code_version": version,
         "dataset": dataset.to_json(),
         "ground_truth": "annotations" if dataset.has_annotations else "uncompressed",
         "settings": {
             "workers": workers if scheduler is None else None,
             "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler_address", scheduler)),
-            "cache": str(cache.path) if cache is not None else None,
+            "cache": portable(cache.path) if cache is not None else None,
             "reference_score_threshold": REFERENCE_SCORE_THRESHOLD,
             "match_iou": MATCH_IOU,
             "runs": total, "cached_runs": cached_runs, "elapsed_s": round(elapsed, 2),

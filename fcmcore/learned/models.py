@@ -29,6 +29,7 @@ here. The same ``code`` routine runs on both sides (``_Encoder`` or ``_Decoder``
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +47,13 @@ from compressai.models.base import CompressionModel, get_scale_table
 from compressai.ops import quantize_ste
 
 ARCHS = ("factorized", "hyperprior", "context")
+
+
+def initial_gain(lam: float) -> float:
+    """Latent gain whose quantiser step suits ``lam`` for a unit-variance input at high rate:
+    minimising R + lam * D with D = step^2 / 12 and dR/dD = -1 / (2 ln2 D) gives
+    D = 1 / (2 ln2 lam), i.e. step = sqrt(6 / (ln2 lam))."""
+    return math.sqrt(math.log(2) * lam / 6.0)
 
 
 def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
@@ -67,6 +75,7 @@ class CodecConfig:
     Nh: int = 64  # hyper-latent channels
     groups: list[int] = field(default_factory=lambda: [8, 8, 16, 32])  # context only; sums to M
     down: int = 1  # spatial downsampling of g_a (1 or 2)
+    skip: bool = True  # linear skip paths around g_a and g_s (identity-initialised when down=1, M=C)
 
     def __post_init__(self):
         if self.down not in (1, 2):
@@ -223,6 +232,24 @@ class FeatureCodecNet(CompressionModel):
         self.g_a = nn.Sequential(conv(C, N, 3), GDN(N), conv(N, N, 3, stride=d), GDN(N), conv(N, M, 3))
         self.g_s = nn.Sequential(conv(M, N, 3), GDN(N, inverse=True), deconv(N, N, 3, 2) if d == 2 else conv(N, N, 3),
                                  GDN(N, inverse=True), conv(N, C, 3))
+        if cfg.skip:
+            # Linear paths y = A x + g_a(x), x_hat = B y_hat + g_s(y_hat): at initialisation the codec is
+            # a uniform quantiser of the normalised features (step 1 / gain, see log_gain), a sensible
+            # start for the few thousand steps a CPU affords; training refines the linear and
+            # non-linear parts.
+            self.skip_a = nn.Conv2d(C, M, d, stride=d)
+            self.skip_s = nn.ConvTranspose2d(M, C, d, stride=d)
+            with torch.no_grad():
+                for layer in (self.g_a[-1], self.g_s[-1]):
+                    layer.weight.mul_(0.1)
+                if d == 1 and M == C:
+                    self.skip_a.weight.copy_(torch.eye(C).view(C, C, 1, 1))
+                    self.skip_s.weight.copy_(torch.eye(C).view(C, C, 1, 1))
+                    self.skip_a.bias.zero_()
+                    self.skip_s.bias.zero_()
+        # Per-channel latent gain (log): y = gain * g_a(x), g_s sees y_hat / gain. It sets the quantiser
+        # step; training gives it a higher learning rate and warm starts rescale it for the new lambda.
+        self.log_gain = nn.Parameter(torch.zeros(M))
         if cfg.arch == "factorized":
             self.latent_codec = EntropyBottleneckLatentCodec(EntropyBottleneck(M))
         elif cfg.arch == "hyperprior":
@@ -259,10 +286,14 @@ class FeatureCodecNet(CompressionModel):
     def analysis(self, x_norm: Tensor) -> Tensor:
         h, w = x_norm.shape[-2:]
         ph, pw = self.padded(h, w)
-        return self.g_a(F.pad(x_norm, (0, pw - w, 0, ph - h), mode="replicate"))
+        x = F.pad(x_norm, (0, pw - w, 0, ph - h), mode="replicate")
+        y = self.g_a(x) + self.skip_a(x) if self.cfg.skip else self.g_a(x)
+        return y * torch.exp(self.log_gain).view(1, -1, 1, 1)
 
     def synthesis(self, y_hat: Tensor, h: int, w: int) -> Tensor:
-        return self.g_s(y_hat)[..., :h, :w]
+        y = y_hat * torch.exp(-self.log_gain).view(1, -1, 1, 1)
+        x = self.g_s(y) + self.skip_s(y) if self.cfg.skip else self.g_s(y)
+        return x[..., :h, :w]
 
     # -- training / estimation ----------------------------------------------------------------
     def entropy_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -396,7 +427,8 @@ class FeatureCodecNet(CompressionModel):
         parameter nets), not g_s or LRP (reconstruction only). Counted with conv hooks."""
         if self._tables is None:
             self.update(force=True)
-        skip = {id(m) for part in (self.g_s, getattr(self, "lrp", None)) if part is not None for m in part.modules()}
+        parts = (self.g_s, getattr(self, "skip_s", None), getattr(self, "lrp", None))
+        skip = {id(m) for part in parts if part is not None for m in part.modules()}
         x = torch.zeros(1, self.cfg.channels, h, w)
         return count_macs(lambda t: self.compress_norm(t), x, self, skip)
 
@@ -431,7 +463,7 @@ def count_macs(fn, x: Tensor, module: nn.Module, skip: set[int] = frozenset()) -
 # Buffers rebuilt by update() or by the layers themselves: not stored.
 _DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")
 # Kept in float32 when storing float16 (entropy-model parameters and normalisation).
-_KEEP_FP32 = ("quantiles", "feat_mean", "feat_std", "_matrices", "_biases", "_factors", "scale_bound", "target")
+_KEEP_FP32 = ("quantiles", "feat_mean", "feat_std", "log_gain", "_matrices", "_biases", "_factors", "scale_bound", "target")
 
 
 def stored_state(net: nn.Module, half: bool = True) -> dict[str, Tensor]:

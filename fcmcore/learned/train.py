@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import InputError, ParameterError
-from .models import ARCHS, CodecConfig, FeatureCodecNet, load_stored_state, stored_state
+from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain, load_stored_state, stored_state
 
 BANK_VERSION = 2
 LOSSES = ("feature", "deep")
@@ -271,10 +271,24 @@ def _codec_config(cfg: TrainConfig, channels: int) -> CodecConfig:
         raise ParameterError(str(exc)) from None
 
 
+GAIN_LR_FACTOR = 10.0  # the latent gain moves faster than the weights
+
+
 def _optimizers(net: FeatureCodecNet, lr: float):
-    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
+    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles") and n != "log_gain"]
     aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
-    return torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=1e-3)
+    groups = [{"params": main, "lr": lr}, {"params": [net.log_gain], "lr": lr * GAIN_LR_FACTOR}]
+    return torch.optim.Adam(groups), torch.optim.Adam(aux, lr=1e-3)
+
+
+def _set_gain(net: FeatureCodecNet, lam: float, prev: FeatureCodecNet | None, prev_lam: float | None) -> None:
+    """First model: the gain of ``initial_gain(lam)``; warm start: the previous gains scaled by
+    sqrt(lam / prev_lam) (the quantiser step of the high-rate optimum goes as lam^-1/2)."""
+    with torch.no_grad():
+        if prev is None:
+            net.log_gain.fill_(math.log(initial_gain(lam)))
+        else:
+            net.log_gain.add_(0.5 * math.log(lam / prev_lam))
 
 
 @torch.no_grad()
@@ -346,6 +360,7 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
         net = _make_net(cfg, channels, mean, std)
         if prev is not None:
             load_stored_state(net, stored_state(prev, half=False))
+        _set_gain(net, lam, prev, order[n_done - 1] if n_done else None)
         opt, aux_opt = _optimizers(net, cfg.lr if prev is None else cfg.lr * 0.5)
         steps_per_epoch = max(1, len(train) // cfg.batch_size)
         total = epochs * steps_per_epoch
