@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from fcmcore.datasplit import split_train_val  # noqa: E402
 from fcmcore.evaluate import CurveSpec, evaluate, load_dataset  # noqa: E402
 from fcmcore.evaluate.bdrate import bd_table  # noqa: E402
-from fcmcore.paths import shared_dir  # noqa: E402
+from fcmcore.paths import cache_dir, shared_dir  # noqa: E402
 from fcmcore.pipeline import PipelineConfig  # noqa: E402
 from fcmcore.wrappers import default_path, parse_wrapper_spec  # noqa: E402
 
@@ -56,18 +56,10 @@ def val_dataset(path: Path):
 
 def weight_variant(method: str, path: Path, target: str, out_dir: Path) -> Path:
     """A copy of wrapper file ``path`` whose ``rdo_weights`` is ``target``."""
-    from fcmcore.wrappers.fitted import META_KEY
+    from fcmcore.wrappers.fitted import copy_with_rdo_weights, read_file
 
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()[META_KEY])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    meta["rdo_weights"] = target
-    out = out_dir / f"{method}-{meta['split']}-{target.replace('image-', 'img')}.safetensors"
-    save_file(tensors, str(out), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
-    return out
+    split = read_file(path)[0]["split"]
+    return copy_with_rdo_weights(path, out_dir / f"{method}-{split}-{target}.safetensors", target)
 
 
 def proxy_curves(ds, split: str, curves: list[CurveSpec], qualities: list[float]) -> dict[str, dict]:
@@ -143,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out) if args.out else REPO / "assets" / "wrappers" / "results" / f"wa_rdo_{args.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    variants_dir = out.parent / "variants"
-    variants_dir.mkdir(exist_ok=True)
+    variants_dir = cache_dir() / "wrapper-variants"  # copies of wrapper files: not repo content
+    variants_dir.mkdir(parents=True, exist_ok=True)
     ds = val_dataset(Path(args.dataset))
     qualities = [float(q) for q in args.qualities.split(",")]
     codecs = [c for c in args.codecs.split(",") if c]
@@ -204,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         notes += [x for x in n if x not in notes]
     doc["bd"] = bd
     doc["bd_notes"] = notes
-    out.write_text(json.dumps(doc, indent=1))
+    out.write_text(json.dumps(doc, separators=(",", ":")))
 
     print(f"\nRD points (val, {len(ds)} images): bpp / mAP x100")
     for c in doc["curves"]:

@@ -37,6 +37,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="image file (JPEG, PNG, WebP, ...)")
     add_pipeline_arguments(p)
     p.add_argument("--score-threshold", type=float, default=0.4, help="hide detections below this score (default 0.4)")
+    p.add_argument("--bits-per-channel", action="store_true",
+                   help="also measure bits per channel tile (leave-one-out: one extra encode per channel)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_detect)
 
@@ -70,6 +72,7 @@ def config_from_args(args: argparse.Namespace, quality=None):
         quant=args.quant,
         wrapper=args.wrapper or "none",
         rdo=args.rdo,
+        bits_per_channel=getattr(args, "bits_per_channel", False),
     )
 
 

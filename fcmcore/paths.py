@@ -24,13 +24,18 @@ def cache_dir() -> Path:
 
 
 def portable(path: str | Path | None) -> str | None:
-    """A path as written into results files: the shared folder as ``$FCM_SHARED`` and the
-    home folder as ``~``, so a results file names no machine-specific location."""
+    """A path as written into results files and recorded commands, naming no location of
+    this machine: inside the checkout it is relative to it (``assets/...``), the shared
+    folder is ``../shared/...`` (its default place beside the checkout; ``$FCM_SHARED``
+    when set elsewhere) and the home folder is ``~``."""
     if path is None:
         return None
     text = str(path)
-    for prefix, token in ((str(shared_dir().resolve()), "$FCM_SHARED"), (str(shared_dir()), "$FCM_SHARED"),
+    shared = shared_dir()
+    shared_token = "../shared" if shared.resolve() == (REPO_DIR.parent / "shared").resolve() else "$FCM_SHARED"
+    for prefix, token in ((str(REPO_DIR), "."), (str(shared.resolve()), shared_token), (str(shared), shared_token),
                           (str(Path.home()), "~")):
         if text == prefix or text.startswith(prefix + os.sep):
-            return token + text[len(prefix):]
+            rest = text[len(prefix):]
+            return (token + rest) if token != "." else (rest.lstrip(os.sep) or ".")
     return text

@@ -171,3 +171,31 @@ def test_pipeline_wa_modes_and_bits_per_channel():
     assert "bits_per_channel" not in sse.to_json()
     with pytest.raises(ParameterError, match="per-region QP"):
         run(image, PipelineConfig(split="expanded_conv_9", codec="vvc", quality=32, wrapper="pca", rdo="wa-qp"))
+
+
+def test_per_image_weights_inside_the_pipeline(tmp_path):
+    """``image-post`` weights are re-estimated from each image's reduced tensor with autograd,
+    although the pipeline runs under inference mode."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from fcmcore.paths import ASSETS_DIR
+    from fcmcore.pipeline import PipelineConfig, run
+    from fcmcore.wrappers import load_wrapper
+
+    from fcmcore.wrappers import default_path
+    from fcmcore.wrappers.fitted import copy_with_rdo_weights
+
+    src = default_path("learned", "ssd_mobilenet_v2", "expanded_conv_9")
+    path = copy_with_rdo_weights(src, tmp_path / "img.safetensors", "image-post")
+    image = Image.open(ASSETS_DIR / "samples" / "chelsea.jpg")
+    cfg = PipelineConfig(split="expanded_conv_9", codec="hevc", quality=37, wrapper=f"learned:{path}", rdo="wa")
+    res = run(image, cfg)
+    sse = run(image, replace(cfg, rdo="sse"))
+    assert res.bits != sse.bits and res.detections is not None
+    w = load_wrapper(f"learned:{path}", "ssd_mobilenet_v2", "expanded_conv_9")
+    with torch.inference_mode():
+        red = w.pre({"expanded_conv_9": sse.features["expanded_conv_9"]})
+        weights = w.channel_weights(red)["expanded_conv_9"]
+    assert weights.shape == (24,) and abs(weights.mean() - 1) < 1e-9 and weights.std() > 0.01

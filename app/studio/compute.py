@@ -49,6 +49,23 @@ def wrapper_names() -> list[str]:
     return list_wrappers()
 
 
+def wrappers_with_weights(model_name: str, split: str | None) -> list[str]:
+    """The wrappers usable at ``split``: ``none``, plus those with a bundled weights file there."""
+    from fcmcore.wrappers import default_path
+
+    names = wrapper_names()
+    if split is None:
+        return ["none"]
+    return [n for n in names if n == "none" or default_path(n, model_name, split).is_file()]
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def wrapper(name: str, model_name: str, split: str):
+    from fcmcore.wrappers import load_wrapper
+
+    return load_wrapper(name, model_name, split)
+
+
 # -- images ---------------------------------------------------------------------------------
 @st.cache_resource(max_entries=32, show_spinner=False)
 def decoded_image(sha: str, name: str, _data: bytes) -> Image.Image:
@@ -77,6 +94,26 @@ def result(sha: str, image: Image.Image, config: PipelineConfig) -> PipelineResu
     """Codec + tail for ``config`` on top of the cached head output."""
     h = head(sha, config.model, config.split, image)
     return _result(sha, config_key(config), h, config)
+
+
+def wa_mode(config: PipelineConfig) -> str:
+    """The wrapper-aware mode compared with SSE in the bit-allocation view."""
+    return config.rdo if config.rdo != "sse" else "wa"
+
+
+def bit_allocation(sha: str, image: Image.Image, config: PipelineConfig) -> dict[str, Any]:
+    """Same configuration with rdo "sse" and with its WA mode, both measuring bits per channel
+    (cached like any result), plus the wrapper's per-channel importance weights."""
+    import torch
+
+    runs = {mode: result(sha, image, dataclasses.replace(config, rdo=mode, bits_per_channel=True))
+            for mode in ("sse", wa_mode(config))}
+    w = wrapper(config.wrapper, config.model, config.split)
+    h = head(sha, config.model, config.split, image)
+    with torch.no_grad():
+        reduced = w.pre(h.features)
+    weights = w.channel_weights(reduced) or {}
+    return {"runs": runs, "weights": {k: [float(x) for x in v] for k, v in weights.items()}}
 
 
 def reference(sha: str, image: Image.Image, model_name: str) -> PipelineResult:
@@ -144,10 +181,34 @@ def _image_file(sha: str, name: str, data: bytes, sample_path: str | None) -> st
     suffix = "".join(ch for ch in Path(name).suffix.lower() if ch.isalnum() or ch == ".")[:6] or ".img"
     path = folder / f"{sha}{suffix}"
     if not path.exists():
+        _prune_uploads(folder, keep=path)
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)
     return str(path)
+
+
+UPLOAD_MAX_AGE_S = 24 * 3600
+UPLOAD_MAX_FILES = 64
+
+
+def _prune_uploads(folder, keep=None) -> None:
+    """Bound the upload folder: drop files older than a day, then all but the newest
+    ``UPLOAD_MAX_FILES``. Best effort (another session may be removing the same file)."""
+    import time
+
+    try:
+        files = sorted((p for p in folder.iterdir() if p.is_file() and p != keep),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    now = time.time()
+    for i, p in enumerate(files):
+        try:
+            if i >= UPLOAD_MAX_FILES - 1 or now - p.stat().st_mtime > UPLOAD_MAX_AGE_S:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def images_dataset(items: list[tuple[str, str, bytes, str | None]]):

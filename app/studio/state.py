@@ -24,7 +24,7 @@ FULL_INPUT = "full-input"
 PARADIGMS = (MODEL_SPLIT, FULL_INPUT)
 NO_CODEC = "none"  # uncompressed: raw float32 features (or raw RGB for full input)
 
-FIELDS = ("paradigm", "model", "split", "codec", "wrapper")
+FIELDS = ("paradigm", "model", "split", "codec", "wrapper", "rdo")
 PICK_KEY = "_rd_pick"  # a pending {"column": id, "quality": q} from the RD chart
 
 
@@ -56,7 +56,7 @@ def init(codecs: dict[str, dict[str, Any]]) -> None:
     if "col_ids" in st.session_state:
         return
     base = {"paradigm": MODEL_SPLIT, "model": DEFAULT_MODEL, "split": DEFAULT_SPLIT,
-            "codec": DEFAULT_CODEC, "wrapper": "none"}
+            "codec": DEFAULT_CODEC, "wrapper": "none", "rdo": "sse"}
     codec = codecs.get(DEFAULT_CODEC)
     st.session_state["col_ids"] = [0, 1]
     st.session_state["next_col"] = 2
@@ -69,6 +69,7 @@ def init(codecs: dict[str, dict[str, Any]]) -> None:
 
 def column_values(cid: int) -> dict[str, Any]:
     values = {field: st.session_state.get(key(cid, field)) for field in FIELDS}
+    values["rdo"] = values.get("rdo") or "sse"
     codec = values.get("codec")
     values["qualities"] = {}
     if codec and quality_key(cid, codec) in st.session_state:
@@ -123,4 +124,5 @@ def build_config(values: dict[str, Any]) -> PipelineConfig:
         codec=None if codec in (None, NO_CODEC) else codec,
         quality=values["qualities"].get(codec),
         wrapper="none" if full else (values["wrapper"] or "none"),
+        rdo="sse" if full or (values["wrapper"] or "none") == "none" else (values.get("rdo") or "sse"),
     )

@@ -103,13 +103,18 @@ def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
     return h.hexdigest()
 
 
-def wrapper_identity(spec: str | None) -> str:
-    """'name' or 'name:sha256-of-the-weights-file' (a moved file keeps its cache entries)."""
+def wrapper_identity(spec: str | None, model: str | None = None, split: str | None = None) -> str:
+    """'name:sha256-of-the-weights-file' (a moved file keeps its cache entries). Without a
+    path, the bundled file for (model, split) is hashed, so retraining it invalidates."""
     if not spec or spec == "none":
         return "none"
     name, _, path = spec.partition(":")
     if not path:
-        return name
+        if model is None or split is None:
+            return name
+        from ..wrappers.fitted import default_path
+
+        path = str(default_path(name, model, split))
     p = Path(path).expanduser()
     try:
         st = p.stat()
@@ -127,7 +132,7 @@ def result_key(image_sha256: str, config: Mapping[str, Any] | Any) -> str:
         "image": image_sha256,
         "model": c["model"],
         "split": c["split"],
-        "wrapper": wrapper_identity(c.get("wrapper")),
+        "wrapper": wrapper_identity(c.get("wrapper"), c["model"], c["split"]),
         "codec": c["codec"],
         "quality": None if quality is None else float(quality),
         "bit_depth": c.get("bit_depth"),

@@ -197,9 +197,9 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 2e-3  # fine-tuning uses half
     N: int = 64
-    M: int = 64
+    M: int | None = None  # latent channels; default: the split tensor's channel count
     Nh: int = 64
-    groups: list[int] = field(default_factory=lambda: [8, 8, 16, 32])
+    groups: list[int] | None = None  # context groups; default M/8, M/8, M/4, M/2
     down: int = 1
     resume: bool = False
     threads: int = 1
@@ -264,9 +264,17 @@ def _make_net(cfg: TrainConfig, channels: int, mean: torch.Tensor, std: torch.Te
     return net
 
 
+def default_groups(M: int) -> list[int]:
+    """ELIC-like uneven groups: small ones first (cheap context for the rest)."""
+    g = [max(1, M // 8), max(1, M // 8), max(1, M // 4)]
+    return g + [M - sum(g)] if M - sum(g) > 0 else [M]
+
+
 def _codec_config(cfg: TrainConfig, channels: int) -> CodecConfig:
+    M = cfg.M or int(channels)
+    groups = list(cfg.groups) if cfg.groups else default_groups(M)
     try:
-        return CodecConfig(cfg.arch, int(channels), cfg.N, cfg.M, cfg.Nh, list(cfg.groups), cfg.down)
+        return CodecConfig(cfg.arch, int(channels), cfg.N, M, cfg.Nh, groups, cfg.down)
     except ValueError as exc:
         raise ParameterError(str(exc)) from None
 
@@ -320,7 +328,7 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
     from ..models import load_model
 
     cfg.validate()
-    _codec_config(cfg, 1)  # bad widths or groups: fail before any work
+    _codec_config(cfg, 64)  # bad widths or groups: fail before any work (the real C comes later)
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

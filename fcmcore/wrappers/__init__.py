@@ -18,6 +18,7 @@ WRAPPERS: Registry[FeatureWrapper] = Registry("wrapper")
 
 @WRAPPERS.register("none")
 def _identity(model_name: str, split: str, path: str | None = None) -> FeatureWrapper:
+    """no wrapper: the split tensor is coded as it is"""
     if path:
         raise ParameterError("wrapper 'none' takes no weights file")
     return IdentityWrapper()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from ..paths import portable
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +49,8 @@ def cmd_train_wrapper(args: argparse.Namespace) -> int:
     if not args.out.endswith(".safetensors"):
         raise ParameterError("--out must end with .safetensors")
     torch.set_num_threads(1)
-    command = "fcm " + shlex.join(sys.argv[1:]) if sys.argv and "train-wrapper" in sys.argv else ""
+    # Recorded with the weights; paths made portable so no machine's location is stored.
+    command = "fcm " + shlex.join(portable(a) for a in sys.argv[1:]) if sys.argv and "train-wrapper" in sys.argv else ""
     wrapper = train_wrapper(args.dataset, args.model, args.split, args.k, method=args.method, loss=args.loss,
                             seed=args.seed, epochs=args.epochs, augment=args.augment, down=args.down,
                             hidden=args.hidden, lam=args.lam, rdo_weights=args.rdo_weights, command=command,

@@ -119,7 +119,9 @@ class FittedWrapper(FeatureWrapper):
         mode = self.rdo_weights
         if mode.startswith("image-"):
             z = self._get(reduced, self.k, "reduced")
-            w = estimate_weights(self, [z.detach().clone().float()], target=mode[len("image-"):], probes=4, seed=0)
+            with torch.inference_mode(False):  # the pipeline runs under inference mode: autograd is needed here
+                w = estimate_weights(self, [z.detach().clone().float()], target=mode[len("image-"):], probes=4,
+                                     seed=0)
         elif mode in self.importance:
             w = self.importance[mode].double().numpy()
         elif mode == "post" and self.post_is_linear():
@@ -185,6 +187,20 @@ def read_file(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         if not torch.isfinite(t).all():
             raise WeightsError(f"wrapper file {p}: parameters hold NaN or infinite values")
     return meta, tensors
+
+
+def copy_with_rdo_weights(src: str | Path, out: str | Path, rdo_weights: str) -> Path:
+    """Copy wrapper file ``src`` to ``out`` with another ``rdo_weights`` (same parameters)."""
+    if rdo_weights not in RDO_WEIGHT_MODES:
+        raise ParameterError(f"rdo_weights must be one of {', '.join(RDO_WEIGHT_MODES)}, not {rdo_weights!r}")
+    meta, tensors = read_file(src)
+    meta["rdo_weights"] = rdo_weights
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    save_file(tensors, str(out), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    out.chmod(0o644)
+    return out
 
 
 def check_against_model(meta: dict[str, Any], path: Path, method: str, model_name: str, split: str) -> None:

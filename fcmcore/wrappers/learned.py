@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,7 +135,3 @@ def pca_init(nets: LearnedNets, features: torch.Tensor) -> None:
     pca = PCAWrapper.fit(features, k, {"tensor": "x", "channels_in": features.shape[1], "k": k,
                                        "model": "", "split": ""})
     nets.init_from_pca(pca.mean, pca.components)
-
-
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().double().numpy()

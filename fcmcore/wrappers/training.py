@@ -23,7 +23,6 @@ value. Loss = distortion + lambda * rate, with distortion
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,7 +322,3 @@ def train_wrapper(dataset: str | Path, model_name: str, split: str, k: int, meth
         log(f"val feature NMSE without coding: {wrapper.meta['val_feature_nmse']:.4f}; "
             f"total {wrapper.meta['total_seconds']:.0f} s")
     return wrapper
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
