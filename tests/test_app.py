@@ -519,3 +519,85 @@ def test_uncompressed_full_input_and_multi_tensor_columns_render(fresh_cache):
     for lines in column_texts(at).values():
         (shown,) = [line for line in lines if line.startswith("Detections:")]
         assert "bowl" not in shown and "dining table" not in shown, shown
+
+
+# -- wrappers, WA-RDO, bit allocation ---------------------------------------------------------
+def test_upload_folder_is_bounded(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setattr(compute, "UPLOAD_MAX_FILES", 3)
+    old = tmp_path / "old.png"
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 2 * 24 * 3600,) * 2)
+    for i in range(4):
+        (tmp_path / f"f{i}.png").write_bytes(b"x")
+        os.utime(tmp_path / f"f{i}.png", (time.time() - 100 + i,) * 2)
+    compute._prune_uploads(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f2.png", "f3.png"], "room left for the new file"
+
+
+def test_cli_command_has_wrapper_and_rdo():
+    entry = inputs.sample_entry("coffee")
+    cfg = PipelineConfig(split="expanded_conv_9", codec="hevc", quality=32, wrapper="learned", rdo="wa-qp")
+    argv = shlex.split(export.cli_command(cfg, entry))
+    assert argv[argv.index("--wrapper") + 1] == "learned" and argv[argv.index("--rdo") + 1] == "wa-qp"
+
+
+def test_rdo_only_with_a_wrapper_and_wrappers_only_with_weights():
+    values = {"paradigm": state.MODEL_SPLIT, "model": "ssd_mobilenet_v2", "split": "expanded_conv_9",
+              "codec": "hevc", "wrapper": "none", "rdo": "wa", "qualities": {}}
+    assert state.build_config(values).rdo == "sse"
+    assert state.build_config(dict(values, wrapper="learned")).rdo == "wa"
+    names = compute.wrappers_with_weights("ssd_mobilenet_v2", "expanded_conv_9")
+    assert "none" in names and "learned" in names
+    assert compute.wrappers_with_weights("ssd_mobilenet_v2", "expanded_conv_2") == ["none"]
+
+
+def _chart_specs(block) -> list[str]:
+    out = []
+    for child in block.children.values():
+        if type(child).__name__ == "UnknownElement" and getattr(child, "type", "") == "vega_lite_chart":
+            out.append(str(child.proto.spec))
+        if hasattr(child, "children"):
+            out += _chart_specs(child)
+    return out
+
+
+@pytest.mark.slow
+def test_learned_wrapper_and_wa_rdo_change_the_bits_and_bit_allocation_charts(fresh_cache):
+    at = run(new_app())
+    assert at.selectbox(key="c1.rdo").disabled, "no wrapper: RDO is plain SSE"
+    plain = bits_of(column_texts(at)["B"])
+    at.selectbox(key="c1.wrapper").set_value("learned")
+    run(at)
+    assert not at.selectbox(key="c1.rdo").disabled
+    sse = bits_of(column_texts(at)["B"])
+    at.selectbox(key="c1.rdo").set_value("wa")
+    run(at)
+    wa = bits_of(column_texts(at)["B"])
+    assert len({plain, sse, wa}) == 3, (plain, sse, wa)
+    body = "\n".join(column_texts(at)["B"])
+    assert re.search(r"\d+ M MACs on the edge", body), body
+    assert any("--wrapper learned --rdo wa" in c.value for c in at.code)
+    tab = at.tabs[1]
+    assert tab.label == "Bit allocation"
+    assert any("WA-RDO" in t for t in texts(tab))
+    assert any("**sse**" in t and "**wa**" in t for t in texts(tab)), texts(tab)
+    specs = _chart_specs(tab)
+    assert any("importance weight" in s and "bits per channel" in s for s in specs), specs
+
+
+@pytest.mark.slow
+def test_wa_qp_with_vvc_is_an_error_in_its_column_only(fresh_cache):
+    at = run(new_app())
+    tab = at.tabs[1]
+    assert any("needs a column with a wrapper" in t for t in texts(tab))
+    at.selectbox(key="c1.wrapper").set_value("learned")
+    run(at)
+    at.selectbox(key="c1.codec").set_value("vvc")
+    at.selectbox(key="c1.rdo").set_value("wa-qp")
+    run(at)
+    cols = column_texts(at)
+    assert any("wa-qp needs per-region QP control" in line for line in cols["B"]), cols["B"]
+    assert "Detections: cup" in "\n".join(cols["A"])

@@ -185,6 +185,11 @@ def _image_file(sha: str, name: str, data: bytes, sample_path: str | None) -> st
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)
+    else:
+        try:
+            path.touch()  # in use: keep it young, so pruning spares it
+        except OSError:
+            pass
     return str(path)
 
 

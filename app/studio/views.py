@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,12 +11,13 @@ import numpy as np
 import streamlit as st
 
 from fcmcore.evaluate.metrics import MatchResult, match_detections
-from fcmcore.pipeline import DEFAULT_SPLIT, DISPLAY_SCORE_THRESHOLD, PipelineConfig, PipelineResult
+from fcmcore.pipeline import DEFAULT_SPLIT, DISPLAY_SCORE_THRESHOLD, RDO_MODES, PipelineConfig, PipelineResult
 
 from . import compute, draw, inputs, state
 
 EDGE_STAGES = ("preprocess", "head", "pre_wrapper", "encode")
 SERVER_STAGES = ("decode", "post_wrapper", "tail", "detector")
+RDO_LABELS = {"sse": "sse (plain)", "wa": "wa (tile gains)", "wa-qp": "wa-qp (HEVC QP offsets)"}
 
 
 @dataclass
@@ -40,9 +42,12 @@ def main() -> None:
     images, shown, threshold = sidebar()
     header()
     outcomes = comparison(codecs, shown, threshold)
-    tab_maps, tab_rd, tab_export = st.tabs(["Feature maps", "Rate–accuracy curves", "Export"])
+    tab_maps, tab_bits, tab_rd, tab_export = st.tabs(["Feature maps", "Bit allocation", "Rate–accuracy curves",
+                                                      "Export"])
     with tab_maps:
         feature_maps(outcomes, shown)
+    with tab_bits:
+        bit_allocation(outcomes, shown)
     with tab_rd:
         rd_doc = rd_section(images, outcomes)
     with tab_export:
@@ -172,11 +177,26 @@ def column_config(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[Pipeline
     _sanitise(k("codec"), names, state.NO_CODEC)
     row = st.columns(2)
     codec_name = row[0].selectbox("Codec", names, key=k("codec"), format_func=lambda n: _codec_option(n, codecs, full))
-    wrappers = compute.wrapper_names()
+    split_name = None if full or not splits else st.session_state.get(k("split"))
+    wrappers = compute.wrappers_with_weights(model_name, split_name)
+    wanted = st.session_state.get(k("wrapper"))
+    if wanted not in wrappers and wanted not in (None, "none") and not full:
+        st.session_state[k("wrapper")] = "none"
+        st.warning(f"Wrapper {wanted} has no bundled weights for {model_name} at {split_name}: "
+                   f"this split offers {', '.join(wrappers)}.")
     _sanitise(k("wrapper"), wrappers, "none")
-    row[1].selectbox("Wrapper", wrappers, key=k("wrapper"), disabled=full,
-                     help="A pre-network on the edge that makes features cheaper to code, and its post-network on "
-                          "the server. Split model only.")
+    wrapper_name = row[1].selectbox(
+        "Wrapper", wrappers, key=k("wrapper"), disabled=full,
+        help="A pre-network on the edge that makes features cheaper to code, and its post-network on "
+             "the server. Split model only; only wrappers with bundled weights for this split are listed.")
+    no_rdo = full or wrapper_name in (None, "none")
+    if no_rdo:
+        st.session_state[k("rdo")] = "sse"
+    _sanitise(k("rdo"), list(RDO_MODES), "sse")
+    st.selectbox("RDO", list(RDO_MODES), key=k("rdo"), disabled=no_rdo, format_func=RDO_LABELS.get,
+                 help="How the codec spends bits across channels. sse: plain codec RDO (every channel alike). "
+                      "wa: wrapper-aware, per-tile gains at packing (any codec). wa-qp: wrapper-aware, per-tile "
+                      "QP offsets inside the codec (HEVC only). Needs a wrapper.")
     if codec_name != state.NO_CODEC:
         info = codecs[codec_name]
         if not info["available"]:
@@ -273,7 +293,21 @@ def cost_text(res: PipelineResult) -> str:
         text += f" · **{w * h * 24 / max(res.bits, 1):,.1f}×** smaller than raw 24-bit RGB"
     if res.header_bytes:
         text += f" (side info {res.header_bytes} B)"
+    if res.bits_estimated is not None:
+        text += f" · estimated {float(res.bits_estimated):,.0f} bits (from likelihoods)"
+    macs = res.extra.get("edge_macs")
+    if macs is not None:
+        text += f" · {macs_text(macs)} on the edge"
     return text
+
+
+def macs_text(macs: float) -> str:
+    macs = float(macs)
+    if macs >= 1e9:
+        return f"{macs / 1e9:,.2f} G MACs"
+    if macs >= 1e6:
+        return f"{macs / 1e6:,.0f} M MACs"
+    return f"{macs:,.0f} MACs"
 
 
 def timing_text(res: PipelineResult) -> str:
@@ -418,6 +452,88 @@ def full_input_maps(res: PipelineResult, shown: inputs.LoadedImage) -> None:
     cols[0].image(res.decoded_image, caption="decoded image (what the detector saw)", width="stretch")
     cols[1].image(draw.colourise(error, 0.0, float(error.max()) or 1.0, "magma"),
                   caption=f"|error| heat map, mean over RGB (0 to {float(error.max()):.0f})", width="stretch")
+
+
+# -- bit allocation -------------------------------------------------------------------------
+def bit_allocation(outcomes: list[ColumnOutcome], shown: inputs.LoadedImage | None) -> None:
+    st.caption("**Wrapper-aware RDO (WA-RDO).** A plain codec spends bits to minimise the squared error of the "
+               "coded channels, all alike (sse). But after the wrapper's post-network some channels matter far "
+               "more to the detector than others. WA-RDO weights each coded channel by its importance: `wa` scales "
+               "the channel tiles before packing (any codec), `wa-qp` gives each tile its own HEVC QP offset. "
+               "Important channels get more bits and less error, unimportant ones fewer.")
+    usable = [o for o in outcomes if o.config is not None and o.config.wrapper not in (None, "", "none")
+              and o.config.codec is not None]
+    if shown is None or not usable:
+        st.info("Bit allocation needs a column with a wrapper (truncate, pca or learned) and a codec: "
+                "the importance weights come from the wrapper. Pick one in a column above.")
+        return
+    letters = [o.letter for o in usable]
+    _sanitise("ba.column", letters, letters[0])
+    letter = st.selectbox("Column", letters, key="ba.column",
+                          format_func=lambda l: f"{l}: {usable[letters.index(l)].config.label()}")
+    o = usable[letters.index(letter)]
+    config = dataclasses.replace(o.config, quality=o.result.quality if o.result is not None else o.config.quality)
+    wa = compute.wa_mode(config)
+    try:
+        with st.spinner(f"Measuring bits per channel (sse and {wa}: one extra encode per channel)…"):
+            alloc = compute.bit_allocation(shown.entry.sha, shown.image, config)
+    except Exception as exc:
+        st.error(compute.error_message(exc))
+        return
+    runs, weights = alloc["runs"], alloc["weights"]
+    rows, err_rows = [], []
+    for mode, res in runs.items():
+        bpc = res.extra.get("bits_per_channel") or {}
+        for tensor, bits in bpc.items():
+            w = weights.get(tensor)
+            for ch, b in enumerate(bits):
+                rows.append({"tensor": tensor, "channel": ch, "rdo": mode, "bits": float(b),
+                             "weight": float(w[ch]) if w is not None and ch < len(w) else None})
+        for tensor, orig in (res.features or {}).items():
+            dec = (res.decoded_features or {}).get(tensor)
+            if dec is None or dec.shape != orig.shape:
+                continue
+            mse = ((dec[0].float() - orig[0].float()) ** 2).mean(dim=(1, 2)).double().numpy()
+            err_rows += [{"tensor": tensor, "channel": ch, "rdo": mode, "mse": float(v)} for ch, v in enumerate(mse)]
+    summary = " · ".join(f"**{m}**: {r.bits:,} bits, {len(r.shown(DISPLAY_SCORE_THRESHOLD))} detections"
+                         for m, r in runs.items())
+    st.markdown(summary)
+    if not rows:
+        st.info("This codec reports no bits per channel (it does not pack channels into tiles).")
+        return
+    st.altair_chart(bit_allocation_chart(rows), width="stretch", key="ba.chart")
+    if err_rows:
+        st.caption("Per-channel squared error of the tensor the tail receives (after the post-wrapper), sse vs WA.")
+        st.altair_chart(error_chart(err_rows), width="stretch", key="ba.error")
+
+
+def bit_allocation_chart(rows: list[dict[str, Any]]):
+    """Importance weight per coded channel (top) over bits per channel for SSE and WA side by side."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    x = alt.X("channel:O", axis=alt.Axis(labels=df["channel"].nunique() <= 64, ticks=False))
+    wdf = df.drop_duplicates(["tensor", "channel"])
+    weight = alt.Chart(wdf).mark_bar(color="#54a24b").encode(
+        x=x, y=alt.Y("weight:Q", title="importance weight"),
+        tooltip=["tensor:N", "channel:Q", alt.Tooltip("weight:Q", format=".3g")]).properties(height=120)
+    bits = alt.Chart(df).mark_bar().encode(
+        x=x, xOffset="rdo:N", y=alt.Y("bits:Q", title="bits per channel"), color=alt.Color("rdo:N", title="RDO"),
+        tooltip=["tensor:N", "channel:Q", "rdo:N", alt.Tooltip("bits:Q", format=",.0f"),
+                 alt.Tooltip("weight:Q", format=".3g")]).properties(height=200)
+    return alt.vconcat(weight, bits)
+
+
+def error_chart(rows: list[dict[str, Any]]):
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    return alt.Chart(df).mark_line().encode(
+        x=alt.X("channel:Q"), y=alt.Y("mse:Q", title="MSE after decoding", scale=alt.Scale(type="symlog")),
+        color=alt.Color("rdo:N", title="RDO"),
+        tooltip=["tensor:N", "channel:Q", "rdo:N", alt.Tooltip("mse:Q", format=".3g")]).properties(height=160)
 
 
 # -- rate-accuracy curves -------------------------------------------------------------------
