@@ -601,3 +601,25 @@ def test_wa_qp_with_vvc_is_an_error_in_its_column_only(fresh_cache):
     cols = column_texts(at)
     assert any("wa-qp needs per-region QP control" in line for line in cols["B"]), cols["B"]
     assert "Detections: cup" in "\n".join(cols["A"])
+
+
+@pytest.mark.slow
+def test_whole_bad_input_corpus_uploaded_at_once(fresh_cache, bad_corpus):
+    """Every file of the corpus through the real upload widget: broken ones refused with one
+    line each, odd ones accepted, and the page keeps serving detections."""
+    folder, cases = bad_corpus
+    at = run(new_app())
+    at.file_uploader(key="uploads").set_value([(c.filename, (folder / c.filename).read_bytes(), "application/octet-stream")
+                                               for c in cases])
+    run(at)
+    assert not at.exception
+    refused = [c.filename for c in cases if not c.usable]
+    errors = [e.value for e in at.error]
+    for name in refused:
+        (line,) = [e for e in errors if e.startswith(f"Upload refused: {name}:")]
+        assert "\n" not in line and "Traceback" not in line
+    shown_options = at.selectbox(key="shown").options
+    for case in cases:
+        if case.usable:
+            assert any(case.filename in o for o in shown_options), case.filename
+    assert "bits**" in "\n".join(column_texts(at)["A"])
