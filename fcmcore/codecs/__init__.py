@@ -39,6 +39,11 @@ for _cls in (JPEGCodec, WebPCodec, AVIFCodec, PNGCodec, JPEG2000Codec, JPEGXLCod
     CODECS.register(_cls.name)(_cls)
 del _cls
 
+# Learned feature codecs and direct coding join the same registry (fcmcore.learned).
+from ..learned import register_codecs as _register_learned  # noqa: E402
+
+_register_learned(CODECS)
+
 _INSTANCES: dict[str, FrameCodec] = {}
 
 
