@@ -7,12 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from fcmcore.codecs import CODECS, get_codec, list_codecs
+from fcmcore.codecs import CODECS, frame_codec_names, get_codec, list_codecs
 from fcmcore.codecs import _video, hevc, jpegxl, pillow_codecs, vvc
 from fcmcore.errors import BitstreamError, CodecUnavailableError, ParameterError, UnknownNameError
 from fcmcore.packing import tile_channels
 
 NAMES = CODECS.names()
+FRAME_NAMES = frame_codec_names()  # learned codecs have their own tests (test_learned_codecs.py)
 
 # three qualities from fewest to most bits, and a PSNR floor (dB) at the best of them
 QUALITIES = {
@@ -74,7 +75,7 @@ def working_depth(codec) -> int:
     return 10 if 10 in codec.bit_depths else codec.bit_depths[0]
 
 
-@pytest.fixture(params=NAMES)
+@pytest.fixture(params=FRAME_NAMES)
 def codec(request):
     c = get_codec(request.param)
     ok, reason = c.available()

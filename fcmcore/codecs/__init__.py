@@ -58,4 +58,14 @@ def list_codecs() -> list[FrameCodec]:
     return [get_codec(n) for n in CODECS.names()]
 
 
-__all__ = ["CODECS", "FrameCodec", "QualitySpec", "get_codec", "list_codecs"]
+def is_frame_codec(codec: FrameCodec) -> bool:
+    """True for codecs of packed frames (standard codecs); False for learned codecs that
+    code feature tensors themselves (``codes_features``) or the image (``direct``)."""
+    return not (getattr(codec, "codes_features", False) or getattr(codec, "direct", False))
+
+
+def frame_codec_names() -> list[str]:
+    return [n for n in CODECS.names() if is_frame_codec(get_codec(n))]
+
+
+__all__ = ["CODECS", "FrameCodec", "QualitySpec", "frame_codec_names", "get_codec", "is_frame_codec", "list_codecs"]
