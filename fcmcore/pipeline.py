@@ -236,7 +236,10 @@ def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
                     decoded = codec.decode_features(encoded.data)
                 extra["edge_macs"] = codec.edge_macs()
             elif getattr(codec, "codes_features", False):
-                # Learned feature codecs code the tensors themselves (no packing into frames).
+                # Learned feature codecs code the tensors themselves (no packing into frames);
+                # their analysis transform runs on the edge too.
+                if hasattr(codec, "encoder_macs") and extra["edge_macs"] is not None:
+                    extra["edge_macs"] += codec.encoder_macs(quality)
                 with _timed(timings, "encode"):
                     encoded = codec.encode_features(reduced, quality)
                 with _timed(timings, "decode"):

@@ -65,6 +65,11 @@ def _code_version(extra_sources: tuple[str, ...]) -> str:
     h = hashlib.sha256(f"fcmcore {__version__} record {RECORD_FORMAT}\n".encode())
     for rel in (*CORE_SOURCES, *extra_sources):
         _hash_sources(h, rel)
+    if "learned" in extra_sources:  # retrained learned codecs change results: hash their manifests
+        from ..paths import ASSETS_DIR
+
+        for manifest in sorted((ASSETS_DIR / "learned").glob("*/manifest.json")):
+            h.update(manifest.read_bytes())
     for pkg in VERSIONED_PACKAGES:
         try:
             version = metadata.version(pkg)

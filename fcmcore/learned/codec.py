@@ -225,7 +225,7 @@ class LearnedCodecBase(FrameCodec):
         self._load_manifest()
         n = len(self._manifest["qualities"]) if self._manifest else DEFAULT_NUM_QUALITIES
         self.quality = QualitySpec(1, n, True, (n + 1) // 2, integer=True,
-                                   meaning=f"learned model index 1..{n} (higher = more bits)")
+                                   meaning="learned model index (one network per training lambda)")
 
     # -- weights --------------------------------------------------------------------------
     def _load_manifest(self) -> None:
@@ -288,6 +288,13 @@ class LearnedCodecBase(FrameCodec):
             self._nets[quality] = net
             self._fingerprints[quality] = int.from_bytes(hashlib.sha256(data).digest()[:2], "little")
             return net
+
+    def preload(self, quality=None) -> None:
+        """Load (and ``update()``) the network of ``quality``, or of every quality: the first
+        coding call otherwise pays it (about a second here)."""
+        qualities = [self.check_quality(quality)] if quality is not None else range(1, int(self.quality.hi) + 1)
+        for q in qualities:
+            self._net(q)
 
     def _build(self, path: Path, entry: dict[str, Any]):
         from .train import load_weights

@@ -62,6 +62,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--init", default=None,
                    help="hyperprior codec folder to start each lambda from (default assets/learned/hyperprior)")
     d.add_argument("--distill-epochs", type=int, default=None, help="epochs of the student distillation")
+    d.add_argument("--student", default="thin", choices=["thin", "light"],
+                   help="thin: the detector's blocks with thinned expansions (default); light: a depthwise stack")
+    d.add_argument("--keep", type=float, default=0.5, help="thin student: fraction of expansion channels kept")
     d.set_defaults(func=cmd_train_direct)
 
 
@@ -97,7 +100,8 @@ def cmd_train_direct(args: argparse.Namespace) -> int:
             kw[name] = getattr(args, name)
     cfg = DirectTrainConfig(dataset=args.dataset, split=args.split, lambdas=_floats(args.lambdas), out=args.out,
                             init=args.init, seed=args.seed, model=args.model, variants=args.variants,
-                            batch_size=args.batch_size, resume=args.resume, threads=args.threads, **kw)
+                            batch_size=args.batch_size, resume=args.resume, threads=args.threads,
+                            student=args.student, keep=args.keep, **kw)
     manifest = train_direct(cfg, progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0

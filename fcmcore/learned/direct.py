@@ -3,24 +3,25 @@
 Edge side (what replaces the detector's head)::
 
     model input (1, 3, 300, 300)
-      -> the detector's first two stages (Conv, expanded_conv: frozen, 37 M MACs)
-      -> student trunk (depthwise-separable convs, stride 16 overall, ~41 M MACs)
-         = an estimate of the *normalised* split tensor (64x19x19 at expanded_conv_9)
-      -> g_a + hyper-prior analysis of a hyperprior codec -> one rANS stream
+      -> the detector's stem (Conv, expanded_conv: frozen, 37 M MACs)
+      -> student: the detector's blocks up to the split with every expansion thinned to half
+         its channels (119 M MACs instead of 238 M), initialised from the detector (channels
+         with the largest weight norms; each projection refitted by least squares on 32 train
+         samples, block by block) and then distilled: student(x) ~ head(x)
+      -> the hyperprior codec's analysis (gain, g_a, h_a, h_s) -> one rANS stream
 
 Server side: the hyperprior codec's decoder and synthesis give the split tensor, which the
-detector's tail finishes. The head up to ``expanded_conv_9`` costs 275 M MACs; the student
-edge about half of that including g_a/h_a (``edge_macs()``).
+detector's tail finishes. ``edge_macs()`` counts the stem, the student and the encoder.
+(``--student light``, a from-scratch depthwise stack of ~41 M MACs, is also available; with
+72 training images it only reached a normalised MSE of ~0.7: too little data to learn the
+head from scratch.)
 
-Training (``fcm train-direct``), two stages on the augmented train bank (with the model
-inputs kept):
+Training (``fcm train-direct``), on the augmented train bank (model inputs kept):
 
-1. distillation: student(x) ~ normalise(head(x)), MSE, ``distill_epochs``;
-2. per lambda: start from the trained ``hyperprior`` codec of the same lambda (its
-   normalisation, transforms and entropy model) and fine-tune the codec end to end on the
-   frozen student's outputs with ``R + lambda * MSE(decoded, normalise(head(x)))``: the
-   codec's encoder learns the student's feature statistics and its decoder learns to undo
-   the student's errors where that pays.
+1. distillation: MSE between normalise(student(x)) and normalise(head(x)), ``distill_epochs``;
+2. per lambda: start from the trained ``hyperprior`` codec of the same lambda and fine-tune
+   it end to end on the frozen student's outputs with ``R + lambda * MSE(decoded,
+   normalise(head(x)))``: its decoder learns to undo part of the student's error.
 
 Weights: ``assets/learned/direct/student.safetensors`` + ``q<i>.safetensors`` (hyperprior
 networks) + ``manifest.json``. Bitstream: the container of ``codec`` with codec id 4.
@@ -77,6 +78,126 @@ class StudentTrunk(nn.Module):
         return self.out(self.body(x))
 
 
+class _PConv(nn.Module):
+    """A trainable copy of the detector's convolution (TF SAME padding, optional ReLU6)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, relu6: bool):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone().float())
+        self.bias = nn.Parameter(bias.detach().clone().float())
+        self.stride, self.groups, self.relu6 = int(stride), int(groups), bool(relu6)
+        self.macs = 0  # of the last forward, per sample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..models.ssd_mobilenet_v2 import _same_pads
+
+        h, w = x.shape[-2:]
+        k = self.weight.shape[-1]
+        top, bottom = _same_pads(h, k, self.stride)
+        left, right = _same_pads(w, k, self.stride)
+        x = F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0, 1, self.groups)
+        oc, icg, kh, kw = self.weight.shape
+        self.macs = x.shape[-1] * x.shape[-2] * oc * icg * kh * kw
+        return F.relu6(x) if self.relu6 else x
+
+
+class _PBlock(nn.Module):
+    """An inverted residual block with a (possibly thinned) expansion."""
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__()
+        cin, mid, cout, stride = spec["cin"], spec["mid"], spec["cout"], spec["stride"]
+        z = torch.zeros
+        self.expand = _PConv(z(mid, cin, 1, 1), z(mid), 1, 1, True) if spec["expand"] else None
+        self.depthwise = _PConv(z(mid, 1, 3, 3), z(mid), stride, mid, True)
+        self.project = _PConv(z(cout, mid, 1, 1), z(cout), 1, 1, False)
+        self.residual = bool(spec["residual"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(e))
+        return x + y if self.residual else y
+
+
+class ThinStudent(nn.Module):
+    """The detector's blocks after the stem, up to the split, with each expansion thinned to
+    ``keep`` of its channels (those with the largest expand x depthwise x project weight
+    norms), initialised from the detector and then distilled. Output: the split tensor at the
+    detector's own scale."""
+
+    def __init__(self, specs: list[dict[str, Any]]):
+        super().__init__()
+        self.specs = [dict(s) for s in specs]
+        self.blocks = nn.ModuleList(_PBlock(s) for s in specs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def macs(self) -> int:
+        """MACs of the last forward pass (per sample)."""
+        return sum(m.macs for m in self.modules() if isinstance(m, _PConv))
+
+    @classmethod
+    def from_teacher(cls, model, split: str, keep: float, calib: torch.Tensor | None = None,
+                     rows: int = 20000, seed: int = 0) -> "ThinStudent":
+        """Thin the detector's blocks. With ``calib`` (prefix outputs of a few train images),
+        each block's projection is then refitted by least squares so that the thinned block,
+        fed the thinned student's own input, reproduces the detector's block output (channel
+        pruning with reconstruction, block by block: errors do not compound)."""
+        stop = model._stage_index[model.split_point(split).name] + 1
+        specs, weights = [], []
+        for i in range(PREFIX_STAGES, stop):
+            st = model._stages[i]
+            if not hasattr(st, "project"):
+                raise ParameterError(f"direct: stage {model._stage_names[i]} is not an inverted residual block")
+            dw, pr, ex = st.depthwise, st.project, st.expand
+            mid = dw.weight.shape[0]
+            score = dw.weight.flatten(1).norm(dim=1) * pr.weight.flatten(1).norm(dim=0)
+            if ex is not None:
+                score = score * ex.weight.flatten(1).norm(dim=1)
+            k = mid if ex is None else max(8, int(round(mid * keep)))
+            idx = torch.sort(torch.topk(score, k).indices).values
+            cin = ex.weight.shape[1] if ex is not None else mid
+            specs.append({"cin": int(cin), "mid": int(k), "cout": int(pr.weight.shape[0]), "stride": int(dw.stride),
+                          "expand": ex is not None, "residual": bool(st.residual)})
+            weights.append((ex, dw, pr, idx))
+        net = cls(specs)
+        with torch.no_grad():
+            for blk, (ex, dw, pr, idx) in zip(net.blocks, weights):
+                if ex is not None:
+                    blk.expand.weight.copy_(ex.weight[idx])
+                    blk.expand.bias.copy_(ex.bias[idx])
+                blk.depthwise.weight.copy_(dw.weight[idx])
+                blk.depthwise.bias.copy_(dw.bias[idx])
+                blk.project.weight.copy_(pr.weight[:, idx])
+                blk.project.bias.copy_(pr.bias)
+            if calib is not None:
+                gen = torch.Generator().manual_seed(seed)
+                start = PREFIX_STAGES
+                x_t = x_s = calib
+                for j, blk in enumerate(net.blocks):
+                    y_t, _ = model._stages[start + j](x_t)
+                    e_s = blk.depthwise(blk.expand(x_s) if blk.expand is not None else x_s)
+                    target = y_t - x_s if blk.residual else y_t
+                    a_mat = e_s.permute(0, 2, 3, 1).reshape(-1, e_s.shape[1])
+                    b_mat = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1])
+                    pick = torch.randperm(a_mat.shape[0], generator=gen)[:rows]
+                    a_mat = torch.cat([a_mat[pick], torch.ones(len(pick), 1)], 1).double()
+                    sol = torch.linalg.lstsq(a_mat, b_mat[pick].double(), driver="gelsd").solution  # (k+1, cout)
+                    blk.project.weight.copy_(sol[:-1].T.float().reshape(blk.project.weight.shape))
+                    blk.project.bias.copy_(sol[-1].float())
+                    x_s, x_t = blk(x_s), y_t
+        return net
+
+
+def build_student(info: dict[str, Any]) -> nn.Module:
+    if info.get("kind", "light") == "thin":
+        return ThinStudent(info["specs"])
+    return StudentTrunk(info["cin"], info["cout"], tuple(info["widths"]))
+
+
 def prefix(model, x: torch.Tensor) -> torch.Tensor:
     """The detector's first ``PREFIX_STAGES`` stages (frozen; no gradient needed)."""
     maps: list[torch.Tensor] = []
@@ -123,7 +244,7 @@ class DirectCodec(LearnedCodecBase):
                 if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
                     raise WeightsError(f"codec direct: {path} does not match its manifest (sha256)")
                 try:
-                    net = StudentTrunk(info["cin"], info["cout"], tuple(info["widths"]))
+                    net = build_student(info)
                     state = {k: v.float() for k, v in load_file(str(path)).items()}
                     net.load_state_dict(state)
                 except Exception as exc:
@@ -146,19 +267,23 @@ class DirectCodec(LearnedCodecBase):
             raise ParameterError("direct: input contains NaN or infinity")
         return x.detach().float()
 
-    def student_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The student's estimate of the normalised split tensor (before coding)."""
+    def _student_normalized(self, x: torch.Tensor, net) -> torch.Tensor:
+        s = self._student_net()(prefix(self._model(), x))
+        return net.normalize(s) if self.manifest["student"].get("output") == "raw" else s
+
+    def student_features(self, x: torch.Tensor, quality=None) -> torch.Tensor:
+        """The student's estimate of the split tensor (detector scale, before coding)."""
+        net = self._net(self.check_quality(quality))
         with torch.inference_mode():
-            return self._student_net()(prefix(self._model(), self._check_input(x)))
+            return net.denormalize(self._student_normalized(self._check_input(x), net))
 
     def encode_image_to_features(self, x: torch.Tensor, quality) -> LearnedEncoded:
         q = self.check_quality(quality)
         self.require_available()
         x = self._check_input(x)
         net = self._net(q)
-        model = self._model()
         with self._lock, torch.inference_mode():
-            s = self._student_net()(prefix(model, x))
+            s = self._student_normalized(x, net)
             out = net.compress_norm(s)
             est = net.estimate_bits_norm(s)
         h, w = s.shape[-2:]
@@ -182,19 +307,13 @@ class DirectCodec(LearnedCodecBase):
         return self._guarded_decode(run)
 
     def edge_macs(self, quality: int | None = None) -> int:
-        """MACs on the edge: detector stem + student trunk + the codec's g_a and h_a."""
-        from .models import count_macs
-
+        """MACs on the edge: detector stem + student + the codec's encoder (g_a, hyper-prior)."""
         self.require_available()
         q = self.check_quality(quality)
-        student = self._student_net()
         shape = tuple(self.manifest.get("input_shape", (3, 300, 300)))
         model = self._model()
-        with torch.no_grad():
-            pre = prefix(model, torch.zeros(1, *shape))
-        trunk = count_macs(student, pre, student)
         c, h, w = self.manifest["shape"]
-        return prefix_macs(model) + trunk + self._net(q).encoder_macs(h, w)
+        return prefix_macs(model) + student_macs(self._student_net(), model, shape) + self._net(q).encoder_macs(h, w)
 
     def to_json(self) -> dict[str, Any]:
         d = super().to_json()
@@ -222,21 +341,35 @@ class DirectTrainConfig:
     lr: float = 2e-3  # distillation; the codec fine-tuning uses half
     resume: bool = False
     threads: int = 1
-    widths: list[int] = field(default_factory=lambda: [48, 96, 96, 128, 128])
+    student: str = "thin"  # "thin": the detector's blocks, expansions thinned; "light": depthwise stack
+    keep: float = 0.5  # thin: fraction of each expansion's channels kept
+    widths: list[int] = field(default_factory=lambda: [48, 96, 96, 128, 128])  # light
 
 
-def _save_student(net: StudentTrunk, path: Path) -> None:
+def student_macs(student: nn.Module, model, input_shape) -> int:
+    from .models import count_macs
+
+    with torch.no_grad():
+        pre = prefix(model, torch.zeros(1, *input_shape))
+        if isinstance(student, ThinStudent):
+            student(pre)
+            return student.macs()
+        return count_macs(student, pre, student)
+
+
+def _save_student(net: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().half().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    state = {k: (v.half() if v.dim() == 4 else v).detach().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp))
     os.replace(tmp, path)
 
 
-def _load_student(path: Path, cin: int, cout: int, widths) -> StudentTrunk:
+def _load_student(path: Path, info: dict[str, Any]) -> nn.Module:
     from safetensors.torch import load_file
 
-    net = StudentTrunk(cin, cout, tuple(widths))
+    net = build_student(info)
     net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return net
 
@@ -291,13 +424,30 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
     # 1. distillation
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    student = StudentTrunk(pre_shape, channels, tuple(cfg.widths))
+    if cfg.student == "thin":
+        with torch.no_grad():  # calibration: 32 train samples spread over the bank
+            calib = prefix(model, to_input(imgs[torch.arange(0, len(imgs), max(1, len(imgs) // 32))]))
+            student = ThinStudent.from_teacher(model, cfg.split, cfg.keep, calib=calib, seed=cfg.seed)
+        del calib
+        sinfo: dict[str, Any] = {"kind": "thin", "output": "raw", "keep": cfg.keep, "specs": student.specs}
+    elif cfg.student == "light":
+        student = StudentTrunk(pre_shape, channels, tuple(cfg.widths))
+        sinfo = {"kind": "light", "output": "normalized", "cin": int(pre_shape), "cout": int(channels),
+                 "widths": list(cfg.widths)}
+    else:
+        raise ParameterError(f"student must be thin or light, not {cfg.student!r}")
+    raw_out = sinfo["output"] == "raw"
+
+    def student_norm(p: torch.Tensor) -> torch.Tensor:
+        out = student(p)
+        return norm(out) if raw_out else out
+
     student_path = out / STUDENT_FILE
     ckpt = out / "checkpoints" / "student.pt"
     distill_cpu = 0.0
     steps = max(1, len(feats) // cfg.batch_size)
     if cfg.resume and student_path.exists() and (out / "checkpoints" / "student.done").exists():
-        student = _load_student(student_path, pre_shape, channels, cfg.widths)
+        student = _load_student(student_path, sinfo)
         distill_cpu = float((out / "checkpoints" / "student.done").read_text() or 0)
     else:
         opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
@@ -320,7 +470,7 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
                 idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
                 with torch.no_grad():
                     p = prefix(model, to_input(imgs[idx]))
-                loss = F.mse_loss(student(p), norm(feats[idx]))
+                loss = F.mse_loss(student_norm(p), norm(feats[idx]))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -335,11 +485,11 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
         distill_cpu += time.process_time() - t0
         _save_student(student, student_path)
         (out / "checkpoints" / "student.done").write_text(f"{distill_cpu:.1f}")
-        student = _load_student(student_path, pre_shape, channels, cfg.widths)  # the stored (float16) one
+        student = _load_student(student_path, sinfo)  # the stored (float16) one
     student.eval()
     with torch.no_grad():
-        s_train = torch.cat([student(prefix(model, to_input(imgs[i:i + 32]))) for i in range(0, len(imgs), 32)])
-        s_val = torch.cat([student(prefix(model, to_input(val_imgs[i:i + 32]))) for i in range(0, len(val_imgs), 32)])
+        s_train = torch.cat([student_norm(prefix(model, to_input(imgs[i:i + 32]))) for i in range(0, len(imgs), 32)])
+        s_val = torch.cat([student_norm(prefix(model, to_input(val_imgs[i:i + 32]))) for i in range(0, len(val_imgs), 32)])
     distill_val_mse = float(F.mse_loss(s_val, norm(val_feats)))
 
     # 2. per lambda: fine-tune the hyperprior codec on the student's outputs
@@ -412,11 +562,7 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
                           "size_bytes": len(data), "parameters": net.num_parameters(),
                           "train_cpu_s": results[lam]["train_cpu_s"], "val": results[lam].get("val")})
     sdata = student_path.read_bytes()
-    s_macs = 0
-    with torch.no_grad():
-        from .models import count_macs
-        p0 = prefix(model, torch.zeros(1, 3, *imgs.shape[-2:]))
-        s_macs = count_macs(student, p0, student)
+    s_macs = student_macs(student, model, (3, *imgs.shape[-2:]))
     manifest = {
         "format": 1, "arch": "direct", "model": cfg.model, "split": cfg.split, "tensor": name,
         "channels": int(channels), "shape": [int(channels), int(h), int(w)],
@@ -424,8 +570,7 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
         "lambdas": sorted(cfg.lambdas), "seed": cfg.seed, "command": command or "",
         "init": str(init_dir), "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
         "student": {"file": STUDENT_FILE, "sha256": hashlib.sha256(sdata).hexdigest(), "size_bytes": len(sdata),
-                    "cin": int(pre_shape), "cout": int(channels), "widths": list(cfg.widths),
-                    "parameters": sum(p.numel() for p in student.parameters()),
+                    **sinfo, "parameters": sum(p.numel() for p in student.parameters()),
                     "prefix_stages": PREFIX_STAGES, "prefix_macs": prefix_macs(model), "trunk_macs": int(s_macs),
                     "distill_cpu_s": round(distill_cpu, 1), "distill_val_mse_norm": distill_val_mse},
         "train_cpu_s": round(distill_cpu + sum(r["train_cpu_s"] for r in results.values()), 1),

@@ -3,8 +3,16 @@
 All three share the same skeleton (``FeatureCodecNet``)::
 
     x (1, C, H, W) -> normalise (per-channel mean/std fitted on train features)
-      -> pad to a multiple of 2*down (replicate) -> g_a -> y (M, H'/down, W'/down)
-      -> entropy model (arch-specific) -> y_hat -> g_s -> crop -> denormalise -> x_hat
+      -> pad to a multiple of 2*down (replicate) -> y = gain * (A x + g_a(x))  (M, H'/down, W'/down)
+      -> entropy model (arch-specific) -> y_hat -> x_hat = B y' + g_s(y'), y' = y_hat / gain
+      -> crop -> denormalise
+
+g_a/g_s: 3x3 convs with GDN/IGDN (N channels); A, B: linear skip paths (1x1 convs, identity
+at initialisation when M = C and down = 1, the default: a 64x19x19 map is already small, and
+a 2x2 downsampling with M = 64 cannot keep more than ~70 % of its variance, PCA of 2x2
+patches); gain: a learned per-channel quantiser scale. At initialisation the codec is
+therefore a uniform quantiser of the normalised features, which the few thousand training
+steps a CPU affords then improve.
 
 * ``factorized``: ``EntropyBottleneckLatentCodec`` (a fully factorized prior on y).
 * ``hyperprior``: ``HyperpriorLatentCodec`` = ``HyperLatentCodec`` (z, EntropyBottleneck)
@@ -460,28 +468,38 @@ def count_macs(fn, x: Tensor, module: nn.Module, skip: set[int] = frozenset()) -
 
 # ----- saving and loading ------------------------------------------------------------------
 
-# Buffers rebuilt by update() or by the layers themselves: not stored.
-_DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")
-# Kept in float32 when storing float16 (entropy-model parameters and normalisation).
-_KEEP_FP32 = ("quantiles", "feat_mean", "feat_std", "log_gain", "_matrices", "_biases", "_factors", "scale_bound", "target")
+# Buffers rebuilt by update() or constants set by the layers' constructors (likelihood and
+# scale bounds, GDN pedestals, the bottleneck's quantile targets, masks): not stored, so a
+# stored file cannot change them (float16 would turn the 1e-9 likelihood bound into 0).
+_DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", "scale_bound", "target", "pedestal")
+_DERIVED_SUFFIX = (".bound", ".mask", "mask")
+
+
+def _derived(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return last in _DERIVED or key.endswith(_DERIVED_SUFFIX)
 
 
 def stored_state(net: nn.Module, half: bool = True) -> dict[str, Tensor]:
+    """Learned tensors only; convolution kernels (4-D) in float16 when ``half``, the rest
+    (biases, GDN, entropy models, gains, normalisation) in float32."""
     out = {}
     for k, v in net.state_dict().items():
-        if any(d in k for d in _DERIVED) or k.endswith("mask"):
+        if _derived(k):
             continue
         v = v.detach().contiguous()
-        if half and v.is_floating_point() and not any(s in k for s in _KEEP_FP32):
+        if half and v.is_floating_point() and v.dim() == 4:
             v = v.half()
         out[k] = v
     return out
 
 
 def load_stored_state(net: nn.Module, state: dict[str, Tensor]) -> None:
-    """Load a ``stored_state`` dict; raises ValueError on missing/unexpected keys or shapes."""
+    """Load a ``stored_state`` dict; raises ValueError on missing/unexpected keys or shapes.
+    Derived or constant buffers found in the file are ignored (the network's own are kept)."""
     own = net.state_dict()
-    expected = {k for k in own if not (any(d in k for d in _DERIVED) or k.endswith("mask"))}
+    state = {k: v for k, v in state.items() if not _derived(k)}
+    expected = {k for k in own if not _derived(k)}
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
         raise ValueError(f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")

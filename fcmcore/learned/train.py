@@ -14,9 +14,12 @@ likelihoods of y and z, divided by C*H*W of the split tensor) and D:
 * ``deep``: MSE at a deeper layer (default ``expanded_conv_12``) after running the frozen
   network remainder on the decoded features, normalised per channel by that layer's std.
 
-One network per lambda. The highest lambda is trained from scratch for ``epochs``; each
-lower lambda starts from the previous one and is fine-tuned for ``finetune_epochs``
-(the usual warm start: it saves most of the CPU time). Checkpoints every epoch
+One network per lambda. The highest lambda is trained from scratch for ``epochs`` (its
+latent gain starts at ``initial_gain(lambda)``); each lower lambda starts from the previous
+one, gains scaled by sqrt(lambda / previous lambda), and is fine-tuned for
+``finetune_epochs`` (the usual warm start: it saves most of the CPU time). Adam, batch 8,
+lr 2e-3 (warm starts 1e-3; gains x10), cosine decay, gradient norm clipped at 1, the
+bottleneck quantiles by their auxiliary loss. Checkpoints every epoch
 (``DIR/checkpoints``); ``resume=True`` continues from them and skips finished lambdas.
 Outputs: ``DIR/q<i>.safetensors`` (i = 1 for the lowest lambda = fewest bits) and
 ``DIR/manifest.json``.
@@ -32,7 +35,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -235,20 +238,28 @@ def save_weights(net: FeatureCodecNet, path: Path, meta: dict[str, Any], half: b
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    metadata = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in meta.items()}
     metadata["config"] = json.dumps(net.cfg.to_json(), sort_keys=True)
     tmp = path.with_suffix(".tmp")
-    save_file(stored_state(net, half=half), str(tmp), metadata=metadata)
+    # One metadata key holding sorted JSON: safetensors writes several keys in a random order,
+    # which would make the same weights give different file bytes (and sha256).
+    save_file(stored_state(net, half=half), str(tmp), metadata={"fcm": json.dumps(metadata, sort_keys=True)})
     os.replace(tmp, path)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    return json.loads(meta["fcm"]) if "fcm" in meta else meta
 
 
 def load_weights(path: Path) -> tuple[FeatureCodecNet, dict[str, str]]:
     """Network and metadata from a weights file (raises ValueError/OSError when broken)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
+    meta = read_metadata(path)
     if "config" not in meta:
         raise ValueError("no codec config in the weights' metadata")
     net = FeatureCodecNet(CodecConfig.from_json(json.loads(meta["config"])))
