@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .codecs.base import FrameCodec
+from .byteio import ByteReader, encode_varint
 from .errors import BitstreamError, CodecUnavailableError, FCMError, ParameterError
 from .packing import BIT_DEPTHS, MODES, PackedTensor, grid_for, pack_tensor, tile_channels, unpack_tensor
 
@@ -94,18 +95,6 @@ class StreamHeader:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def _varint(n: int) -> bytes:
-    if n < 0:
-        raise ValueError("varint must be non-negative")
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def _f16(a: np.ndarray) -> bytes:
@@ -116,14 +105,14 @@ def _tensor_header(p: PackedTensor, payload_len: int) -> bytes:
     name = p.name.encode("utf-8")
     c, h, w = p.chw
     flags = (1 if p.gains is not None else 0) | (2 if len(p.shape) == 4 else 0)
-    out = bytes([len(name)]) + name + bytes([flags]) + _varint(c) + _varint(h) + _varint(w)
+    out = bytes([len(name)]) + name + bytes([flags]) + encode_varint(c) + encode_varint(h) + encode_varint(w)
     if p.mode == "tensor":
         out += _f16(np.concatenate([p.mins, p.maxs]))
     else:
         out += _f16(p.mins) + _f16(p.maxs)
     if p.gains is not None:
         out += _f16(p.gains)
-    return out + _varint(payload_len)
+    return out + encode_varint(payload_len)
 
 
 def encode_features(
@@ -163,7 +152,7 @@ def encode_features(
     quality = codec.check_quality(quality)
     codec.require_available()
 
-    head = bytes([VERSION, bit_depth | (32 if mode == "channel" else 0)]) + _varint(len(features))
+    head = bytes([VERSION, bit_depth | (32 if mode == "channel" else 0)]) + encode_varint(len(features))
     payloads: dict[str, bytes] = {}
     packed: dict[str, PackedTensor] = {}
     for name, t in features.items():
@@ -203,33 +192,7 @@ def qp_map_for(p: PackedTensor, offsets) -> np.ndarray:
 
 
 # -- reading ---------------------------------------------------------------------------------------
-class _Reader:
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise BitstreamError(f"bitstream truncated while reading {what}")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def varint(self, what: str, limit: int) -> int:
-        n = shift = 0
-        for _ in range(5):
-            b = self.u8(what)
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if n > limit:
-                    raise BitstreamError(f"{what} {n} is out of range (corrupt header)")
-                return n
-        raise BitstreamError(f"{what}: malformed varint (corrupt header)")
-
+class _Reader(ByteReader):
     def f16(self, count: int, what: str) -> np.ndarray:
         return np.frombuffer(self.take(2 * count, what), dtype="<f2").astype(np.float16)
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..byteio import ByteReader, encode_varint
 from ..codecs.base import FrameCodec, QualitySpec
 from ..errors import BitstreamError, ParameterError, WeightsError
 
@@ -65,44 +66,6 @@ def learned_root() -> Path:
 
 # ----- the container -----------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-class _Reader:
-    def __init__(self, data: bytes, name: str):
-        self.data, self.pos, self.name = data, 0, name
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self.data):
-            raise BitstreamError(f"{self.name}: bitstream truncated in {what}")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def varint(self, what: str, limit: int) -> int:
-        value = shift = 0
-        for _ in range(5):
-            b = self.u8(what)
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                if value > limit:
-                    raise BitstreamError(f"{self.name}: {what} {value} out of range (max {limit})")
-                return value
-            shift += 7
-        raise BitstreamError(f"{self.name}: malformed varint in {what}")
-
 
 @dataclass
 class StreamHeader:
@@ -120,10 +83,10 @@ def pack_stream(codec_id: int, quality: int, fingerprint: int, shape: tuple[int,
     head = bytearray([MAGIC, (VERSION << 4) | codec_id, quality])
     head += struct.pack("<H", fingerprint)
     for s in shape:
-        head += _varint(int(s))
-    head += _varint(len(strings))
+        head += encode_varint(int(s))
+    head += encode_varint(len(strings))
     for s in strings:
-        head += _varint(len(s))
+        head += encode_varint(len(s))
     body = bytes(head) + b"".join(strings)
     crc = struct.pack("<H", zlib.crc32(body) & 0xFFFF)
     return body + crc, len(head) + len(crc)
@@ -134,7 +97,7 @@ def parse_stream(data: bytes, name: str, codec_id: int, max_strings: int = 16) -
         raise BitstreamError(f"{name}: bitstream too short ({len(data)} bytes)")
     if zlib.crc32(data[:-2]) & 0xFFFF != struct.unpack("<H", data[-2:])[0]:
         raise BitstreamError(f"{name}: checksum mismatch (bitstream truncated or corrupted)")
-    r = _Reader(data[:-2], name)
+    r = ByteReader(data[:-2], name)
     if r.u8("magic") != MAGIC:
         raise BitstreamError(f"{name}: not a learned-codec bitstream (bad magic byte)")
     vb = r.u8("version")
