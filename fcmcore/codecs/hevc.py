@@ -85,14 +85,18 @@ class HEVCCodec(FrameCodec):
             raise ParameterError(f"{self.name}: {w}x{h} exceeds the {self.max_side}-pixel limit per side")
 
     # -- feature frames ---------------------------------------------------------------------------
-    def _encode(self, frame: np.ndarray, bit_depth: int, quality: float) -> bytes:
+    def _video_frame(self, frame: np.ndarray, bit_depth: int):
+        """The padded monochrome picture x265 codes: (VideoFrame, pixel format, height, width)."""
         av = _video.load_av()
         self._check_size(*frame.shape)
         fmt = _PIX_FMT[bit_depth]
         padded = _video.pad_edge(frame, 1, self.min_side)
         arr = padded.astype(np.uint8) if bit_depth == 8 else padded
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt)
-        h, w = padded.shape
+        return vf, fmt, *padded.shape
+
+    def _encode(self, frame: np.ndarray, bit_depth: int, quality: float) -> bytes:
+        vf, fmt, h, w = self._video_frame(frame, bit_depth)
         return _video.av_encode("libx265", vf, w, h, fmt, self.encoder_options(int(quality)))
 
     def _decode(self, data: bytes, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:
@@ -138,17 +142,11 @@ class HEVCCodec(FrameCodec):
         if qp_map.shape != frame.shape or not np.all(np.isfinite(qp_map)):
             raise ParameterError(f"{self.name}: QP offset map must be finite and {frame.shape}, got {qp_map.shape}")
         self.require_available()
-        av = _video.load_av()
-        self._check_size(*frame.shape)
-        fmt = _PIX_FMT[bit_depth]
-        padded = _video.pad_edge(frame, 1, self.min_side)
-        arr = padded.astype(np.uint8) if bit_depth == 8 else padded
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt)
-        h, w = padded.shape
+        vf, fmt, h, w = self._video_frame(frame, bit_depth)
         qp_range = 51 + 6 * (bit_depth - 8)
         regions = roi_regions(_video.pad_edge(qp_map, 1, self.min_side), self.roi_block, qp_range)
         if regions:
-            vf = _with_rois(av, vf, regions, fmt, qp_range)
+            vf = _with_rois(_video.load_av(), vf, regions, fmt, qp_range)
         params = ":".join(f"{k}={v}" for k, v in self.x265_roi_params(q).items())
         return bytes(_video.av_encode("libx265", vf, w, h, fmt, {"preset": self.preset, "x265-params": params}))
 
