@@ -379,7 +379,8 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
 
     from ..models import load_model
     from .codec import learned_root
-    from .train import _rate_bits, build_bank, load_weights, save_weights
+    from ..paths import portable
+    from .train import _rate_bits, build_bank, load_weights, optimizer_step, save_weights
 
     torch.set_num_threads(cfg.threads)
     if not cfg.lambdas:
@@ -521,22 +522,14 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
                 rate = _rate_bits(lik) / target.numel()
                 dist = F.mse_loss(x_hat, target)
                 loss = rate + lam * dist
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                a = net.aux_loss()
-                aux_opt.zero_grad()
-                a.backward()
-                aux_opt.step()
+                optimizer_step(net, loss, opt, sched, aux_opt)
                 sums += (rate.item(), dist.item())
                 bar.update(1)
                 bar.set_postfix(bpv=f"{sums[0] / (s + 1):.3f}", mse=f"{sums[1] / (s + 1):.4f}")
         bar.close()
         net.eval()
         net.update(force=True, update_quantiles=True)
-        info = {"lambda": lam, "epochs": ft_epochs, "init": str(by_lambda[float(lam)]["file"]),
+        info = {"lambda": lam, "epochs": ft_epochs, "init": portable(by_lambda[float(lam)]["file"]),
                 "train_cpu_s": round(time.process_time() - t0, 1)}
         save_weights(net, final, {"train": info})
         net, _ = load_weights(final)
@@ -568,7 +561,7 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
         "channels": int(channels), "shape": [int(channels), int(h), int(w)],
         "input_shape": [3, int(imgs.shape[-2]), int(imgs.shape[-1])],
         "lambdas": sorted(cfg.lambdas), "seed": cfg.seed, "command": command or "",
-        "init": str(init_dir), "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
+        "init": portable(init_dir), "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
         "student": {"file": STUDENT_FILE, "sha256": hashlib.sha256(sdata).hexdigest(), "size_bytes": len(sdata),
                     **sinfo, "parameters": sum(p.numel() for p in student.parameters()),
                     "prefix_stages": PREFIX_STAGES, "prefix_macs": prefix_macs(model), "trunk_macs": int(s_macs),

@@ -226,6 +226,19 @@ def _rate_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(-torch.log2(v).sum() for v in likelihoods.values())
 
 
+def optimizer_step(net: FeatureCodecNet, loss: torch.Tensor, opt, sched, aux_opt) -> None:
+    """One rate-distortion step plus the entropy bottleneck's auxiliary (quantile) step."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    aux = net.aux_loss()
+    aux_opt.zero_grad()
+    aux.backward()
+    aux_opt.step()
+
+
 def _checkpoint_path(out: Path, lam: float) -> Path:
     return out / "checkpoints" / f"lambda_{lam:g}.pt"
 
@@ -417,15 +430,7 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
                 else:
                     dist = F.mse_loss(deep(res["x_hat"]) / deep_std, targets[idx].float() / deep_std)
                 loss = rate + lam * dist
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                aux = net.aux_loss()
-                aux_opt.zero_grad()
-                aux.backward()
-                aux_opt.step()
+                optimizer_step(net, loss, opt, sched, aux_opt)
                 sums += (loss.item(), rate.item(), dist.item())
                 bar.update(1)
                 bar.set_postfix(loss=f"{sums[0] / (s + 1):.3f}", bpv=f"{sums[1] / (s + 1):.3f}",
@@ -492,4 +497,6 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
 
 
 def command_line() -> str:
-    return "fcm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from ..paths import portable  # recorded with the weights: no machine-specific paths
+
+    return "fcm " + " ".join(shlex.quote(portable(a)) for a in sys.argv[1:])
