@@ -44,6 +44,14 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+def pytest_report_header(config):
+    import fcmcore
+
+    shared = shared_dir() / "datasets" / "coco96"
+    return [f"fcmcore: {Path(fcmcore.__file__).parent}",
+            f"coco96: {shared if (shared / 'instances.json').is_file() else 'absent, ' + shared_dataset_reason('coco96')}"]
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "needs_shared(name='coco96'): needs ../shared/datasets/<name>; skipped with the reason "
