@@ -160,18 +160,15 @@ def _init_worker() -> None:
 def process_image(task: ImageTask) -> dict[str, Any]:
     """Run every spec of ``task`` on its image. Returns {"image_id", "error", "results":
     [record per spec], "new": [(key, record)] freshly computed (for the cache)}."""
-    from ..imageio import decode_image_bytes
+    from ..imageio import MAX_BYTES, decode_image_bytes, read_regular_file
     from ..pipeline import PipelineConfig, run_from_head, run_head
     from .equal_rate import bisect_quality
 
     out: dict[str, Any] = {"task_id": task.task_id, "image_id": task.image_id, "error": None,
                            "results": [], "new": []}
     try:
-        data = Path(task.path).read_bytes()
+        data = read_regular_file(task.path, MAX_BYTES, label=task.file_name)
         image = decode_image_bytes(data, task.file_name)
-    except OSError as exc:
-        out["error"] = f"{task.file_name}: cannot read ({exc.strerror or exc})"
-        return out
     except InputError as exc:
         out["error"] = str(exc)
         return out
@@ -611,11 +608,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
     """Read a results file (or a bare CompressAI-style curve / list of curves)."""
     import json
 
+    from ..imageio import read_regular_file
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"results {p}: no such file")
+    raw = read_regular_file(p, 1 << 30, label=f"results {p}")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"results {p}: not valid JSON ({exc})") from None
     if isinstance(data, dict) and "curves" in data:
