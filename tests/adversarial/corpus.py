@@ -43,34 +43,27 @@ def plant_pickle_weights(path: Path, marker: Path) -> Path:
 
 # -- feature bitstreams -------------------------------------------------------------------
 
-def forged_v1_stream(c: int, h: int, w: int, payload: bytes, name: str = "x") -> bytes:
-    """A version-1 feature container (no checksum) declaring a (1, c, h, w) tensor."""
+def forged_stream(c: int, h: int, w: int, payload: bytes, *, version: int, name: str = "x",
+                  bit_depth: int = 8) -> bytes:
+    """A feature container declaring one (1, c, h, w) tensor coded as ``payload``, sealed
+    with a correct checksum from version 2 on: what a deliberate forger sends."""
     nb = name.encode()
-    head = bytes([1, 8]) + encode_varint(1) + bytes([len(nb)]) + nb + bytes([2])
+    head = bytes([version, bit_depth]) + encode_varint(1) + bytes([len(nb)]) + nb + bytes([2])
     head += encode_varint(c) + encode_varint(h) + encode_varint(w)
     head += np.array([0.0, 1.0], dtype="<f2").tobytes() + encode_varint(len(payload))
-    return head + payload
-
-
-def forge_shape(data: bytes, c: int, h: int, w: int) -> bytes:
-    """Re-write a valid single-tensor stream (any version) to declare (c, h, w), fixing the
-    checksum when the container has one: what a deliberate forger does."""
-    from fcmcore import bitstream
-
-    hdr = bitstream.read_header(data)
-    (t,) = hdr.tensors
-    version = data[0]
-    nb = t.name.encode()
-    payload = data[hdr.payload_offset if hasattr(hdr, "payload_offset") else hdr.header_bytes:][: t.payload_bytes]
-    head = bytes([version, data[1]]) + encode_varint(1) + bytes([len(nb)]) + nb + bytes([2 if len(t.shape) == 4 else 0])
-    head += encode_varint(c) + encode_varint(h) + encode_varint(w)
-    head += np.concatenate([t.mins, t.maxs]).astype("<f2").tobytes() + encode_varint(len(payload))
     body = head + payload
     if version >= 2:
         import zlib
 
         body += struct.pack("<I", zlib.crc32(body))
     return body
+
+
+def reseal(data: bytes) -> bytes:
+    """``data`` with its trailing CRC-32 recomputed (a forged header that passes the checksum)."""
+    import zlib
+
+    return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
 
 
 def big_flat_png(side: int) -> bytes:
