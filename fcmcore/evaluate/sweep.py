@@ -50,6 +50,7 @@ processes, Dask): every run uses one torch thread, and points are assembled in i
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -125,6 +126,29 @@ def record_from_result(result, image_id: int) -> dict[str, Any]:
     }
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def valid_record(record: Any) -> bool:
+    """Whether a cached record has the layout ``record_from_result`` writes (types, finite
+    numbers, 7-field detections). The cache's checksum catches damage; this catches records
+    of another layout, so a cached value can never raise KeyError/TypeError later."""
+    try:
+        return (isinstance(record, dict)
+                and all(isinstance(record[k], int) and not isinstance(record[k], bool) and record[k] >= 0
+                        for k in ("image_id", "bits", "width", "height", "header_bytes"))
+                and _number(record["bpp"]) and record["bpp"] >= 0
+                and (record["quality"] is None or _number(record["quality"]))
+                and (record["bits_estimated"] is None or _number(record["bits_estimated"]))
+                and isinstance(record["timings_ms"], dict) and all(map(_number, record["timings_ms"].values()))
+                and isinstance(record["detections"], list)
+                and all(isinstance(d, list) and len(d) == 7 and all(map(_number, d[:6])) and isinstance(d[6], str)
+                        for d in record["detections"]))
+    except KeyError:
+        return False
+
+
 def record_detections(record: dict[str, Any]) -> list:
     """The record's detections as ``Detection`` objects."""
     from ..models.base import Detection
@@ -184,7 +208,7 @@ def process_image(task: ImageTask) -> dict[str, Any]:
         def compute(cfg: dict[str, Any], key: str | None) -> dict[str, Any]:
             if cache is not None and key is not None:
                 hit = cache.get(key)
-                if hit is not None:
+                if hit is not None and valid_record(hit):
                     return dict(hit, cached=True)
             config = PipelineConfig(**{k: v for k, v in cfg.items() if k != "paradigm"})
             hk = (config.model, config.split)
@@ -417,7 +441,7 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
         todo = []
         for i, s in enumerate(specs):
             key = keys.get((im.id, i))
-            if key is not None and key in hits:
+            if key is not None and key in hits and valid_record(hits[key]):
                 records[i][im.id] = dict(hits[key], cached=True)
                 cached_runs += 1
             else:
