@@ -50,6 +50,7 @@ processes, Dask): every run uses one torch thread, and points are assembled in i
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -125,6 +126,29 @@ def record_from_result(result, image_id: int) -> dict[str, Any]:
     }
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def valid_record(record: Any) -> bool:
+    """Whether a cached record has the layout ``record_from_result`` writes (types, finite
+    numbers, 7-field detections). The cache's checksum catches damage; this catches records
+    of another layout, so a cached value can never raise KeyError/TypeError later."""
+    try:
+        return (isinstance(record, dict)
+                and all(isinstance(record[k], int) and not isinstance(record[k], bool) and record[k] >= 0
+                        for k in ("image_id", "bits", "width", "height", "header_bytes"))
+                and _number(record["bpp"]) and record["bpp"] >= 0
+                and (record["quality"] is None or _number(record["quality"]))
+                and (record["bits_estimated"] is None or _number(record["bits_estimated"]))
+                and isinstance(record["timings_ms"], dict) and all(map(_number, record["timings_ms"].values()))
+                and isinstance(record["detections"], list)
+                and all(isinstance(d, list) and len(d) == 7 and all(map(_number, d[:6])) and isinstance(d[6], str)
+                        for d in record["detections"]))
+    except KeyError:
+        return False
+
+
 def record_detections(record: dict[str, Any]) -> list:
     """The record's detections as ``Detection`` objects."""
     from ..models.base import Detection
@@ -160,18 +184,15 @@ def _init_worker() -> None:
 def process_image(task: ImageTask) -> dict[str, Any]:
     """Run every spec of ``task`` on its image. Returns {"image_id", "error", "results":
     [record per spec], "new": [(key, record)] freshly computed (for the cache)}."""
-    from ..imageio import decode_image_bytes
+    from ..imageio import MAX_BYTES, decode_image_bytes, read_regular_file
     from ..pipeline import PipelineConfig, run_from_head, run_head
     from .equal_rate import bisect_quality
 
     out: dict[str, Any] = {"task_id": task.task_id, "image_id": task.image_id, "error": None,
                            "results": [], "new": []}
     try:
-        data = Path(task.path).read_bytes()
+        data = read_regular_file(task.path, MAX_BYTES, label=task.file_name)
         image = decode_image_bytes(data, task.file_name)
-    except OSError as exc:
-        out["error"] = f"{task.file_name}: cannot read ({exc.strerror or exc})"
-        return out
     except InputError as exc:
         out["error"] = str(exc)
         return out
@@ -187,7 +208,7 @@ def process_image(task: ImageTask) -> dict[str, Any]:
         def compute(cfg: dict[str, Any], key: str | None) -> dict[str, Any]:
             if cache is not None and key is not None:
                 hit = cache.get(key)
-                if hit is not None:
+                if hit is not None and valid_record(hit):
                     return dict(hit, cached=True)
             config = PipelineConfig(**{k: v for k, v in cfg.items() if k != "paradigm"})
             hk = (config.model, config.split)
@@ -420,7 +441,7 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
         todo = []
         for i, s in enumerate(specs):
             key = keys.get((im.id, i))
-            if key is not None and key in hits:
+            if key is not None and key in hits and valid_record(hits[key]):
                 records[i][im.id] = dict(hits[key], cached=True)
                 cached_runs += 1
             else:
@@ -611,11 +632,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
     """Read a results file (or a bare CompressAI-style curve / list of curves)."""
     import json
 
+    from ..imageio import read_regular_file
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"results {p}: no such file")
+    raw = read_regular_file(p, 1 << 30, label=f"results {p}")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"results {p}: not valid JSON ({exc})") from None
     if isinstance(data, dict) and "curves" in data:
