@@ -200,7 +200,7 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
     res.bd_rate, res.bd_map = point.bd_rate, point.bd_map
     if len(fa.rates) >= 2 and len(ft.rates) >= 2:
         res.overlap, res.rate_overlap = overlap_fractions(fa, ft)
-    if res.bd_rate is None and res.bd_map is None:
+    if (res.bd_rate is None and res.bd_map is None) or n_resamples <= 0:
         return res
     try:
         ids = curve_image_ids(anchor)
@@ -248,3 +248,21 @@ def bd_table_with_ci(curves: Sequence[Mapping[str, Any]], anchor: str, metric: s
         rows.append(bd_with_ci(a, c, metric=metric, n_resamples=n_resamples, seed=seed, confidence=confidence))
     return rows
 
+def format_ci_table(rows: Sequence[BDInterval], anchor: str, metric: str = "mAP") -> str:
+    """The ``fcm bdrate`` table: figures, 95 % intervals, overlap and a verdict per curve."""
+    width = max([len(r.name) for r in rows] + [5])
+    pct = int(round(rows[0].confidence * 100)) if rows else 95
+    lines = [f"BD vs anchor {anchor!r} (akima; BD-{metric} in {metric} points x100; {pct}% paired bootstrap "
+             f"intervals over images)",
+             f"{'curve':{width}s}  {'BD-rate %':>9s}  {f'{pct}% CI':>17s}  {'BD-' + metric:>8s}  {f'{pct}% CI':>15s}  "
+             f"{'overlap':>7s}  {'images':>6s}  verdict"]
+    for r in rows:
+        rate = "n/a" if r.bd_rate is None else f"{r.bd_rate:+.2f}"
+        rci = "" if r.bd_rate_ci is None else f"[{r.bd_rate_ci[0]:+.1f}, {r.bd_rate_ci[1]:+.1f}]"
+        dm = "n/a" if r.bd_map is None else f"{r.bd_map:+.2f}"
+        mci = "" if r.bd_map_ci is None else f"[{r.bd_map_ci[0]:+.2f}, {r.bd_map_ci[1]:+.2f}]"
+        ov = "" if r.overlap is None else f"{r.overlap:.0%}"
+        n = "" if r.n_images is None else str(r.n_images)
+        verdict = "anchor" if r.name == anchor else r.verdict()
+        lines.append(f"{r.name:{width}s}  {rate:>9s}  {rci:>17s}  {dm:>8s}  {mci:>15s}  {ov:>7s}  {n:>6s}  {verdict}")
+    return "\n".join(lines)

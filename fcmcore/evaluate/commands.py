@@ -66,7 +66,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", nargs="+", help="results JSON files (from fcm sweep / fcm layers)")
     p.add_argument("--anchor", required=True, help="name of the anchor curve (exact, or a unique part of it)")
     p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref"], help="quality axis")
-    p.add_argument("--json", action="store_true", help='print {"anchor", "rows": [{"name", "bd_rate", "bd_map"}]}')
+    p.add_argument("--resamples", type=int, default=1000,
+                   help="paired bootstrap resamples of the images for the 95%% intervals (0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+    p.add_argument("--json", action="store_true",
+                   help='print {"anchor", "rows": [{"name", "bd_rate", "bd_rate_ci", "bd_map", "bd_map_ci", '
+                   '"n_images", "overlap", "significant", ...}]}')
     p.set_defaults(func=cmd_bdrate)
 
     p = sub.add_parser(
@@ -103,17 +108,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..commands import config_from_args
     from .datasets import load_dataset
+    from .results_io import check_output_path
     from .sweep import CurveSpec, evaluate, save_results
 
     config = config_from_args(args)
     if config.codec is None:
         raise ParameterError("fcm sweep needs --codec (the uncompressed reference is recorded with every sweep)")
+    check_output_path(args.out)  # before the work, not after it
     qualities = _floats(args.qualities, "--qualities") if args.qualities else []
     targets = _floats(args.target_bpp, "--target-bpp") if args.target_bpp else []
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
     doc = evaluate(dataset, [CurveSpec(config, qualities, targets, args.name)], cache=not args.no_cache,
                    workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     save_results(doc, args.out)
+    _warn_failures(doc)
     if args.json:
         c = doc["curves"][0]
         print(json.dumps({"out": str(args.out), "name": c["name"], "results": c["results"],
@@ -125,8 +133,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_failures(doc: dict[str, Any]) -> None:
+    failed = [e for e in doc["skipped"] if "curve" in e]
+    if failed:
+        print(f"warning: {len(failed)} image(s) left out because a run failed on them (listed under "
+              f"'skipped' in the results; a re-run retries only those): "
+              + "; ".join(f"image {e['image_id']} at quality {e['quality']}" for e in failed[:5])
+              + (" ..." if len(failed) > 5 else ""), file=sys.stderr)
+
+
 def _fmt(v: Any, spec: str = ".4f") -> str:
     return "n/a" if v is None else format(v, spec)
+
+
+def _fmt_ci(ci: Any, spec: str = ".3f") -> str:
+    return "" if not ci else f"[{ci[0]:{spec}}, {ci[1]:{spec}}]"
 
 
 def format_sweep(doc: dict[str, Any]) -> str:
@@ -137,12 +158,14 @@ def format_sweep(doc: dict[str, Any]) -> str:
     lines.append(f"dataset {ds['name']}: {ds['num_images']} images, ground truth: {gt}; "
                  f"{s['runs']} runs ({s['cached_runs']} from cache) in {s['elapsed_s']:.1f} s")
     for item in doc["skipped"]:
-        lines.append(f"  skipped image {item['image_id']} ({item['file_name']}): {item['error']}")
+        where = f" ({item['curve']} at quality {item['quality']})" if "curve" in item else ""
+        lines.append(f"  skipped image {item['image_id']} ({item['file_name']}){where}: {item['error']}")
     for c in doc["curves"]:
         ref = c["reference"]
         lines.append(f"\n{c['name']}")
         lines.append(f"  uncompressed reference: {ref['bpp']:.4g} bpp, mAP {_fmt(ref['mAP'])}, mAP50 {_fmt(ref['mAP50'])}")
-        head = f"  {'quality':>8s} {'bpp':>9s} {'mAP':>7s} {'mAP50':>7s} {'vs ref':>7s} {'match/miss/false':>17s} {'enc ms':>7s} {'total ms':>8s}"
+        head = (f"  {'quality':>8s} {'bpp':>9s} {'mAP':>7s} {'mAP 95% CI':>16s} {'mAP50':>7s} {'vs ref':>7s} "
+                f"{'match/miss/false':>17s} {'enc ms':>7s} {'total ms':>8s}")
         if c["mode"] == "target_bpp":
             head = f"  {'target':>8s}" + head[10:]
         lines.append(head)
@@ -150,7 +173,8 @@ def format_sweep(doc: dict[str, Any]) -> str:
             a = p.get("agreement", {})
             mmf = f"{a.get('matched', 0)}/{a.get('missed', 0)}/{a.get('false', 0)}"
             first = p["target_bpp"] if c["mode"] == "target_bpp" else p["quality"]
-            lines.append(f"  {first:>8g} {p['bpp']:>9.4f} {_fmt(p['mAP']):>7s} {_fmt(p['mAP50']):>7s} "
+            lines.append(f"  {first:>8g} {p['bpp']:>9.4f} {_fmt(p['mAP']):>7s} {_fmt_ci(p.get('mAP_ci')):>16s} "
+                         f"{_fmt(p['mAP50']):>7s} "
                          f"{_fmt(p['mAP_vs_ref']):>7s} {mmf:>17s} {p['timings_ms'].get('encode', 0):>7.1f} "
                          f"{p['timings_ms'].get('total', 0):>8.1f}")
     return "\n".join(lines)
@@ -181,17 +205,22 @@ def resolve_anchor(curves: list[dict[str, Any]], anchor: str) -> str:
 
 
 def cmd_bdrate(args: argparse.Namespace) -> int:
-    from .bdrate import bd_table, format_table
+    from .bdrate import bd_table
+    from .bootstrap import bd_table_with_ci, format_ci_table
 
+    if args.resamples < 0 or (0 < args.resamples < 100):
+        raise ParameterError(f"--resamples must be 0 (no intervals) or at least 100, got {args.resamples}")
     curves = _collect_curves(args.results)
     anchor = resolve_anchor(curves, args.anchor)
-    rows, notes = bd_table(curves, anchor, args.metric)
-    for note in notes:
+    bd_table(curves, anchor, args.metric)  # checks names (unique, anchor present)
+    rows = bd_table_with_ci(curves, anchor, args.metric, n_resamples=args.resamples, seed=args.seed)
+    for note in dict.fromkeys(n for r in rows for n in r.notes):
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"anchor": anchor, "rows": [r.to_json() for r in rows]}, indent=2))
+        print(json.dumps({"anchor": anchor, "metric": args.metric, "resamples": args.resamples, "seed": args.seed,
+                          "rows": [r.to_json() for r in rows]}, indent=2))
     else:
-        print(format_table(rows, anchor, args.metric))
+        print(format_ci_table(rows, anchor, args.metric))
     return 0
 
 
@@ -204,6 +233,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
     from .sweep import CurveSpec, evaluate, save_results
 
+    from .results_io import check_output_path
+
+    if args.out:
+        check_output_path(args.out)
+    if args.chart:
+        check_output_path(args.chart, "--chart")
     qualities = _floats(args.qualities, "--qualities")
     model = load_model(args.model)
     known = [sp.name for sp in model.split_points()]
@@ -217,6 +252,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     curves += [CurveSpec(PipelineConfig(split=s, **base), qualities) for s in splits]
     doc = evaluate(dataset, curves, cache=not args.no_cache, workers=args.workers,
                    scheduler=args.scheduler, progress=not args.quiet)
+    _warn_failures(doc)
     anchor = doc["curves"][0]["name"]
     rows, notes = bd_table(doc["curves"], anchor)
     doc["layers"] = {"anchor": anchor, "bd": [r.to_json() for r in rows], "notes": notes}
