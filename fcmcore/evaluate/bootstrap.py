@@ -192,6 +192,10 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
     from .bdrate import curve_points
 
     res = BDInterval(test["name"], anchor["name"], metric, confidence=confidence)
+    try:
+        res.n_images = len(curve_image_ids(test))
+    except NoPerImageData:
+        pass
     fa = monotone_front(anchor["name"], *curve_points(anchor, metric))
     ft = monotone_front(test["name"], *curve_points(test, metric))
     res.notes += [n for n in (fa.note(metric), ft.note(metric)) if n]
