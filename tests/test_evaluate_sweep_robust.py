@@ -117,3 +117,17 @@ def test_results_carry_per_image_data_and_intervals(coco96_dir, tmp_path, monkey
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {"bd_rate", "bd_map", "bd_rate_ci", "bd_map_ci", "n_images", "overlap", "significant"} <= set(rows[1])
     assert rows[1]["n_images"] == 4
+
+
+def test_auto_qualities_span_one_common_rate_range(coco96_dir):
+    from fcmcore.evaluate.auto_qualities import auto_qualities, default_qualities
+
+    ds = load_dataset(coco96_dir, limit=1)
+    configs = [FULL_JPEG, PipelineConfig(split=None, codec="webp")]
+    grids, info = auto_qualities(ds, configs, probe_images=1)
+    lo, hi = info["bpp_range"]
+    assert 0 < lo < hi and len(info["targets"]) == 6
+    for grid in grids:
+        assert len(grid) >= 4 and len(set(grid)) == len(grid)
+    assert len(default_qualities("hevc")) >= 6 and len(default_qualities("vvc")) >= 6
+    assert len(default_qualities("png")) >= 6

@@ -51,7 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_run_arguments(p)
     add_pipeline_arguments(p, single_quality=False)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--qualities", help="comma-separated codec qualities, e.g. 22,27,32,37")
+    g.add_argument("--qualities", help="comma-separated codec qualities, e.g. 22,27,32,37,42,47; 'default' "
+                   "(a fixed grid of >= 6 points for the codec) or 'auto' (6 qualities spanning the rates the "
+                   "codec reaches, probed on 3 images)")
     g.add_argument("--target-bpp", help="comma-separated target rates: per image, the quality closest to each")
     p.add_argument("--name", default=None, help="curve name (default: a readable form of the config)")
     p.add_argument("--out", required=True, help="results JSON to write")
@@ -81,7 +83,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_run_arguments(p)
     p.add_argument("--model", default="ssd_mobilenet_v2", help="detector (see `fcm models`)")
     p.add_argument("--codec", required=True, help="codec name (see `fcm codecs`)")
-    p.add_argument("--qualities", required=True, help="comma-separated codec qualities")
+    p.add_argument("--qualities", default="auto",
+                   help="comma-separated codec qualities, 'default' (the codec's grid) or 'auto' (default: per "
+                   "split, qualities spanning one common bpp range, so the BD figures overlap)")
     p.add_argument("--splits", default=None, help="comma-separated split points (default: all of the model's)")
     p.add_argument("--bits", dest="bit_depth", type=int, default=None, help="packing bit depth (default: codec's)")
     p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="min-max range per tensor or per channel")
@@ -115,9 +119,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if config.codec is None:
         raise ParameterError("fcm sweep needs --codec (the uncompressed reference is recorded with every sweep)")
     check_output_path(args.out)  # before the work, not after it
-    qualities = _floats(args.qualities, "--qualities") if args.qualities else []
     targets = _floats(args.target_bpp, "--target-bpp") if args.target_bpp else []
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
+    qualities = _resolve_qualities(args.qualities, [config], dataset)[0] if args.qualities else []
     doc = evaluate(dataset, [CurveSpec(config, qualities, targets, args.name)], cache=not args.no_cache,
                    workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     save_results(doc, args.out)
@@ -131,6 +135,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(format_sweep(doc))
         print(f"wrote {args.out}")
     return 0
+
+
+def _resolve_qualities(text: str, configs: list, dataset) -> list[list[float]]:
+    """--qualities for each config: numbers as given, the codec's default grid, or auto."""
+    from .auto_qualities import auto_qualities, default_qualities, parse_qualities
+
+    q = parse_qualities(text)
+    if q == "default":
+        return [default_qualities(c.codec) for c in configs]
+    if q == "auto":
+        grids, info = auto_qualities(dataset, configs)
+        lo, hi = info["bpp_range"]
+        print(f"auto qualities: {lo:.3g}-{hi:.3g} bpp (probed on {info['probe_images']} images): "
+              + "; ".join(f"{c.with_quality(None).label()}: {','.join(format(v, 'g') for v in g)}"
+                          for c, g in zip(configs, grids)), file=sys.stderr)
+        return grids
+    return [list(q) for _ in configs]
 
 
 def _warn_failures(doc: dict[str, Any]) -> None:
@@ -239,7 +260,6 @@ def cmd_layers(args: argparse.Namespace) -> int:
         check_output_path(args.out)
     if args.chart:
         check_output_path(args.chart, "--chart")
-    qualities = _floats(args.qualities, "--qualities")
     model = load_model(args.model)
     known = [sp.name for sp in model.split_points()]
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else known
@@ -248,14 +268,20 @@ def cmd_layers(args: argparse.Namespace) -> int:
     splits.sort(key=known.index)  # input -> output
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
     base = dict(model=args.model, codec=args.codec, bit_depth=args.bit_depth, quant=args.quant)
-    curves = [] if args.no_full_input else [CurveSpec(PipelineConfig(split=None, **{**base, "bit_depth": None}), qualities)]
-    curves += [CurveSpec(PipelineConfig(split=s, **base), qualities) for s in splits]
+    configs = [] if args.no_full_input else [PipelineConfig(split=None, **{**base, "bit_depth": None})]
+    configs += [PipelineConfig(split=s, **base) for s in splits]
+    grids = _resolve_qualities(args.qualities, configs, dataset)
+    curves = [CurveSpec(c, q) for c, q in zip(configs, grids)]
     doc = evaluate(dataset, curves, cache=not args.no_cache, workers=args.workers,
                    scheduler=args.scheduler, progress=not args.quiet)
     _warn_failures(doc)
     anchor = doc["curves"][0]["name"]
     rows, notes = bd_table(doc["curves"], anchor)
-    doc["layers"] = {"anchor": anchor, "bd": [r.to_json() for r in rows], "notes": notes}
+    from .bootstrap import bd_table_with_ci
+
+    cis = {r.name: r for r in bd_table_with_ci(doc["curves"], anchor)}
+    notes = list(dict.fromkeys(notes + [n for r in cis.values() for n in r.notes]))
+    doc["layers"] = {"anchor": anchor, "bd": [{**r.to_json(), **cis[r.name].to_json()} for r in rows], "notes": notes}
     if args.out:
         save_results(doc, args.out)
     chart_path = args.chart or (str(Path(args.out).with_suffix(".html")) if args.out else None)
@@ -265,7 +291,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         save_chart(layers_chart(doc, rows), chart_path)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    table = layers_table(doc, rows)
+    table = layers_table(doc, rows, cis)
     if args.json:
         print(json.dumps(table, indent=2))
     else:
@@ -277,13 +303,16 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def layers_table(doc: dict[str, Any], rows) -> dict[str, Any]:
+def layers_table(doc: dict[str, Any], rows, intervals: dict | None = None) -> dict[str, Any]:
     bd = {r.name: r for r in rows}
+    intervals = intervals or {}
     out = []
     for c in doc["curves"]:
         split = c["config"]["split"]
         out.append({"split": "full input" if split is None else split, "name": c["name"],
                     "bd_rate": bd[c["name"]].bd_rate, "bd_map": bd[c["name"]].bd_map,
+                    "bd_rate_ci": getattr(intervals.get(c["name"]), "bd_rate_ci", None),
+                    "bd_map_ci": getattr(intervals.get(c["name"]), "bd_map_ci", None),
                     "quality": c["results"]["quality"], "bpp": c["results"]["bpp"],
                     "mAP": c["results"]["mAP"], "reference_mAP": c["reference"]["mAP"]})
     return {"anchor": doc["curves"][0]["name"], "rows": out}
@@ -297,13 +326,15 @@ def format_layers(table: dict[str, Any], doc: dict[str, Any]) -> str:
     lines = [f"dataset {ds['name']}: {ds['num_images']} images; {s['runs']} runs ({s['cached_runs']} cached) "
              f"in {s['elapsed_s']:.1f} s; uncompressed mAP {_fmt(doc['reference']['mAP'])}",
              f"BD vs {table['anchor']!r}; mAP (and bpp) at each quality"]
-    qhead = "".join(f"{'q' + format(q, 'g'):>16s}" for q in qs)
-    lines.append(f"{'split':18s} {'BD-rate %':>9s} {'BD-mAP':>7s}{qhead}")
+    del qs  # qualities differ per split with --qualities auto: each cell names its own
+    lines.append(f"{'split':18s} {'BD-rate %':>9s} {'95% CI':>15s} {'BD-mAP':>7s}  quality: mAP (bpp)")
     for r in rows:
         rate = "n/a" if r["bd_rate"] is None else f"{r['bd_rate']:+.1f}"
+        ci = r.get("bd_rate_ci")
+        cis = "" if not ci else f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
         dm = "n/a" if r["bd_map"] is None else f"{r['bd_map']:+.2f}"
-        cells = "".join(f"{_fmt(m, '.3f') + ' (' + format(b, '.3f') + ')':>16s}" for m, b in zip(r["mAP"], r["bpp"]))
-        lines.append(f"{r['split']:18s} {rate:>9s} {dm:>7s}{cells}")
+        cells = "  ".join(f"{q:g}: {_fmt(m, '.3f')} ({b:.3f})" for q, m, b in zip(r["quality"], r["mAP"], r["bpp"]))
+        lines.append(f"{r['split']:18s} {rate:>9s} {cis:>15s} {dm:>7s}  {cells}")
     return "\n".join(lines)
 
 
