@@ -52,11 +52,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
     """Read a results file (or a bare CompressAI-style curve / list of curves)."""
     import json
 
+    from ..imageio import read_regular_file
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"results {p}: no such file")
+    raw = read_regular_file(p, 1 << 30, label=f"results {p}")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"results {p}: not valid JSON ({exc})") from None
     if isinstance(data, dict) and "curves" in data:

@@ -84,11 +84,11 @@ from .executors import default_workers, run_tasks
 from .metrics import MATCH_IOU, REFERENCE_SCORE_THRESHOLD
 from .results_io import RESULTS_VERSION, check_output_path, dumps_results, load_results, save_results
 from .summaries import label_of, summarise
-from .sweep_worker import ImageTask, RunSpec, record_detections, record_from_result
+from .sweep_worker import ImageTask, RunSpec, record_detections, record_from_result, valid_record
 
 __all__ = ["CurveSpec", "RESULTS_VERSION", "check_output_path", "default_workers", "dumps_results", "evaluate",
            "load_results", "record_detections", "record_from_result", "reference_config", "resolve_config",
-           "run_sweep", "save_results"]
+           "run_sweep", "save_results", "valid_record"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -254,7 +254,7 @@ def _tasks_for(dataset: Dataset, plan: _Plan, cache: ResultCache | None) -> _Run
         todo = []
         for i in range(len(specs)):
             key = keys.get((im.id, i))
-            if key is not None and key in hits:
+            if key is not None and key in hits and valid_record(hits[key]):
                 runs.records[i][im.id] = dict(hits[key], cached=True)
                 runs.cached_runs += 1
             else:

@@ -10,9 +10,9 @@ stores): bits, bpp, size, timings, detections.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import FCMError, InputError
@@ -58,6 +58,29 @@ def record_from_result(result, image_id: int) -> dict[str, Any]:
     }
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def valid_record(record: Any) -> bool:
+    """Whether a cached record has the layout ``record_from_result`` writes (types, finite
+    numbers, 7-field detections). The cache's checksum catches damage; this catches records
+    of another layout, so a cached value can never raise KeyError/TypeError later."""
+    try:
+        return (isinstance(record, dict)
+                and all(isinstance(record[k], int) and not isinstance(record[k], bool) and record[k] >= 0
+                        for k in ("image_id", "bits", "width", "height", "header_bytes"))
+                and _number(record["bpp"]) and record["bpp"] >= 0
+                and (record["quality"] is None or _number(record["quality"]))
+                and (record["bits_estimated"] is None or _number(record["bits_estimated"]))
+                and isinstance(record["timings_ms"], dict) and all(map(_number, record["timings_ms"].values()))
+                and isinstance(record["detections"], list)
+                and all(isinstance(d, list) and len(d) == 7 and all(map(_number, d[:6])) and isinstance(d[6], str)
+                        for d in record["detections"]))
+    except KeyError:
+        return False
+
+
 def record_detections(record: dict[str, Any]) -> list:
     """The record's detections as ``Detection`` objects."""
     from ..models.base import Detection
@@ -97,18 +120,15 @@ def process_image(task: ImageTask) -> dict[str, Any]:
     """Run every spec of ``task`` on its image. Returns {"task_id", "image_id", "error" (the
     image could not be read), "results": [record or None per spec], "failed": [{"spec",
     "quality", "target_bpp", "error"}], "new": [(key, record)] freshly computed (for the cache)}."""
-    from ..imageio import decode_image_bytes
+    from ..imageio import MAX_BYTES, decode_image_bytes, read_regular_file
     from ..pipeline import PipelineConfig, run_from_head, run_head
     from .equal_rate import bisect_quality
 
     out: dict[str, Any] = {"task_id": task.task_id, "image_id": task.image_id, "error": None,
                            "results": [], "failed": [], "new": []}
     try:
-        data = Path(task.path).read_bytes()
+        data = read_regular_file(task.path, MAX_BYTES, label=task.file_name)
         image = decode_image_bytes(data, task.file_name)
-    except OSError as exc:
-        out["error"] = f"{task.file_name}: cannot read ({exc.strerror or exc})"
-        return out
     except InputError as exc:
         out["error"] = str(exc)
         return out
