@@ -124,6 +124,7 @@ def resolve_config(config) -> tuple[Any, Any]:
     codec = None
     if config.codec is not None:
         from ..codecs import get_codec
+        from ..coding import packing_bit_depth
 
         codec = get_codec(config.codec)
         ok, reason = codec.available()
@@ -132,9 +133,7 @@ def resolve_config(config) -> tuple[Any, Any]:
         if config.split is None and not codec.supports_images:
             raise ParameterError(f"{config.codec} codes feature frames only; it cannot code images (full-input)")
         quality = codec.check_quality(config.quality) if config.quality is not None else None
-        bit_depth = (config.bit_depth or codec.default_bit_depth()) if config.split is not None else None
-        if bit_depth is not None and bit_depth not in codec.bit_depths:
-            raise ParameterError(f"{config.codec} codes {', '.join(map(str, codec.bit_depths))}-bit frames, not {bit_depth}-bit")
+        bit_depth = packing_bit_depth(config.codec, config.bit_depth) if config.split is not None else None
         config = replace(config, quality=quality, bit_depth=bit_depth)
     else:
         config = replace(config, quality=None, bit_depth=None)
