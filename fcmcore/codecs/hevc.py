@@ -30,11 +30,13 @@ import numpy as np
 
 from ..errors import BitstreamError, ParameterError
 from . import _video
+from ..registry import CODECS
 from .base import FrameCodec, QualitySpec
 
 _PIX_FMT = {8: "gray", 10: "gray10le"}
 
 
+@CODECS.register("hevc")
 class HEVCCodec(FrameCodec):
     name = "hevc"
     description = "HEVC intra (libx265 via PyAV), true monochrome 8/10-bit, QP = slice QP"

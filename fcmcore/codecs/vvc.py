@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import BitstreamError, CodecUnavailableError, ParameterError
 from . import _video
+from ..registry import CODECS
 from .base import FrameCodec, QualitySpec
 
 TIMEOUT_S = 60
@@ -56,6 +57,7 @@ def _run(cmd: list[str], data: bytes, what: str, error=CodecUnavailableError) ->
     return r.stdout
 
 
+@CODECS.register("vvc")
 class VVCCodec(FrameCodec):
     name = "vvc"
     description = "VVC intra (libvvenc via imageio-ffmpeg's ffmpeg), 10-bit luma, QP = slice QP"

@@ -35,7 +35,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from ..errors import ParameterError, UnknownNameError, WeightsError
-from . import MODELS
+from ..registry import MODELS
 from .base import INPUT, Detection, Features, ImageMeta, SplitModel, SplitPoint
 from .coco_names import coco_name
 from .tf_graph import Graph, read_graph_def

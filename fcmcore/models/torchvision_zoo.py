@@ -49,7 +49,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ParameterError, WeightsError
-from . import MODELS
+from ..registry import MODELS
 from .base import Detection, Features, ImageMeta, SplitModel, SplitPoint
 
 
