@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_main
 from corpus import overwrite_pages, poison_records, set_raw_records, wrong_columns_cache
 
 from fcmcore.evaluate.cache import ResultCache
@@ -142,12 +142,21 @@ def sample_folder(tmp_path_factory):
 SWEEP = ("sweep", "--split", "none", "--codec", "jpeg", "--qualities", "30", "--workers", "1", "--quiet")
 
 
-def test_cli_sweep_heals_a_damaged_cache(tmp_path, sample_folder):
+@pytest.mark.parametrize("runner", [run_main, pytest.param(run_cli, marks=pytest.mark.slow)],
+                         ids=["in_process", "child_process"])
+def test_cli_sweep_heals_a_damaged_cache(tmp_path, sample_folder, runner):
+    run_cli = runner
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     env = {"FCM_CACHE_DIR": str(cache_dir)}
     first = run_cli(*SWEEP, "--dataset", str(sample_folder), "--out", str(tmp_path / "a.json"), env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
+    import gc
+
+    gc.collect()  # in-process: the first sweep's connections close, as at a process exit
+    con = sqlite3.connect(cache_dir / "results.sqlite")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every record in the main file, then damage it
+    con.close()
     overwrite_pages(cache_dir / "results.sqlite", first_page=1, pages=3)
     second = run_cli(*SWEEP, "--dataset", str(sample_folder), "--out", str(tmp_path / "b.json"), env=env, timeout=600)
     assert "Traceback" not in second.stderr and second.returncode == 0, second.stderr[-2000:]
