@@ -180,3 +180,28 @@ def test_sweep_does_not_trust_poisoned_records(tmp_path, sample_folder):
     assert second["settings"]["cached_runs"] == 0
     assert second["curves"][0]["results"] == first["curves"][0]["results"]
     assert second["curves"][0]["points"][0]["mAP"] == first["curves"][0]["points"][0]["mAP"]
+
+
+def test_sweep_ignores_cached_records_of_another_layout(tmp_path, sample_folder):
+    """Rows with a valid checksum (written through the cache) but not a sweep record's layout."""
+    from fcmcore.evaluate import load_dataset, run_sweep
+    from fcmcore.evaluate.sweep import valid_record
+    from fcmcore.pipeline import PipelineConfig
+
+    ds = load_dataset(sample_folder)
+    path = tmp_path / "results.sqlite"
+    config = PipelineConfig(split=None, codec="jpeg")
+    first = run_sweep(ds, config, [30], cache=ResultCache(path), workers=1, progress=False)
+    cache = ResultCache(path)
+    con = sqlite3.connect(path)
+    keys = [k for (k,) in con.execute("SELECT key FROM results")]
+    con.close()
+    records = cache.get_many(keys)
+    assert all(valid_record(r) for r in records.values())
+    broken = [dict(records[keys[0]], detections=[[1, 2]]), dict(records[keys[1]], bits="many"),
+              {k: v for k, v in records[keys[2]].items() if k != "bpp"}, dict(records[keys[3]], bpp=float("nan"))]
+    assert not any(valid_record(r) for r in broken)
+    cache.put_many(zip(keys, broken))
+    second = run_sweep(ds, config, [30], cache=ResultCache(path), workers=1, progress=False)
+    assert second["settings"]["cached_runs"] == 0
+    assert second["curves"][0]["results"] == first["curves"][0]["results"]
