@@ -17,7 +17,7 @@ import streamlit as st
 from fcmcore.evaluate.metrics import MatchResult, match_detections
 from fcmcore.pipeline import DEFAULT_CODEC, DEFAULT_SPLIT, RDO_MODES, PipelineConfig, PipelineResult
 
-from . import compute, draw, fmt, inputs, keys, state, url
+from . import compute, fmt, inputs, keys, state, trace, url
 
 RDO_LABELS = {"sse": "sse (plain)", "wa": "wa (tile gains)", "wa-qp": "wa-qp (HEVC QP offsets)"}
 IMAGE_MAX_HEIGHT = 300  # CSS px: every column's picture is at most this tall (first screen at 1280x800)
@@ -36,6 +36,7 @@ class ColumnOutcome:
     reference: PipelineResult | None = None
     match: MatchResult | None = None
     problem: str | None = None  # shown in the column
+    details: str | None = None  # times per stage and side information, under the quality control
 
 
 def _sanitise(k: str, options: list, fallback) -> None:
@@ -77,6 +78,11 @@ def _depends_on(cid: int) -> bool:
 @st.fragment
 def column_body(cid: int, codecs: dict[str, dict[str, Any]], shown: inputs.LoadedImage | None,
                 threshold: float, n_columns: int) -> ColumnOutcome:
+    with trace.span(f"column {state.letter(cid)}") as info:
+        return _column_body(cid, codecs, shown, threshold, n_columns, info)
+
+
+def _column_body(cid, codecs, shown, threshold, n_columns, info) -> ColumnOutcome:
     ss = st.session_state
     fragment_rerun = ss.get(f"_col_run.{cid}") == ss.get(RUN_ID)
     ss[f"_col_run.{cid}"] = ss.get(RUN_ID)
@@ -92,10 +98,14 @@ def column_body(cid: int, codecs: dict[str, dict[str, Any]], shown: inputs.Loade
         slot.error(outcome.problem)
     if outcome.config is not None and outcome.config.codec is not None:
         quality_control(cid, outcome)
+    if outcome.details:
+        with st.expander("Times per stage", icon=":material/timer:"):
+            st.caption(outcome.details)
     drawn = ss.setdefault(keys.DRAWN, {})
     now = compute.config_key(outcome.config) if outcome.config is not None else None
     changed = drawn.get(cid) != now
     drawn[cid] = now
+    info.update(fragment=fragment_rerun, changed=changed)
     if fragment_rerun:
         url.sync()
         if changed and _depends_on(cid):
@@ -218,8 +228,9 @@ def column_result(outcome: ColumnOutcome, shown: inputs.LoadedImage, threshold: 
     st.markdown(fmt.cost_text(res))
     labels = ", ".join(f"{d.label} {d.score:.2f}" for d in res.shown(threshold)) or "nothing above the threshold"
     st.caption(f"Detections: {labels}")
-    details = fmt.cost_details(res)
-    st.caption(f"{config.label()}{quality}. " + fmt.timing_text(res) + (f". {details}" if details else ""))
+    outcome.details = f"{config.label()}{quality}. " + fmt.timing_text(res)
+    if extra := fmt.cost_details(res):
+        outcome.details += f". {extra}"
 
 
 def quality_control(cid: int, outcome: ColumnOutcome) -> None:

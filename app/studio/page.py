@@ -13,17 +13,22 @@ import streamlit as st
 from fcmcore.pipeline import DISPLAY_SCORE_THRESHOLD
 from fcmcore.models import DEFAULT_MODEL
 
-from . import bits, columns, compute, draw, fmt, inputs, keys, maps, rd, state, url
+from . import bits, columns, compute, draw, fmt, inputs, keys, maps, rd, state, trace, url
 
 # Less empty space above the columns, so every column's results fit a 1280x800 screen.
 CSS = """<style>
-.block-container {padding-top: 2.6rem; padding-bottom: 2rem;}
+.block-container {padding-top: 3.4rem; padding-bottom: 2rem;}
 [data-testid="stSidebarContent"] {padding-top: 0.5rem;}
 </style>"""
 TAB_LABELS = list(url.TABS.values())
 
 
 def main() -> None:
+    with trace.span("page run"):
+        _page()
+
+
+def _page() -> None:
     st.html(CSS)
     ss = st.session_state
     ss[columns.RUN_ID] = ss.get(columns.RUN_ID, 0) + 1
@@ -59,20 +64,20 @@ def main() -> None:
 
 
 def top_bar() -> None:
-    left, add, share = st.columns([6, 1.3, 1], vertical_alignment="center", gap="small")
+    left, add, share = st.columns([7, 1.3, 1.3], vertical_alignment="center", gap="small")
     left.markdown(
-        "<div style='font-size:1.35rem;font-weight:700;line-height:1.2'>FCM Studio "
-        "<span style='font-size:0.9rem;font-weight:400;color:#555'>· an edge device runs a detector up to a "
-        "split, codes the features with a real codec, a server finishes the detection. Boxes vs the "
-        f"uncompressed detector: <b style='color:{draw.COLOURS_HEX['matched']}'>■ matched</b> "
+        "<div style='font-size:1.35rem;font-weight:700;line-height:1.3'>FCM Studio "
+        "<span style='font-size:0.85rem;font-weight:400;color:#555'>· detector split between an edge and a "
+        f"server, features coded by a real codec · boxes vs the uncompressed detector: "
+        f"<b style='color:{draw.COLOURS_HEX['matched']}'>■ matched</b> "
         f"<b style='color:{draw.COLOURS_HEX['missed']}'>┅ missed</b> "
         f"<b style='color:{draw.COLOURS_HEX['false']}'>■ false</b></span></div>", unsafe_allow_html=True)
     full = len(state.column_ids()) >= state.MAX_COLUMNS
-    add.button("Add column", icon=":material/add:", on_click=state.add_column, disabled=full, width="stretch",
+    add.button("Column", icon=":material/add:", on_click=state.add_column, disabled=full, width="stretch",
                key=keys.ADD_COLUMN,
                help=f"At most {state.MAX_COLUMNS} columns: remove one to add another." if full
                else f"Compare up to {state.MAX_COLUMNS} configurations; the new one copies the last.")
-    with share.popover("Share", icon=":material/link:", width="stretch"):
+    with share.popover("Link", icon=":material/link:", width="stretch", help="A link that reproduces this page"):
         link = url.share_link(url.encode(url.current()))
         st.caption("This link opens the page as it is now: images (bundled samples), columns, tab, dataset. "
                    "Copy it with the button at the right of the box. Uploaded images are not in links.")

@@ -22,7 +22,7 @@ from .columns import ColumnOutcome, _sanitise
 
 SAMPLES_SOURCE = "sidebar images"
 LIMITS = [8, 16, 32, 96]
-DEFAULT_LIMIT = 16
+DEFAULT_LIMIT = 8
 METRICS_SAMPLES = {"f1": "agreement with the uncompressed detector (F1 of boxes)",
                    "mAP_vs_ref": "mAP against the uncompressed detector's boxes"}
 METRICS_ANNOTATED = {"mAP": "COCO mAP@[.5:.95] (annotations)", "mAP50": "COCO mAP@.5 (annotations)",
