@@ -299,7 +299,7 @@ def column_texts(at) -> dict[str, list[str]]:
     """Letter -> every text inside that comparison column (the outermost block holding its title)."""
     found: dict[str, list[str]] = {}
     for col in at.columns:
-        t = texts(col)
+        t = [unescape(line) for line in texts(col)]  # escaped messages (fmt.md_escape) read as shown
         for line in t:
             m = re.search(r"■ Column ([A-D])</div>", line)
             if m and len(t) > len(found.get(m.group(1), [])):
@@ -650,7 +650,7 @@ def test_rd_curves_on_a_server_dataset_with_annotations(fresh_cache, coco96_dir)
     source = at.selectbox(key="rd.source")
     source_options = source.options
     assert source.value == "coco96", "a dataset with annotations by default"
-    assert source_options[-1] == SIDEBAR_IMAGES and "dataset coco96 (server)" in source_options
+    assert source_options[-1] == "the 2 sidebar images" and "dataset coco96 (server)" in source_options
     assert not at.error, [e.value for e in at.error]
     assert at.selectbox(key="rd.metric").value == "mAP"
     assert any(m.value.startswith("**Accuracy:** COCO mAP@[.5:.95] (annotations) on 8 images of coco96")

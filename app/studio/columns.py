@@ -8,6 +8,7 @@ that column), the fragment then asks for one page rerun, after its own picture i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,15 +88,19 @@ def _column_body(cid, codecs, shown, threshold, n_columns, info) -> ColumnOutcom
     fragment_rerun = ss.get(f"_col_run.{cid}") == ss.get(RUN_ID)
     ss[f"_col_run.{cid}"] = ss.get(RUN_ID)
     outcome = ColumnOutcome(cid, state.letter(cid), state.colour(cid))
-    slot = st.empty()  # the picture (or the sign of work, or the problem) goes first: same height everywhere
-    with st.popover(settings_label(cid, codecs), width="stretch", key=f"pop.{cid}"):
+    status = st.empty()  # one short line: "running…" while it computes, then how long it took
+    slot = st.empty()  # the picture (or the problem) comes next: at the same height in every column
+    label = settings_label(cid, codecs)
+    with st.popover(label, width="stretch", key=f"pop.{cid}", wrap=False,
+                    help=f"Settings of column {state.letter(cid)}: {label.split(' ', 1)[1]}"):
         outcome.config, outcome.problem = column_settings(cid, codecs)
     if outcome.config is not None and outcome.problem is None and shown is not None:
-        column_result(outcome, shown, threshold, n_columns, slot)
+        column_result(outcome, shown, threshold, n_columns, slot, status)
     elif shown is None:
         slot.info("No usable image: pick a sample or upload one in the sidebar.")
     if outcome.problem:
-        slot.error(outcome.problem)
+        status.caption(":material/error: no result")
+        slot.error(fmt.md_escape(outcome.problem))
     if outcome.config is not None and outcome.config.codec is not None:
         quality_control(cid, outcome)
     if outcome.details:
@@ -205,10 +210,12 @@ def _shape_text(sp: dict[str, Any]) -> str:
     return f"{shapes} ({sp['num_values']:,} values)"
 
 
-def column_result(outcome: ColumnOutcome, shown: inputs.LoadedImage, threshold: float, n_columns: int, slot) -> None:
+def column_result(outcome: ColumnOutcome, shown: inputs.LoadedImage, threshold: float, n_columns: int,
+                  slot, status) -> None:
     config = outcome.config
     entry, image = shown.entry, shown.image
-    slot.info(f"Running column {outcome.letter}: {config.label()}…", icon=":material/hourglass_top:")
+    status.caption(":material/hourglass_top: running…")  # shown at once; the old picture stays until replaced
+    start = time.perf_counter()
     try:
         outcome.reference = compute.reference(entry.sha, image, config.model)
         outcome.result = compute.result(entry.sha, image, config)
@@ -220,12 +227,15 @@ def column_result(outcome: ColumnOutcome, shown: inputs.LoadedImage, threshold: 
     picture = compute.picture(entry.sha, compute.config_key(config), threshold, n_columns, image, res, m)
     quality = f", quality {res.quality:g}" if res.quality is not None else ""
     slot.image(picture, width=max(1, round(IMAGE_MAX_HEIGHT * picture.width / picture.height)))
+    status.caption(f":material/check: {(time.perf_counter() - start) * 1000:,.0f} ms")
     counts = m.counts
+    compact = n_columns > 2  # narrow columns: the same facts in fewer words, so they stay in the first screen
     st.markdown(
-        f"<span style='color:{outcome.colour};font-weight:700'>{outcome.letter}</span> vs uncompressed: "
+        f"<span style='color:{outcome.colour};font-weight:700'>{outcome.letter}</span>"
+        f"{':' if compact else ' vs uncompressed:'} "
         f"**{counts['matched']} matched** · **{counts['missed']} missed** · **{counts['false']} false**",
         unsafe_allow_html=True)
-    st.markdown(fmt.cost_text(res))
+    st.markdown(fmt.cost_text(res, compact=compact))
     labels = ", ".join(f"{d.label} {d.score:.2f}" for d in res.shown(threshold)) or "nothing above the threshold"
     st.caption(f"Detections: {labels}")
     outcome.details = f"{config.label()}{quality}. " + fmt.timing_text(res)

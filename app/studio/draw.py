@@ -73,10 +73,11 @@ def detections_image(rgb: np.ndarray, matched, false, missed, columns: int = 2) 
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
     side = min(img.size)
-    shown_px = PAGE_WIDTH_PX / max(columns, 1)  # about the picture's width on screen
+    shown_px = PAGE_WIDTH_PX / max(columns, 1) - 50  # about the picture's width on screen (less padding)
     per_px = img.width / shown_px  # image pixels per screen pixel
     width = max(2, round(2 * per_px))
-    font = _font(max(10, round(LABEL_PX * per_px)))
+    narrow = columns > 2  # smaller text and no score on the box (the caption lists the scores)
+    font = _font(max(10, round((LABEL_PX - 2 if narrow else LABEL_PX) * per_px)))
 
     def box(d):
         return tuple(float(v) * scale for v in d.box)
@@ -88,7 +89,7 @@ def detections_image(rgb: np.ndarray, matched, false, missed, columns: int = 2) 
     placed: list[tuple[float, float, float, float]] = []
     for d, colour in [(d, MATCHED) for d in matched] + [(d, FALSE) for d in false]:
         x1, y1, _, _ = box(d)
-        _label(draw, (x1, y1), f"{d.label} {d.score:.2f}", colour, font, img.size, placed)
+        _label(draw, (x1, y1), d.label if narrow else f"{d.label} {d.score:.2f}", colour, font, img.size, placed)
     for d in missed:
         x1, y1, x2, y2 = box(d)
         _label(draw, (x1, y2 + 1), f"missed {d.label}", MISSED, font, img.size, placed)

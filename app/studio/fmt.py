@@ -46,10 +46,15 @@ def macs_text(macs: float) -> str:
     return f"{macs:,.0f} MACs"
 
 
-def cost_text(res: PipelineResult) -> str:
-    """'**12,345 bits** (1.5 KiB) · **0.0514 bpp** · **60.1×** smaller than float32 features'."""
-    text = f"**{res.bits:,} bits** ({res.bits / 8 / 1024:,.1f} KiB) · **{bpp(res.bpp)}**"
+def cost_text(res: PipelineResult, compact: bool = False) -> str:
+    """'**12,345 bits** (1.5 KiB) · **0.0514 bpp** · **60.1×** smaller than float32 features'
+    (compact: '**12,345 bits** · **0.0514 bpp** · **60.1×** smaller')."""
     raw = res.raw_feature_bits
+    if compact:
+        w, h = res.image_size
+        ratio = (raw or w * h * 24) / max(res.bits, 1)
+        return f"**{res.bits:,} bits** · **{bpp(res.bpp)}** · **{ratio:,.1f}×** smaller"
+    text = f"**{res.bits:,} bits** ({res.bits / 8 / 1024:,.1f} KiB) · **{bpp(res.bpp)}**"
     if raw:
         text += f" · **{raw / max(res.bits, 1):,.1f}×** smaller than float32 features"
     else:
