@@ -643,17 +643,15 @@ def test_rd_chart_marks_each_columns_operating_point_on_its_curve(fresh_cache):
 
 
 @pytest.mark.slow
-def test_rd_curves_on_a_server_dataset_with_annotations(fresh_cache, coco96_dir):
+def test_rd_curves_on_a_server_dataset_with_annotations(fresh_cache, tiny_shared):
     at = run(new_app())
-    source_options = None
     at = open_tab(at, "rd", **{keys.RD_LIMIT: 8})
     source = at.selectbox(key="rd.source")
-    source_options = source.options
-    assert source.value == "coco96", "a dataset with annotations by default"
-    assert source_options[-1] == "the 2 sidebar images" and "dataset coco96 (server)" in source_options
+    assert source.options == ["dataset tinycoco (server)", "the 2 sidebar images"]
+    assert source.value == "tinycoco", "a dataset with annotations by default, no button to press"
     assert not at.error, [e.value for e in at.error]
     assert at.selectbox(key="rd.metric").value == "mAP"
-    assert any(m.value.startswith("**Accuracy:** COCO mAP@[.5:.95] (annotations) on 8 images of coco96")
+    assert any(re.match(r"\*\*Accuracy:\*\* COCO mAP@\[\.5:\.95\] \(annotations\) on \d+ images of tinycoco", m.value)
                for m in at.markdown), [m.value for m in at.markdown]
     rows = chart_data(at)
     ops = {r["column"]: r for r in rows if "column" in r}

@@ -15,29 +15,19 @@ def _interval(ci) -> str:
     return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
 
-def _significance(value, ci) -> str:
-    if value is None:
-        return "n/a"
-    if not ci or ci[0] is None or ci[1] is None:
-        return "no interval"
-    if ci[0] <= 0 <= ci[1]:
-        return "not significant"
-    return "significant"
-
-
+@st.cache_data(show_spinner="Bootstrapping BD-rate intervals over the images…", max_entries=32)
 def rows(curves: list[dict[str, Any]], anchor: str, metric: str) -> tuple[list[dict[str, Any]], list[str], bool]:
-    """(table rows, notes, whether intervals were computed) from fcmcore's BD-rate."""
-    from fcmcore.evaluate.bdrate import bd_table
+    """(table rows, notes, whether intervals were computed): fcmcore's BD-rate with paired
+    bootstrap intervals over the images (once per curves, anchor and metric)."""
+    from fcmcore.evaluate.bootstrap import bd_table_with_ci
 
-    table, notes = bd_table(curves, anchor, metric)
-    out = []
-    for r in table:
-        out.append({"curve": r.name, "bd_rate": r.bd_rate, "bd_rate_ci": getattr(r, "bd_rate_ci", None),
-                    "bd_map": r.bd_map, "bd_map_ci": getattr(r, "bd_map_ci", None),
-                    "n_images": getattr(r, "n_images", None)})
+    table = bd_table_with_ci(curves, anchor, metric)
+    out = [{"curve": r.name, "bd_rate": r.bd_rate, "bd_rate_ci": r.bd_rate_ci, "bd_map": r.bd_map,
+            "bd_map_ci": r.bd_map_ci, "n_images": r.n_images, "verdict": r.verdict()} for r in table]
+    notes = [n for r in table for n in r.notes]
     has_ci = any(r["bd_rate_ci"] for r in out)
     # the front's dropped points are said in plain words by the caller
-    notes = [n for n in notes if "not on the increasing" not in n]
+    notes = list(dict.fromkeys(n for n in notes if "not on the increasing" not in n))
     return out, notes, has_ci
 
 
@@ -56,7 +46,7 @@ def show(curves: list[dict[str, Any]], anchor: str, metric: str) -> None:
         "BD-rate 95% interval": _interval(r["bd_rate_ci"]),
         f"BD-{metric} ({unit})": r["bd_map"],
         f"BD-{metric} 95% interval": _interval(r["bd_map_ci"]),
-        "verdict": "anchor" if r["curve"] == anchor else _significance(r["bd_rate"], r["bd_rate_ci"]),
+        "verdict": "anchor" if r["curve"] == anchor else r["verdict"],
     } for r in table])
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         "curve": st.column_config.TextColumn(width="large"),
@@ -65,7 +55,8 @@ def show(curves: list[dict[str, Any]], anchor: str, metric: str) -> None:
     })
     st.caption("BD-rate: average bit difference at equal accuracy; negative = fewer bits than the anchor. "
                f"BD-{metric}: average accuracy difference at equal rate; positive = more accurate."
-               + ("" if has_ci else " Intervals: this fcmcore computes no bootstrap interval yet, so no "
-                                    "difference here is called significant."))
+               + (" Intervals: 95% paired bootstrap over the images; a difference whose interval holds 0 is "
+                  "not significant." if has_ci else " No interval for this axis (it needs per-image COCO "
+                  "evaluations: use a mAP axis), so no difference here is called significant."))
     for note in notes:
         st.caption(fmt.md_escape(note))
