@@ -108,7 +108,7 @@ def column_slider(page, column: int):
 
 def pick_in_popover(page, column: int, box: str, option: str) -> None:
     """Open column's settings popover, choose ``option`` in its ``box`` selectbox."""
-    page.locator("[data-testid='stPopover'] button").nth(column + 1).click()  # +1: the Share popover comes first
+    page.locator("[data-testid='stPopoverButton']:visible").nth(column + 1).click()  # +1: the Link popover comes first
     combo = page.get_by_role("combobox", name=box).last
     combo.click()
     page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}\b")).first.click()
