@@ -111,6 +111,7 @@ def pick_in_popover(page, column: int, box: str, option: str) -> None:
     page.locator("[data-testid='stPopoverButton']:visible").nth(column + 1).click()  # +1: the Link popover comes first
     combo = page.get_by_role("combobox", name=box).last
     combo.click()
+    page.keyboard.type(option)  # the list is virtualised: filter it, then take the match
     page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}\b")).first.click()
 
 
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                 idle(page)
                 shot("after_rd_click")
             browser.close()
+    except Exception as exc:  # keep what was measured; say where it stopped
+        print(f"stopped early: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
     finally:
         stop(proc)
     for name, row in out.items():
