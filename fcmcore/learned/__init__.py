@@ -2,7 +2,7 @@
 
 Codecs registered by :func:`register_codecs` (names as in the CODECS registry):
 
-* ``factorized``, ``hyperprior``, ``context``: feature codecs (``codes_features = True``)
+* ``factorized``, ``hyperprior``, ``context``, ``scar``: feature codecs (``codes_features = True``)
   for one split tensor; ``encode_features(features, quality)`` / ``decode_features(data)``.
 * ``direct``: a light student network from the model input straight to the coded latent
   (``direct = True``); ``encode_image_to_features(x, quality)`` / ``decode_features(data)``.
@@ -24,6 +24,7 @@ _CODECS = {
     "hyperprior": (".codec", "HyperpriorCodec"),
     "context": (".codec", "ContextCodec"),
     "direct": (".direct", "DirectCodec"),
+    "scar": (".codec", "ScarCodec"),
 }
 CODEC_NAMES = tuple(_CODECS)
 
