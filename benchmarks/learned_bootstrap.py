@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -183,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "assets" / "learned" / "bootstrap.json"))
+    ap.add_argument("--records", default="", help="folder keeping each curve's per-image runs (reused when "
+                                                 "the codec's weights and qualities are unchanged)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -191,16 +194,32 @@ def main(argv=None) -> int:
     heads = [run_head(load_image(im.path), "ssd_mobilenet_v2", args.split) for im in ds.images]
     pixels = np.array([im.width * im.height for im in ds.images], dtype=np.float64)
     curves = {}
+
+    def runs(name, qualities, codec=None):
+        key = json.dumps([name, qualities, ids, args.split, None if codec is None else
+                          (codec.weights_dir / "manifest.json").read_text()])
+        path = Path(args.records) / f"{name}.pkl" if args.records else None
+        if path is not None and path.is_file():
+            stored = pickle.loads(path.read_bytes())
+            if stored["key"] == key:
+                print(f"  {name}: runs from {path}", file=sys.stderr)
+                return stored["points"]
+        points = run_points(ds, heads, name, qualities, codec, args.split)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pickle.dumps({"key": key, "points": points}))
+        return points
+
     if args.hevc:
-        curves["hevc"] = run_points(ds, heads, "hevc", [float(q) for q in args.hevc.split(",")], split=args.split)
+        curves["hevc"] = runs("hevc", [float(q) for q in args.hevc.split(",")])
     for name in [c for c in args.codecs.split(",") if c]:
         codec = get_codec(name)
-        curves[name] = run_points(ds, heads, name, list(range(1, int(codec.quality.hi) + 1)), codec, args.split)
+        curves[name] = runs(name, list(range(1, int(codec.quality.hi) + 1)), codec)
     for spec in [v for v in args.variants.split(",") if v]:
         name, rest = spec.split("=")
         arch, folder = rest.split(":", 1)
         codec = codec_class(arch)(weights_dir=folder)
-        curves[name] = run_points(ds, heads, name, list(range(1, int(codec.quality.hi) + 1)), codec, args.split)
+        curves[name] = runs(name, list(range(1, int(codec.quality.hi) + 1)), codec)
 
     gt = ds.ground_truth()
     rng = np.random.default_rng(args.seed)

@@ -182,6 +182,7 @@ class LearnedCodecBase(FrameCodec):
         self.weights_dir = Path(weights_dir) if weights_dir is not None else learned_root() / self.arch
         self._nets: dict[int, Any] = {}
         self._fingerprints: dict[int, int] = {}
+        self._macs: dict[int, int] = {}
         self._lock = threading.RLock()
         self._manifest: dict[str, Any] | None = None
         self._manifest_error: str | None = None
@@ -385,7 +386,12 @@ class LearnedFeatureCodec(LearnedCodecBase):
     def encoder_macs(self, quality=None) -> int:
         """MACs of this codec's encoder on the trained tensor size (add the head's for the edge)."""
         _, h, w = self.manifest["shape"]
-        return self._net(self.check_quality(quality)).encoder_macs(h, w)
+        q = self.check_quality(quality)
+        # counted once per quality: the pipeline asks on every run, and counting is a full
+        # hooked encode (it was a third of the learned pipelines' time)
+        if q not in self._macs:
+            self._macs[q] = self._net(q).encoder_macs(h, w)
+        return self._macs[q]
 
 
 class FactorizedCodec(LearnedFeatureCodec):

@@ -57,6 +57,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="trained codec folder: each lambda starts from its model of the same lambda (parameters "
                         "with matching names; context -> scar shares hyperprior, transforms and LRP) and is "
                         "trained --epochs at half the learning rate")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on the optimiser steps of each lambda")
     p.set_defaults(func=cmd_train_codec)
 
     d = sub.add_parser("train-direct", help="train the direct-coding student (image -> coded split latent)",
@@ -88,7 +89,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(dataset=args.dataset, split=args.split, arch=args.arch, lambdas=_floats(args.lambdas),
                       out=args.out, loss=args.loss, deep_layer=args.deep_layer, seed=args.seed, model=args.model,
                       variants=args.variants, batch_size=args.batch_size, resume=args.resume, threads=args.threads,
-                      down=args.down, lr=args.lr, init=args.init, **kw)
+                      down=args.down, lr=args.lr, init=args.init, max_steps=args.max_steps, **kw)
     manifest = train_codec(cfg, progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0

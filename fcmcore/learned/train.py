@@ -208,6 +208,7 @@ class TrainConfig:
     threads: int = 1
     half: bool = True  # store float16 weights
     init: str | None = None  # trained codec folder: each lambda starts from its model of that lambda
+    max_steps: int | None = None  # cap on the optimiser steps of each lambda (short fine-tunes)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -430,6 +431,9 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
             _set_gain(net, lam, prev, order[n_done - 1] if n_done else None)
         opt, aux_opt = _optimizers(net, cfg.lr if prev is None and not cfg.init else cfg.lr * 0.5)
         steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        if cfg.max_steps:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+            epochs = min(epochs, -(-cfg.max_steps // steps_per_epoch))
         total = epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
