@@ -255,7 +255,9 @@ def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
 
                     encoded.bits_per_channel = bits_per_channel(encoded, codec, quality, qp_offsets)
                 with _timed(timings, "decode"):
-                    decoded = decode_features(encoded.data, codec)
+                    # the receiver knows the split's tensors: a stream declaring others is refused
+                    decoded = decode_features(encoded.data, codec,
+                                              expect={n: tuple(t.shape) for n, t in reduced.items()})
                 extra["bit_depth"] = bit_depth
             received = decoded.features
             bits = len(encoded.data) * 8

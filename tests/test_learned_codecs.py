@@ -334,11 +334,11 @@ def test_committed_direct(ssd_input):
 
 
 @pytest.mark.slow
-def test_train_codec_smoke_and_resume(tmp_path, coco96_dir, monkeypatch):
+def test_train_codec_smoke_and_resume(tmp_path, tiny_dataset, monkeypatch):
     from fcmcore.learned.train import TrainConfig, train_codec
 
     monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = TrainConfig(dataset=str(coco96_dir), split="expanded_conv_9", arch="context", lambdas=[1.0, 4.0],
+    cfg = TrainConfig(dataset=str(tiny_dataset), split="expanded_conv_9", arch="context", lambdas=[1.0, 4.0],
                       out=str(tmp_path / "out"), epochs=1, finetune_epochs=1, variants=1, N=16, M=16, Nh=8,
                       groups=[4, 4, 8], batch_size=16)
     manifest = train_codec(cfg, progress=False)

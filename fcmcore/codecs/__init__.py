@@ -17,8 +17,10 @@ png        zlib level 0..9 (lossless)      lower       6            8, 10, 12, 1
 jpeg2000   target bpp 0.01..24             higher      1.0          8, 10, 12, 16
 jpegxl     JPEG XL quality 0..100 (100 =   higher      90           8, 10, 12, 16
            lossless)
-hevc       slice QP 0..51                  lower       32           8, 10
-vvc        slice QP 2..63                  lower       32           10
+hevc       slice QP 0..51 (x265 medium)    lower       32           8, 10
+hevc-slow  slice QP 0..51 (x265 slow)      lower       32           8, 10
+vvc        slice QP 2..63 (vvenc fast)     lower       32           10
+vvc-slow   slice QP 2..63 (vvenc medium)   lower       32           10
 =========  ==============================  ==========  ===========  ============
 
 To add a codec: subclass ``FrameCodec`` in a new module and register it below.
@@ -28,14 +30,14 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .base import FrameCodec, QualitySpec
-from .hevc import HEVCCodec
+from .hevc import HEVCCodec, HEVCSlowCodec
 from .jpegxl import JPEGXLCodec
 from .pillow_codecs import AVIFCodec, JPEG2000Codec, JPEGCodec, PNGCodec, WebPCodec
-from .vvc import VVCCodec
+from .vvc import VVCCodec, VVCSlowCodec
 
 CODECS: Registry[FrameCodec] = Registry("codec")
 
-for _cls in (JPEGCodec, WebPCodec, AVIFCodec, PNGCodec, JPEG2000Codec, JPEGXLCodec, HEVCCodec, VVCCodec):
+for _cls in (JPEGCodec, WebPCodec, AVIFCodec, PNGCodec, JPEG2000Codec, JPEGXLCodec, HEVCCodec, HEVCSlowCodec, VVCCodec, VVCSlowCodec):
     CODECS.register(_cls.name)(_cls)
 del _cls
 
