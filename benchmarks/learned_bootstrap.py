@@ -284,7 +284,11 @@ def main(argv=None) -> int:
                   f"{'' if ci is None or entry['significant'] else ' (not significant)'}  "
                   f"BD-mAP {point[1] if point[1] is None else round(point[1], 2)}", file=sys.stderr)
         doc["bd"][anchor] = table
-    doc["command"] = "python benchmarks/learned_bootstrap.py " + " ".join(portable(a) if "/" in a else a for a in (argv or sys.argv[1:]))
+    argv_ = list(argv or sys.argv[1:])
+    if "--records" in argv_:  # a local cache folder: not part of what was measured
+        i = argv_.index("--records")
+        del argv_[i:i + 2]
+    doc["command"] = "python benchmarks/learned_bootstrap.py " + " ".join(portable(a) if "/" in a else a for a in argv_)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

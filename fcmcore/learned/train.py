@@ -522,7 +522,8 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
         "init": portable_path(cfg.init),
         "seed": cfg.seed,
         "command": command or "",
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
+        "config": {k: portable_path(v) if k in ("dataset", "init") else v
+                   for k, v in asdict(cfg).items() if k not in ("resume", "out")},
         "codec_config": _codec_config(cfg, int(channels)).to_json(),
         "bank": {"train_samples": int(train.shape[0]), "train_images": bank["num_train_images"],
                  "val_images": bank["num_val_images"], "variants": bank["variants"], "cpu_s_this_run": round(bank_cpu, 1)},
