@@ -22,13 +22,13 @@ pytest.importorskip("compressai")
 
 from fcmcore.errors import BitstreamError, CodecUnavailableError, ParameterError, WeightsError  # noqa: E402
 from fcmcore.coding import FEATURES, MODEL_INPUT  # noqa: E402
-from fcmcore.learned.codec import (CODEC_IDS, ContextCodec, FactorizedCodec, HyperpriorCodec,  # noqa: E402
+from fcmcore.learned.codec import (CODEC_IDS, ContextCodec, FactorizedCodec, HyperpriorCodec, ScarCodec,  # noqa: E402
                                    pack_stream, parse_stream)
 from fcmcore.learned.models import ARCHS, CodecConfig, FeatureCodecNet  # noqa: E402
 from fcmcore.learned.train import save_weights  # noqa: E402
 from fcmcore.paths import ASSETS_DIR  # noqa: E402
 
-CLASSES = {"factorized": FactorizedCodec, "hyperprior": HyperpriorCodec, "context": ContextCodec}
+CLASSES = {"factorized": FactorizedCodec, "hyperprior": HyperpriorCodec, "context": ContextCodec, "scar": ScarCodec}
 TENSOR = "feat"
 SHAPE = (8, 9, 11)  # odd on purpose: padded to 12x12 and cropped back
 

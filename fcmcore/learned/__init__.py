@@ -2,7 +2,7 @@
 
 Codecs registered by :func:`register_codecs` (names as in the CODECS registry):
 
-* ``factorized``, ``hyperprior``, ``context``: feature coders (``fcmcore.coding.FeatureCoder``,
+* ``factorized``, ``hyperprior``, ``context``, ``scar``: feature coders (``fcmcore.coding.FeatureCoder``,
   ``consumes = FEATURES``) for one split tensor; ``encode(features, quality)`` / ``decode(bitstream)``.
 * ``direct``: a light student network from the model input straight to the coded latent
   (``consumes = MODEL_INPUT``); ``encode(model_input, quality)`` / ``decode(bitstream)``.
@@ -15,6 +15,6 @@ codecs, as unavailable with a reason.
 
 from __future__ import annotations
 
-CODEC_NAMES = ("factorized", "hyperprior", "context", "direct")  # registered by .codec and .direct
+CODEC_NAMES = ("factorized", "hyperprior", "context", "scar", "direct")  # registered by .codec and .direct
 
 __all__ = ["CODEC_NAMES"]

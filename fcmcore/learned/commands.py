@@ -46,7 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Train one CompressAI feature codec per lambda on a split's features "
                                    "(loss: bits per feature value + lambda * MSE).")
     _common(p)
-    p.add_argument("--arch", required=True, choices=["factorized", "hyperprior", "context"])
+    p.add_argument("--arch", required=True, choices=["factorized", "hyperprior", "context", "scar"])
     p.add_argument("--loss", default="feature", choices=["feature", "deep"],
                    help="MSE at the split (feature) or at --deep-layer through the frozen remainder (deep)")
     p.add_argument("--deep-layer", default="expanded_conv_12", help="layer for --loss deep (a stage name or map0)")
@@ -54,6 +54,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--groups", default=None, help="context channel groups, summing to M (default 8,8,16,32)")
     p.add_argument("--down", type=int, default=1, choices=[1, 2], help="spatial downsampling of the analysis transform")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (warm-started models use half)")
+    p.add_argument("--init", default=None,
+                   help="trained codec folder: each lambda starts from its model of the same lambda (parameters "
+                        "with matching names; context -> scar shares hyperprior, transforms and LRP) and is "
+                        "trained --epochs at half the learning rate")
+    p.add_argument("--max-steps", type=int, default=None, help="cap on the optimiser steps of each lambda")
     p.set_defaults(func=cmd_train_codec)
 
     d = sub.add_parser("train-direct", help="train the direct-coding student (image -> coded split latent)",
@@ -85,7 +90,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(dataset=args.dataset, split=args.split, arch=args.arch, lambdas=_floats(args.lambdas),
                       out=args.out, loss=args.loss, deep_layer=args.deep_layer, seed=args.seed, model=args.model,
                       variants=args.variants, batch_size=args.batch_size, resume=args.resume, threads=args.threads,
-                      down=args.down, lr=args.lr, **kw)
+                      down=args.down, lr=args.lr, init=args.init, max_steps=args.max_steps, **kw)
     manifest = train_codec(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0

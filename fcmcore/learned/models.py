@@ -54,7 +54,9 @@ from compressai.layers import GDN, CheckerboardMaskedConv2d
 from compressai.models.base import CompressionModel, get_scale_table
 from compressai.ops import quantize_ste
 
-ARCHS = ("factorized", "hyperprior", "context")
+from .fastcoding import FastDecoder, FastEncoder
+
+ARCHS = ("factorized", "hyperprior", "context", "scar")
 
 
 def initial_gain(lam: float) -> float:
@@ -90,7 +92,7 @@ class CodecConfig:
             raise ValueError(f"down must be 1 or 2, not {self.down}")
         if self.arch not in ARCHS:
             raise ValueError(f"unknown learned codec architecture {self.arch!r}; known: {', '.join(ARCHS)}")
-        if self.arch == "context" and sum(self.groups) != self.M:
+        if self.arch in ("context", "scar") and sum(self.groups) != self.M:
             raise ValueError(f"channel groups {self.groups} must sum to M={self.M}")
 
     def to_json(self) -> dict[str, Any]:
@@ -265,6 +267,10 @@ class FeatureCodecNet(CompressionModel):
                 "y": GaussianConditionalLatentCodec(quantizer="ste"),
                 "hyper": _hyper(M, Nh, 2 * M),
             })
+        elif cfg.arch == "scar":
+            from .scar import ScarEntropyModel  # transformer SC-AR context (see scar.py)
+
+            self.scar = ScarEntropyModel(M, Nh, list(cfg.groups))
         else:
             hyper, groups = _context_codec(M, Nh, list(cfg.groups))
             self.hyper = hyper
@@ -317,6 +323,8 @@ class FeatureCodecNet(CompressionModel):
         if arch == "hyperprior":
             out = self.latent_codec(y)
             return out["y_hat"], out["likelihoods"]
+        if arch == "scar":
+            return self.scar(y)
         hyper_out = self.hyper(y)
         params = hyper_out["params"]
         y_out = self.groups_codec(y, params)
@@ -381,6 +389,8 @@ class FeatureCodecNet(CompressionModel):
         if arch == "hyperprior":
             params = self._code_hyper(coder, self.latent_codec["hyper"], y, hshape)
             return self._code_gaussian(coder, self.latent_codec["y"], y, params)
+        if arch == "scar":
+            return self.scar.code(coder, y, lshape, hshape)
         params = self._code_hyper(coder, self.hyper, y, hshape)
         cg = self.groups_codec
         y_hat = params.new_zeros(lshape)
@@ -401,16 +411,16 @@ class FeatureCodecNet(CompressionModel):
         """Like ``compress`` for an already normalised input (direct coding's student output)."""
         h, w = x_norm.shape[-2:]
         y = self.analysis(x_norm)
-        enc = _Encoder(self._require_tables())
+        enc = FastEncoder(self._require_tables())
         y_hat = self.code(enc, y, h, w)
         stream = enc.finish()
         return {"strings": [stream], "y_hat": y_hat, "x_hat": self.denormalize(self.synthesis(y_hat, h, w)),
-                "num_symbols": enc.num_symbols}
+                "num_symbols": enc.num_symbols, "bits_estimated": enc.bits_estimated}
 
     @torch.no_grad()
     def decompress(self, strings: list[bytes], h: int, w: int) -> dict[str, Any]:
         (stream,) = strings
-        dec = _Decoder(self._require_tables(), stream)
+        dec = FastDecoder(self._require_tables(), stream)
         y_hat = self.code(dec, None, h, w)
         return {"y_hat": y_hat, "x_hat": self.denormalize(self.synthesis(y_hat, h, w))}
 
@@ -435,7 +445,8 @@ class FeatureCodecNet(CompressionModel):
         parameter nets), not g_s or LRP (reconstruction only). Counted with conv hooks."""
         if self._tables is None:
             self.update(force=True)
-        parts = (self.g_s, getattr(self, "skip_s", None), getattr(self, "lrp", None))
+        parts = (self.g_s, getattr(self, "skip_s", None), getattr(self, "lrp", None),
+                 getattr(getattr(self, "scar", None), "lrp", None))
         skip = {id(m) for part in parts if part is not None for m in part.modules()}
         x = torch.zeros(1, self.cfg.channels, h, w)
         return count_macs(lambda t: self.compress_norm(t), x, self, skip)
@@ -454,9 +465,11 @@ def count_macs(fn, x: Tensor, module: nn.Module, skip: set[int] = frozenset()) -
             total[0] += inputs[0].numel() // inputs[0].shape[0] * m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
         elif isinstance(m, nn.Conv2d):
             total[0] += output.numel() // output.shape[0] * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):  # token layers (scar); batch = positions, all of one image
+            total[0] += output.numel() * m.in_features
 
     handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and id(m) not in skip]
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and id(m) not in skip]
     try:
         with torch.no_grad():
             fn(x)

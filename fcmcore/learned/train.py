@@ -199,6 +199,8 @@ class TrainConfig:
     resume: bool = False
     threads: int = 1
     half: bool = True  # store float16 weights
+    init: str | None = None  # trained codec folder: each lambda starts from its model of that lambda
+    max_steps: int | None = None  # cap on the optimiser steps of each lambda (short fine-tunes)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -271,6 +273,36 @@ def load_weights(path: Path) -> tuple[FeatureCodecNet, dict[str, str]]:
     load_stored_state(net, load_file(str(path)))
     net.eval()
     return net, meta
+
+
+# Parameter names of one architecture inside another (context's hyperprior and LRP are scar's).
+_RENAMES = {("context", "scar"): (("hyper.", "scar.hyper."), ("lrp.", "scar.lrp."))}
+
+
+def init_from(net: FeatureCodecNet, src: FeatureCodecNet) -> list[str]:
+    """Copy every parameter/buffer of ``src`` whose (renamed) name and shape ``net`` has;
+    returns the names copied. The rest of ``net`` keeps its fresh initialisation."""
+    renames = _RENAMES.get((src.cfg.arch, net.cfg.arch), ())
+    own = net.state_dict()
+    take = {}
+    for k, v in stored_state(src, half=False).items():
+        for old, new in renames:
+            if k.startswith(old):
+                k = new + k[len(old):]
+                break
+        if k in own and tuple(own[k].shape) == tuple(v.shape):
+            take[k] = v.float() if v.is_floating_point() else v
+    torch.nn.Module.load_state_dict(net, take, strict=False)
+    return sorted(take)
+
+
+def _init_model(folder: str, lam: float) -> FeatureCodecNet:
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    for q in manifest["qualities"]:
+        if abs(q["lambda"] - lam) <= 1e-9 * lam:
+            return load_weights(Path(folder) / q["file"])[0]
+    have = ", ".join(f"{q['lambda']:g}" for q in manifest["qualities"])
+    raise ParameterError(f"--init {folder} has no model for lambda {lam:g} (it has {have})")
 
 
 def _make_net(cfg: TrainConfig, channels: int, mean: torch.Tensor, std: torch.Tensor) -> FeatureCodecNet:
@@ -383,11 +415,18 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
         torch.manual_seed(cfg.seed + n_done)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + n_done)
         net = _make_net(cfg, channels, mean, std)
-        if prev is not None:
+        if cfg.init:  # every lambda from the init codec's model of that lambda, `epochs` each
+            epochs = cfg.epochs
+            init_from(net, _init_model(cfg.init, lam))
+        elif prev is not None:
             load_stored_state(net, stored_state(prev, half=False))
-        _set_gain(net, lam, prev, order[n_done - 1] if n_done else None)
-        opt, aux_opt = _optimizers(net, cfg.lr if prev is None else cfg.lr * 0.5)
+        if not cfg.init:
+            _set_gain(net, lam, prev, order[n_done - 1] if n_done else None)
+        opt, aux_opt = _optimizers(net, cfg.lr if prev is None and not cfg.init else cfg.lr * 0.5)
         steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        if cfg.max_steps:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+            epochs = min(epochs, -(-cfg.max_steps // steps_per_epoch))
         total = epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
@@ -472,9 +511,11 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
         "lambdas": sorted(cfg.lambdas),
         "loss": cfg.loss,
         "deep_layer": cfg.deep_layer if cfg.loss == "deep" else None,
+        "init": portable_path(cfg.init),
         "seed": cfg.seed,
         "command": command or "",
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
+        "config": {k: portable_path(v) if k in ("dataset", "init") else v
+                   for k, v in asdict(cfg).items() if k not in ("resume", "out")},
         "codec_config": _codec_config(cfg, int(channels)).to_json(),
         "bank": {"train_samples": int(train.shape[0]), "train_images": bank["num_train_images"],
                  "val_images": bank["num_val_images"], "variants": bank["variants"], "cpu_s_this_run": round(bank_cpu, 1)},
@@ -486,6 +527,12 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def portable_path(path: str | None) -> str | None:
+    from ..paths import portable
+
+    return portable(path) if path else None
 
 
 def command_line() -> str:

@@ -1,0 +1,231 @@
+"""``scar``: a spatial-channel autoregressive entropy model with attention (SC-AR).
+
+The latent y (M channels) is split into channel groups coded in order (default 8, 8, 16,
+32, as ``context``). Each group's Gaussian means and scales come from
+
+* the hyperprior (``HyperLatentCodec``: z through an ``EntropyBottleneck``, h_s -> side
+  features at the latent resolution) and the groups decoded before it, through a small
+  causal **transformer over channel groups**: at every position the token sequence is
+  [side, e_0, ..., e_{k-1}] (e_j = a 3x3 embedding of decoded group j, so a token also
+  sees its neighbourhood) and the output at token k predicts group k;
+* a **checkerboard spatial context** inside the group: the anchors (i + j even) are
+  coded first from the channel context alone; each non-anchor then attends (one
+  cross-attention block, learned relative-position embeddings) to the 12 decoded anchors
+  of its group in the 5x5 window around it.
+
+So decoding is two passes per group (8 for 4 groups), each batched over all positions of
+the pass, plus latent residual prediction (``models.LatentResidualPrediction``) at the end,
+as ``context`` does. Entropy coding: CompressAI's ``GaussianConditional`` tables and rANS
+through the coder ``models`` passes in (one stream for z and every pass).
+
+One routine (``run``) serves training (no coder: noisy likelihoods, straight-through
+rounding around the predicted means), the eval-mode estimate, and real coding (a coder:
+the encoder and the decoder execute the same operations on the same values, so the
+decoder's y_hat equals the encoder's bit for bit on one machine).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from compressai.entropy_models import GaussianConditional
+from compressai.ops import quantize_ste
+
+# Width of the attention blocks; part of the stored weights' shapes (changing them needs new weights).
+DIM = 48
+HEADS = 4
+CHANNEL_LAYERS = 1
+WINDOW = 5
+KV_DIM = 32  # keys/values of the neighbour attention
+
+
+def anchor_offsets(window: int = WINDOW) -> list[tuple[int, int]]:
+    """Offsets (di, dj) inside the window from a non-anchor to the anchors around it
+    (anchors are where i + j is even, so these are the offsets with di + dj odd)."""
+    r = window // 2
+    return [(di, dj) for di in range(-r, r + 1) for dj in range(-r, r + 1) if (di + dj) % 2]
+
+
+class ChannelBlock(nn.Module):
+    """Pre-norm transformer block with causal self-attention over the group tokens, run one
+    token at a time (keys/values of earlier tokens cached: each token costs one pass)."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def step(self, x: Tensor, cache: list[Tensor]) -> Tensor:
+        """x: (N, d) the newest token; cache: [keys, values] (N, heads, L, hd), extended in place."""
+        n, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(n, 3, self.heads, 1, d // self.heads).unbind(1)
+        if cache:
+            cache[0] = torch.cat([cache[0], k], dim=2)
+            cache[1] = torch.cat([cache[1], v], dim=2)
+        else:
+            cache.extend([k, v])
+        a = attend(q[:, :, 0], cache[0], cache[1])  # the newest token sees all so far
+        x = x + self.proj(a.reshape(n, d))
+        return x + self.ff(self.ln2(x))
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """One query per sequence: q (N, heads, hd), k/v (N, heads, L, hd) -> (N, heads, hd).
+    Written out elementwise: with L <= 12 keys this is several times cheaper on a CPU than
+    ``scaled_dot_product_attention`` or batched matmuls of 1 x L matrices, forward and backward."""
+    w = torch.softmax((q.unsqueeze(2) * k).sum(-1) * q.shape[-1] ** -0.5, dim=-1)
+    return (w.unsqueeze(-1) * v).sum(2)
+
+
+class NeighbourAttention(nn.Module):
+    """Each queried position attends to the decoded anchors in the window around it. Keys
+    and values are 1x1 projections of the anchors (made once per anchor, then gathered per
+    window offset by shifted views); keys get a learned relative-position embedding."""
+
+    def __init__(self, d: int, heads: int, kv_dim: int = KV_DIM, window: int = WINDOW):
+        super().__init__()
+        self.heads, self.kv_dim, self.window = heads, kv_dim, window
+        self.offsets = anchor_offsets(window)
+        self.rel = nn.Parameter(torch.randn(len(self.offsets), kv_dim) * 0.02)
+        self.ln_q = nn.LayerNorm(d)
+        self.q = nn.Linear(d, kv_dim)
+        self.proj = nn.Linear(kv_dim, d)
+
+    def forward(self, query: Tensor, kv: Tensor, positions: Tensor) -> Tensor:
+        """query (B, d, H, W); kv (B, 2 kv_dim, H, W) zero off the anchors; positions: flat
+        indexes queried -> (B, d, len(positions))."""
+        b, _, h, w = kv.shape
+        r, n, c, hd = self.window // 2, positions.numel(), self.kv_dim, self.kv_dim // self.heads
+        padded = F.pad(kv, (r, r, r, r))
+        cols = torch.stack([padded[:, :, r + di:r + di + h, r + dj:r + dj + w].reshape(b, 2 * c, h * w)
+                            for di, dj in self.offsets], dim=2).index_select(3, positions)  # (B, 2c, K, n)
+        cols = cols.permute(0, 3, 2, 1).reshape(b * n, len(self.offsets), 2 * c)
+        k = (cols[..., :c] + self.rel).view(b * n, -1, self.heads, hd).transpose(1, 2)
+        v = cols[..., c:].reshape(b * n, -1, self.heads, hd).transpose(1, 2)
+        q_in = self.ln_q(query.flatten(2).index_select(2, positions).transpose(1, 2)).reshape(b * n, -1)
+        out = self.proj(attend(self.q(q_in).view(b * n, self.heads, hd), k, v).reshape(b * n, c))
+        return out.view(b, n, -1).transpose(1, 2)
+
+
+def _head(cin: int, d: int, g: int) -> nn.Sequential:
+    head = nn.Sequential(nn.Conv2d(cin, d, 1), nn.LeakyReLU(inplace=True), nn.Conv2d(d, 2 * g, 1))
+    with torch.no_grad():  # start at scale 1, mean 0: a sane rate from the first step
+        head[-1].weight.mul_(0.1)
+        head[-1].bias.zero_()
+        head[-1].bias[:g].fill_(1.0)
+    return head
+
+
+class ScarEntropyModel(nn.Module):
+    """Hyperprior + transformer channel context + checkerboard neighbour attention + LRP."""
+
+    def __init__(self, M: int, Nh: int, groups: list[int]):
+        super().__init__()
+        from .models import LatentResidualPrediction, _hyper
+
+        self.groups = list(groups)
+        d = DIM
+        self.hyper = _hyper(M, Nh, M)
+        self.side_proj = nn.Conv2d(M, d, 1)
+        self.group_embed = nn.ModuleList(nn.Conv2d(g, d, 3, padding=1) for g in self.groups[:-1])
+        self.token_pos = nn.Parameter(torch.zeros(len(self.groups), d))
+        self.channel_blocks = nn.ModuleList(ChannelBlock(d, HEADS) for _ in range(CHANNEL_LAYERS))
+        self.channel_norm = nn.LayerNorm(d)
+        self.anchor_kv = nn.ModuleList(nn.Conv2d(g, 2 * KV_DIM, 1) for g in self.groups)
+        self.spatial = NeighbourAttention(d, 2)
+        self.head_anchor = nn.ModuleList(_head(d, d, g) for g in self.groups)
+        self.head_rest = nn.ModuleList(_head(2 * d, d, g) for g in self.groups)
+        self.gaussian_conditional = GaussianConditional(None)
+        self.lrp = LatentResidualPrediction(M, self.groups)
+        self._layout: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor]] = {}
+
+    def layout(self, h: int, w: int, device) -> tuple[Tensor, Tensor, Tensor]:
+        """(anchor mask (1, 1, h, w), flat anchor indexes, flat non-anchor indexes)."""
+        key = (h, w)
+        if key not in self._layout:
+            i = torch.arange(h).view(-1, 1)
+            j = torch.arange(w).view(1, -1)
+            mask = ((i + j) % 2 == 0).view(1, 1, h, w)
+            flat = mask.flatten()
+            self._layout[key] = (mask, flat.nonzero().flatten(), (~flat).nonzero().flatten())
+        return tuple(t.to(device) for t in self._layout[key])
+
+    def channel_context(self, token: Tensor, k: int, caches: list[list[Tensor]]) -> Tensor:
+        """Push token k ((B, d, H, W)) through the causal transformer; its output there."""
+        b, d, h, w = token.shape
+        x = (token + self.token_pos[k].view(1, d, 1, 1)).permute(0, 2, 3, 1).reshape(b * h * w, d)
+        for block, cache in zip(self.channel_blocks, caches):
+            x = block.step(x, cache)
+        return self.channel_norm(x).view(b, h, w, d).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _take(x: Tensor, idx: Tensor) -> Tensor:
+        return x.flatten(2).index_select(2, idx)
+
+    @staticmethod
+    def _place(values: Tensor, idx: Tensor, h: int, w: int) -> Tensor:
+        b, c, _ = values.shape
+        out = values.new_zeros((b, c, h * w))
+        out.index_copy_(2, idx, values)
+        return out.view(b, c, h, w)
+
+    def run(self, y: Tensor | None, coder=None, hshape=None, lshape=None):
+        """Training/estimate (``coder`` None): (y_hat, likelihoods). Coding: y_hat only
+        (encoder: y given; decoder: y None, shapes from ``hshape``/``lshape``)."""
+        gc = self.gaussian_conditional
+        if coder is None:
+            hyper_out = self.hyper(y)
+            side = hyper_out["params"]
+        else:
+            z = self.hyper.h_a(y) if y is not None else None
+            side = self.hyper.h_s(coder.bottleneck(self.hyper.entropy_bottleneck, z, hshape))
+        if lshape is not None:
+            side = side[..., :lshape[2], :lshape[3]]
+        b, _, h, w = side.shape
+        mask, ia, inon = self.layout(h, w, side.device)
+        token = self.side_proj(side)
+        caches: list[list[Tensor]] = [[] for _ in self.channel_blocks]
+        y_hats, likelihoods, c0 = [], [], 0
+        for k, g in enumerate(self.groups):
+            y_k = y[:, c0:c0 + g] if y is not None else None
+            c0 += g
+            ctx = self.channel_context(token, k, caches)
+            scales_a, means_a = self.head_anchor[k](ctx).chunk(2, 1)
+            if coder is None:
+                anchors = (quantize_ste(y_k - means_a) + means_a) * mask
+            else:
+                values = coder.gaussian(gc, None if y_k is None else self._take(y_k, ia),
+                                        self._take(scales_a, ia), self._take(means_a, ia))
+                anchors = self._place(values, ia, h, w)
+            spatial = self.spatial(ctx, self.anchor_kv[k](anchors) * mask, inon)
+            spatial = self._place(spatial, inon, h, w)
+            scales_n, means_n = self.head_rest[k](torch.cat([ctx, spatial], dim=1)).chunk(2, 1)
+            if coder is None:
+                scales = torch.where(mask, scales_a, scales_n)
+                means = torch.where(mask, means_a, means_n)
+                _, lik = gc(y_k, scales, means)
+                likelihoods.append(lik)
+                y_hat_k = quantize_ste(y_k - means) + means
+            else:
+                values = coder.gaussian(gc, None if y_k is None else self._take(y_k, inon),
+                                        self._take(scales_n, inon), self._take(means_n, inon))
+                y_hat_k = anchors + self._place(values, inon, h, w)
+            y_hats.append(y_hat_k)
+            if k < len(self.groups) - 1:
+                token = self.group_embed[k](y_hat_k)
+        y_hat = self.lrp(torch.cat(y_hats, dim=1), side)
+        if coder is not None:
+            return y_hat
+        return y_hat, {"y": torch.cat(likelihoods, dim=1), "z": hyper_out["likelihoods"]["z"]}
+
+    def forward(self, y: Tensor):
+        return self.run(y)
+
+    def code(self, coder, y: Tensor | None, lshape, hshape) -> Tensor:
+        return self.run(y, coder, hshape=hshape, lshape=lshape)
