@@ -81,10 +81,13 @@ def test_cli_bdrate_json(tmp_path, monkeypatch, capsys):
     f1 = _write(tmp_path, "a.json", [curve("hevc @ full input", RATES, MAPS)])
     f2 = _write(tmp_path, "b.json", [curve("hevc @ expanded_conv_9", [r * 0.5 for r in RATES], MAPS)])
     assert run_cli(["bdrate", f1, f2, "--anchor", "full input", "--json"], monkeypatch) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"anchor", "rows"}
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert {"anchor", "rows"} <= set(out)
     assert out["anchor"] == "hevc @ full input"
-    assert [set(r) for r in out["rows"]] == [{"name", "bd_rate", "bd_map"}] * 2
+    for r in out["rows"]:  # the old fields, and the interval fields (None: bare curves have no per-image data)
+        assert {"name", "bd_rate", "bd_map", "bd_rate_ci", "bd_map_ci", "n_images", "overlap", "significant"} <= set(r)
+    assert out["rows"][1]["bd_rate_ci"] is None and "no interval" in captured.err
     assert out["rows"][1]["name"] == "hevc @ expanded_conv_9"
     assert out["rows"][1]["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
 

@@ -208,3 +208,27 @@ def test_interval_coverage_over_trials():
         lo, hi = bd_with_ci(anchor, test, n_resamples=400, seed=t).bd_rate_ci
         hits += lo <= -20.0 <= hi
     assert hits >= 13  # P(fewer than 13 of 16 | true coverage 0.95) < 1 %
+
+
+def test_fast_akima_bd_equals_bjontegaard():
+    import warnings
+
+    import bjontegaard as bd
+
+    from fcmcore.evaluate.bdrate import _fast_psnr, _fast_rate
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for n_a, n_t in [(6, 6), (4, 7), (3, 2), (2, 2), (8, 5), (6, 6), (7, 7), (5, 6)]:
+        ra = np.sort(rng.uniform(0.005, 2.0, n_a))
+        rt = np.sort(rng.uniform(0.005, 2.0, n_t))
+        da = np.sort(rng.uniform(5, 60, n_a))
+        dt = np.sort(rng.uniform(5, 60, n_t))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want_r = bd.bd_rate(ra, da, rt, dt, method="akima", require_matching_points=False, min_overlap=0)
+            want_p = bd.bd_psnr(ra, da, rt, dt, method="akima", require_matching_points=False, min_overlap=0)
+        assert _fast_rate(ra, da, rt, dt) == pytest.approx(want_r, rel=1e-9, abs=1e-9, nan_ok=True)
+        assert _fast_psnr(ra, da, rt, dt) == pytest.approx(want_p, rel=1e-9, abs=1e-9, nan_ok=True)
+        checked += not np.isnan(want_r) and not np.isnan(want_p)
+    assert checked >= 3

@@ -46,8 +46,8 @@ def fail_once_at(monkeypatch, quality: int, nth: int = 2):
     return calls
 
 
-def test_failing_run_is_skipped_and_the_sweep_finishes(coco96_dir, monkeypatch):
-    ds = load_dataset(coco96_dir, limit=3)
+def test_failing_run_is_skipped_and_the_sweep_finishes(tiny_dataset, monkeypatch):
+    ds = load_dataset(tiny_dataset, limit=3)
     flaky = fail_once_at(monkeypatch, 30)
     doc = run_sweep(ds, FULL_JPEG, [30, 70], workers=1, progress=False)
     (bad,) = doc["skipped"]
@@ -62,10 +62,10 @@ def test_failing_run_is_skipped_and_the_sweep_finishes(coco96_dir, monkeypatch):
     assert again["skipped"] == [] and again["settings"]["cached_runs"] == again["settings"]["runs"] - 1
 
 
-def test_cli_sweep_with_a_failing_run_exits_0_with_a_warning(coco96_dir, tmp_path, monkeypatch, capsys):
+def test_cli_sweep_with_a_failing_run_exits_0_with_a_warning(tiny_dataset, tmp_path, monkeypatch, capsys):
     fail_once_at(monkeypatch, 40, nth=1)
     out = tmp_path / "r.json"
-    code = run_cli(["sweep", "--dataset", str(coco96_dir), "--limit", "2", "--split", "none", "--codec", "jpeg",
+    code = run_cli(["sweep", "--dataset", str(tiny_dataset), "--limit", "2", "--split", "none", "--codec", "jpeg",
                     "--qualities", "40,80", "--workers", "1", "--quiet", "--out", str(out)], monkeypatch)
     captured = capsys.readouterr()
     assert code == 0 and out.is_file()
@@ -74,7 +74,7 @@ def test_cli_sweep_with_a_failing_run_exits_0_with_a_warning(coco96_dir, tmp_pat
 
 
 @pytest.mark.parametrize("kind", ["directory", "under_a_file"])
-def test_bad_out_fails_before_the_sweep(coco96_dir, tmp_path, monkeypatch, capsys, kind):
+def test_bad_out_fails_before_the_sweep(tiny_dataset, tmp_path, monkeypatch, capsys, kind):
     if kind == "directory":
         out = tmp_path / "adir"
         out.mkdir()
@@ -85,7 +85,7 @@ def test_bad_out_fails_before_the_sweep(coco96_dir, tmp_path, monkeypatch, capsy
     import fcmcore.evaluate.sweep as sweep
 
     monkeypatch.setattr(sweep, "plan_curves", lambda *a, **k: called.append(1))
-    code = run_cli(["sweep", "--dataset", str(coco96_dir), "--limit", "1", "--split", "none", "--codec", "jpeg",
+    code = run_cli(["sweep", "--dataset", str(tiny_dataset), "--limit", "1", "--split", "none", "--codec", "jpeg",
                     "--qualities", "50", "--quiet", "--out", str(out)], monkeypatch)
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "--out" in err and "Traceback" not in err
@@ -93,8 +93,8 @@ def test_bad_out_fails_before_the_sweep(coco96_dir, tmp_path, monkeypatch, capsy
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.probe"))
 
 
-def test_results_carry_per_image_data_and_intervals(coco96_dir, tmp_path, monkeypatch, capsys):
-    ds = load_dataset(coco96_dir, limit=4)
+def test_results_carry_per_image_data_and_intervals(tiny_dataset, tmp_path, monkeypatch, capsys):
+    ds = load_dataset(tiny_dataset, limit=4)
     a = run_sweep(ds, FULL_JPEG, [10, 25, 50, 90], workers=1, progress=False)
     b = run_sweep(ds, FULL_JPEG, [12, 30, 60, 95], name="jpeg again", workers=1, progress=False)
     p = a["curves"][0]["points"][1]
@@ -119,10 +119,10 @@ def test_results_carry_per_image_data_and_intervals(coco96_dir, tmp_path, monkey
     assert rows[1]["n_images"] == 4
 
 
-def test_auto_qualities_span_one_common_rate_range(coco96_dir):
+def test_auto_qualities_span_one_common_rate_range(tiny_dataset):
     from fcmcore.evaluate.auto_qualities import auto_qualities, default_qualities
 
-    ds = load_dataset(coco96_dir, limit=1)
+    ds = load_dataset(tiny_dataset, limit=1)
     configs = [FULL_JPEG, PipelineConfig(split=None, codec="webp")]
     grids, info = auto_qualities(ds, configs, probe_images=1)
     lo, hi = info["bpp_range"]

@@ -219,7 +219,7 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
         return res
     rates, maps = np.full(n_resamples, np.nan), np.full(n_resamples, np.nan)
     for b in range(n_resamples):
-        r = bd_compare(monotone_front("a", ra[b], va[b]), monotone_front("t", rt[b], vt[b]), metric)
+        r = bd_compare(monotone_front("a", ra[b], va[b]), monotone_front("t", rt[b], vt[b]), metric, fast=True)
         rates[b] = np.nan if r.bd_rate is None else r.bd_rate
         maps[b] = np.nan if r.bd_map is None else r.bd_map
     res.n_resamples = n_resamples

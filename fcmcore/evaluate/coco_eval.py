@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import InputError
 
 FORMAT_VERSION = 1
+_ROWS_PER_BLOCK = 500  # resamples accumulated together (bounds the temporaries to ~10 MB)
 
 
 def _recall_thresholds() -> np.ndarray:
@@ -245,25 +246,28 @@ class PerImageEval:
                     m50[b] = np.mean(s[0][s[0] > -1])
             return m, m50
         segments, fp_before, gt = self._prepare()
-        npig, fp_all = w @ gt, w @ fp_before
+        npig = w @ gt
         rec = _recall_thresholds()
         total, total50 = np.zeros(n_b), np.zeros(n_b)
-        for seg in segments:
-            if seg.tp_image.size == 0:
-                continue  # precision 0 at every recall threshold
-            n_gt = npig[:, seg.category]
-            tp = np.cumsum(w[:, seg.tp_image], axis=1)
-            fp = fp_all[:, seg.columns]
-            rc = tp / np.where(n_gt > 0, n_gt, 1.0)[:, None]
-            pr = tp / (fp + tp + np.spacing(1))
-            env = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-            # sum over recall thresholds of the precision read there: the thresholds first
-            # reached at true positive j are those in (rc[j-1], rc[j]]
-            reached = np.diff(_thresholds_at_most(rec, rc), axis=1, prepend=0)
-            part = np.where(n_gt > 0, (env * reached).sum(axis=1), 0.0)
-            total += part
-            if seg.iou == 0:
-                total50 += part
+        for b0 in range(0, n_b, _ROWS_PER_BLOCK):  # blocks of resamples: temporaries stay in cache
+            wb = w[b0:b0 + _ROWS_PER_BLOCK]
+            fp_all = wb @ fp_before
+            for seg in segments:
+                if seg.tp_image.size == 0:
+                    continue  # precision 0 at every recall threshold
+                n_gt = npig[b0:b0 + _ROWS_PER_BLOCK, seg.category]
+                tp = np.cumsum(wb[:, seg.tp_image], axis=1)
+                fp = fp_all[:, seg.columns]
+                rc = tp / np.where(n_gt > 0, n_gt, 1.0)[:, None]
+                pr = tp / (fp + tp + np.spacing(1))
+                env = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+                # sum over recall thresholds of the precision read there: the thresholds first
+                # reached at true positive j are those in (rc[j-1], rc[j]]
+                reached = np.diff(_thresholds_at_most(rec, rc), axis=1, prepend=0)
+                part = np.where(n_gt > 0, (env * reached).sum(axis=1), 0.0)
+                total[b0:b0 + _ROWS_PER_BLOCK] += part
+                if seg.iou == 0:
+                    total50[b0:b0 + _ROWS_PER_BLOCK] += part
         n_r = len(_recall_thresholds())
         n_cats = (npig > 0).sum(axis=1)
         ok = n_cats > 0

@@ -72,10 +72,10 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..errors import CodecUnavailableError, FCMError, InputError, ParameterError
+from ..errors import FCMError, InputError, ParameterError
 from ..paths import portable
 from .bootstrap import resample_weights
 from .cache import ResultCache, code_version, result_key
@@ -84,6 +84,8 @@ from .executors import default_workers, run_tasks
 from .metrics import MATCH_IOU, REFERENCE_SCORE_THRESHOLD
 from .results_io import RESULTS_VERSION, check_output_path, dumps_results, load_results, save_results
 from .summaries import label_of, summarise
+from .resolve import config_dict as _config_dict
+from .resolve import reference_config, resolve_config
 from .sweep_worker import ImageTask, RunSpec, record_detections, record_from_result, valid_record
 
 __all__ = ["CurveSpec", "RESULTS_VERSION", "check_output_path", "default_workers", "dumps_results", "evaluate",
@@ -105,52 +107,6 @@ class CurveSpec:
     @property
     def label(self) -> str:
         return self.name or self.config.with_quality(None).label()
-
-
-# -- resolving and validating configs (main process, before any work) ---------------------
-
-def resolve_config(config) -> tuple[Any, Any]:
-    """Check a config can run here and fill in the codec's defaults (quality, bit depth).
-    Returns (resolved config, codec or None). Raises FCMError subclasses."""
-    from ..models import load_model
-    from ..wrappers import load_wrapper
-
-    model = load_model(config.model)
-    if config.split is not None:
-        model.split_point(config.split)
-        load_wrapper(config.wrapper, config.model, config.split)
-    elif config.wrapper not in (None, "", "none"):
-        raise ParameterError("wrappers work on split features; full-input (split none) takes no wrapper")
-    codec = None
-    if config.codec is not None:
-        from ..codecs import get_codec
-        from ..coding import packing_bit_depth
-
-        codec = get_codec(config.codec)
-        ok, reason = codec.available()
-        if not ok:
-            raise CodecUnavailableError(f"codec {config.codec} is not available here: {reason}")
-        if config.split is None and not codec.supports_images:
-            raise ParameterError(f"{config.codec} codes feature frames only; it cannot code images (full-input)")
-        quality = codec.check_quality(config.quality) if config.quality is not None else None
-        bit_depth = packing_bit_depth(config.codec, config.bit_depth) if config.split is not None else None
-        config = replace(config, quality=quality, bit_depth=bit_depth)
-    else:
-        config = replace(config, quality=None, bit_depth=None)
-    if config.split is None:
-        config = replace(config, quant="tensor", rdo="sse")
-    return config, codec
-
-
-def reference_config(config):
-    """The uncompressed reference of a config: same model, split and wrapper, no codec."""
-    return replace(config, codec=None, quality=None, bit_depth=None, rdo="sse")
-
-
-def _config_dict(config) -> dict[str, Any]:
-    d = config.to_json()
-    d.pop("paradigm", None)
-    return d
 
 
 # -- planning: curves -> specs shared across curves -> one task per image and edge part -----
@@ -280,7 +236,7 @@ def _open_cache(cache: ResultCache | bool | None) -> ResultCache | None:
         except FCMError as exc:
             print(f"warning: {exc}; running without the cache", file=sys.stderr)
             return None
-    return None if cache is None or cache is False else cache  # not `or`: an empty cache is falsy (len 0)
+    return None if cache is None or cache is False else cache  # (an empty cache is falsy: len 0)
 
 
 # -- the engine ---------------------------------------------------------------------------
