@@ -97,7 +97,7 @@ def _open(path: str | Path):
     try:
         container = av.open(str(p), "r")
     except av.error.FFmpegError as exc:
-        raise InputError(f"{label}: not a video file PyAV can read, or corrupt ({_reason(exc)})") from None
+        raise InputError(f"{label}: not a readable video (not a video file, or truncated / corrupt: {_reason(exc)})") from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         container.close()
@@ -192,24 +192,26 @@ def iter_clip(path: str | Path, *, start: int = 0, frames: int | None = None, st
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        info = None
-        want = frames
+        # Header facts first: a huge frame size or frame count is refused before decoding.
+        info = _stream_info(path, container, stream, 0)
+        if start and info.frames is not None and start >= info.frames:
+            raise ParameterError(f"--start {start} is beyond the clip's {info.frames} frames")
+        expected = _expected_count(info, start, stride, frames)
+        if expected is not None and expected > max_frames:
+            raise InputError(f"{path}: {expected} frames asked for, more than the {max_frames} "
+                             "frame limit (use --frames / --stride)")
+        if expected is not None and expected * info.width * info.height > max_total_pixels:
+            raise InputError(f"{path}: {expected} frames of {info.width}x{info.height} exceed the "
+                             f"{max_total_pixels / 1e9:.1f} G decoded-pixel limit (use --frames / --stride)")
         index = -1
         taken = 0
         try:
             for frame in container.decode(stream):
                 index += 1
-                if info is None:
-                    info = _stream_info(path, container, stream, _rotation(stream, frame))
-                    if start and info.frames is not None and start >= info.frames:
-                        raise ParameterError(f"--start {start} is beyond the clip's {info.frames} frames")
-                    expected = _expected_count(info, start, stride, want)
-                    if expected is not None and expected > max_frames:
-                        raise InputError(f"{path}: {expected} frames asked for, more than the {max_frames} "
-                                         "frame limit (use --frames / --stride)")
-                    if expected is not None and expected * info.width * info.height > max_total_pixels:
-                        raise InputError(f"{path}: {expected} frames of {info.width}x{info.height} exceed the "
-                                         f"{max_total_pixels / 1e9:.1f} G decoded-pixel limit (use --frames / --stride)")
+                if index == 0:
+                    rotation = _rotation(stream, frame)
+                    if rotation:
+                        info = _stream_info(path, container, stream, rotation)
                 if index < start or (index - start) % stride:
                     continue
                 if frame.width * frame.height > MAX_FRAME_PIXELS:  # size changed mid-stream
@@ -219,16 +221,19 @@ def iter_clip(path: str | Path, *, start: int = 0, frames: int | None = None, st
                     raise InputError(f"{path}: more than the {max_frames}-frame / "
                                      f"{max_total_pixels / 1e9:.1f} G-pixel decoding limit (use --frames / --stride)")
                 yield info, index, _to_rgb(frame, info.rotation)
-                if want is not None and taken >= want:
+                if frames is not None and taken >= frames:
                     return
         except av.error.FFmpegError as exc:
             where = f"after frame {index}" if index >= 0 else "before its first frame"
             raise InputError(f"{path}: truncated or corrupt video ({where}: {_reason(exc)})") from None
+        declared = info.frames
         if index < 0:
-            raise InputError(f"{path}: video stream has zero decodable frames")
+            if declared:
+                raise InputError(f"{path}: truncated or corrupt video: its header declares {declared} frames, "
+                                 "none decode")
+            raise InputError(f"{path}: video stream has zero frames")
         if taken == 0:
             raise ParameterError(f"--start {start} is beyond the clip's {index + 1} frames")
-        declared = info.frames if info is not None else None
         if declared and index + 1 < declared * (1 - TRUNCATION_SLACK) - 2:
             raise InputError(f"{path}: truncated video: its header declares {declared} frames, "
                              f"only {index + 1} decode")
