@@ -59,7 +59,7 @@ class Clip:
     """Decoded frames and where they came from."""
 
     info: ClipInfo
-    frames: list[np.ndarray]  # (H, W, 3) uint8 RGB, in display order
+    frames: list[np.ndarray]  # (H, W, 3) uint8 RGB, in display order; empty when streamed
     indices: list[int]  # index of each frame in the source clip
     start: int
     stride: int
@@ -71,11 +71,14 @@ class Clip:
 
     @property
     def width(self) -> int:
-        return self.frames[0].shape[1]
+        return self.frames[0].shape[1] if self.frames else self.info.width
 
     @property
     def height(self) -> int:
-        return self.frames[0].shape[0]
+        return self.frames[0].shape[0] if self.frames else self.info.height
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def _open(path: str | Path):

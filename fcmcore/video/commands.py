@@ -107,14 +107,18 @@ def result_json(result, metrics: dict[str, Any], clip) -> dict[str, Any]:
 def cmd_video(args: argparse.Namespace) -> int:
     from .clip import read_clip
     from .metrics import annotation_map, clip_metrics, load_video_annotations
-    from .run import compute_heads, reference_detections, run_video, validate
+    from .run import compute_heads, reference_detections, run_video, stream_heads, validate
 
     config = validate(config_from_args(args))  # bad options fail before decoding anything
     gt = load_video_annotations(args.annotations) if args.annotations else None
     if args.out and not str(args.out).lower().endswith((".mp4", ".mkv", ".mov")):
         raise ParameterError(f"--out must be a .mp4 (or .mkv/.mov) file, got {args.out}")
-    clip = read_clip(args.clip, start=args.start, frames=args.frames, stride=args.stride)
-    heads = compute_heads(clip, config.model, config.split)
+    if config.split is not None and config.sequence_coded and not args.out:  # frames not kept: low memory
+        clip, heads = stream_heads(args.clip, config.model, config.split, start=args.start, frames=args.frames,
+                                   stride=args.stride)
+    else:
+        clip = read_clip(args.clip, start=args.start, frames=args.frames, stride=args.stride)
+        heads = compute_heads(clip, config.model, config.split)
     reference = reference_detections(clip, heads)
     result = run_video(clip, config, heads=heads, keep_decoded=bool(args.out))
     metrics = clip_metrics(result.detections, reference, fps=result.fps)

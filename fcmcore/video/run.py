@@ -136,18 +136,44 @@ def compute_heads(clip: Clip, model_name: str, split: str | None, progress: Prog
     return Heads(model_name, split, feats, metas, (time.perf_counter() - start) * 1000)
 
 
+def stream_heads(path, model_name: str, split: str, *, start: int = 0, frames: int | None = None,
+                 stride: int = 1, progress: ProgressFn | None = None) -> tuple[Clip, Heads]:
+    """Decode and run the head frame by frame, keeping only the features: memory stays at
+    the model plus ~C*H*W floats per frame, whatever the clip's resolution. The returned
+    ``Clip`` has no frames (what split sequence coding needs: rate, size, indices)."""
+    from .clip import iter_clip
+
+    model = load_model(model_name)
+    model.split_point(split)
+    feats, metas, indices = [], [], []
+    info = None
+    ms = 0.0
+    with torch.inference_mode():
+        for info, index, rgb in iter_clip(path, start=start, frames=frames, stride=stride):
+            t = time.perf_counter()
+            x, meta = model.preprocess(Image.fromarray(rgb))
+            feats.append(model.head(x, split))
+            ms += (time.perf_counter() - t) * 1000
+            metas.append(meta)
+            indices.append(index)
+            if progress:
+                progress("head", len(indices), frames or 0)
+    return Clip(info, [], indices, start, stride), Heads(model_name, split, feats, metas, ms)
+
+
 def reference_detections(clip: Clip, heads: Heads, progress: ProgressFn | None = None) -> list[list[Detection]]:
     """The uncompressed run: tail on the uncoded features (== the whole detector)."""
     model = load_model(heads.model)
     out = []
+    n = len(heads.metas)
     with torch.inference_mode():
-        for i, rgb in enumerate(clip.frames):
+        for i in range(n):
             if heads.features is None:
-                out.append(model.detect(Image.fromarray(rgb)))
+                out.append(model.detect(Image.fromarray(clip.frames[i])))
             else:
                 out.append(model.tail(heads.features[i], heads.split, heads.metas[i]))
             if progress:
-                progress("reference", i + 1, len(clip.frames))
+                progress("reference", i + 1, n)
     return out
 
 
@@ -186,7 +212,9 @@ def run_video(clip: Clip, config: VideoConfig, *, heads: Heads | None = None,
     if heads is None or (heads.model, heads.split) != (config.model, config.split):
         heads = compute_heads(clip, config.model, config.split, progress)
     model = load_model(config.model)
-    n = len(clip.frames)
+    n = len(heads.metas)
+    if not clip.frames and not (config.sequence_coded and config.split is not None):
+        raise ParameterError("this configuration needs the decoded frames (read_clip, not stream_heads)")
     timings: dict[str, float] = {"head": heads.ms}
     t0 = time.perf_counter()
     decoded_frames = None
