@@ -131,20 +131,20 @@ def video_sweep(path: str | Path, curves: Sequence[tuple[VideoConfig, Sequence[f
 
         ref_cfg = next((b for _, b, _ in plan if b.split is not None), plan[0][1])
         ref_key = _key(sha, selection, VideoConfig(model=ref_cfg.model, split=ref_cfg.split, codec="none"))
-        hit = store.get(ref_key) if store else None
+        hit = store.get(ref_key) if store is not None else None
         if hit is None:
             hit = {"detections": [[[int(d.category_id), float(d.score), *(float(v) for v in d.box), d.label]
                                    for d in dets] for dets in reference_detections(clip, heads_for(ref_cfg))]}
-            if store:
+            if store is not None:
                 store.put(ref_key, hit)
         refs.append([_dets(r) for r in hit["detections"]])
         for k, (_, _, points) in enumerate(plan):
             for j, cfg in enumerate(points):
                 key = _key(sha, selection, cfg)
-                rec = store.get(key) if store else None
+                rec = store.get(key) if store is not None else None
                 if rec is None:
                     rec = _record(run_video(clip, cfg, heads=heads_for(cfg)))
-                    if store:
+                    if store is not None:
                         store.put(key, rec)
                 else:
                     cached += 1
