@@ -130,3 +130,19 @@ def test_feature_sequence_rejects_damage():
     for bad in (enc.data[:10], enc.data[:-5], b"XXXX" + enc.data[4:], enc.data + b"\x00"):
         with pytest.raises(BitstreamError):
             decode_feature_sequence(bad, coder)
+
+
+def test_feature_coder_sequence_hook():
+    from fcmcore.coding.base import FeatureCoder
+    from fcmcore.video.coder import VideoFeatureCoder
+
+    coder = VideoFeatureCoder("hevc", structure="ldp")
+    assert isinstance(coder, FeatureCoder)
+    feats = _features(5)
+    seq = coder.encode_sequence(feats, 27, gop=4)
+    assert sum(it.extra["bits"] for it in seq.items) == seq.bits
+    assert [it.extra["intra"] for it in seq.items] == [True, False, False, False, True]
+    decoded = coder.decode_sequence(seq.bitstream)
+    assert len(decoded) == 5 and decoded[2].features["x"].shape == feats[2]["x"].shape
+    one = coder.encode(feats[0], 27)
+    assert coder.decode(one.bitstream).features["x"].shape == feats[0]["x"].shape

@@ -223,15 +223,17 @@ def run_video(clip: Clip, config: VideoConfig, *, heads: Heads | None = None,
     if config.sequence_coded:
         coder = sequence_coder(config.codec)
         if config.split is not None:
-            from .features import decode_feature_sequence, encode_feature_sequence
+            from .coder import VideoFeatureCoder  # the FeatureCoder sequence hook
 
-            enc = encode_feature_sequence(heads.features, coder, config.quality, gop=config.gop,
-                                          intra_period=config.intra_period, bit_depth=config.bit_depth,
-                                          quant=config.quant, ranges=config.ranges)
+            fc = VideoFeatureCoder(config.codec, structure=config.gop, bit_depth=config.bit_depth,
+                                   quant=config.quant, ranges=config.ranges)
+            enc = fc.encode_sequence(heads.features, config.quality, gop=config.intra_period)
             t1 = time.perf_counter()
-            decoded = decode_feature_sequence(enc.data, coder)
+            decoded = [d.features for d in fc.decode_sequence(enc.bitstream)]
             t2 = time.perf_counter()
-            frame_bits, intra, bits, header_bytes = enc.frame_bits, enc.intra, enc.bits, enc.header_bytes
+            frame_bits = [it.extra["bits"] for it in enc.items]
+            intra = [it.extra["intra"] for it in enc.items]
+            bits, header_bytes = enc.bits, enc.items[0].header_bytes
             with torch.inference_mode():
                 for i in range(n):
                     dets.append(model.tail(decoded[i], config.split, heads.metas[i]))
