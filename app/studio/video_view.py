@@ -243,8 +243,8 @@ def frame_view(clip, results, frame: int) -> None:
             f1 = r["per_frame_f1"][frame]
             cap = f"{letter}: frame {frame}, {r['frame_bits'][frame]:,} bits" + (
                 " (intra)" if r["intra"][frame] else "") + ("" if f1 is None else f", F1 {f1:.2f}")
-            st.image(draw_detections(clip.frames[frame], r["detections"][frame]), caption=cap,
-                     width="stretch")
+            st.image(draw_detections(clip.frames[frame], r["detections"][frame]), width="stretch")
+            st.caption(cap)
 
 
 def time_chart(results, what: str, title: str, frame: int):
@@ -277,7 +277,7 @@ def rd_section(sha, data, selection, configs) -> None:
     st.subheader("Rate–accuracy: intra vs the column's structure")
     st.caption("The column's split and codec at several QPs, coded all-intra and with its own structure; "
                "F1 against the uncompressed run, kbps at the clip's rate.")
-    pick = st.selectbox("column", LETTERS[: len(configs)], key="video_rd_column")
+    pick = st.selectbox("column", list(LETTERS[: len(configs)]), key="video_rd_column")
     qs = st.text_input("QPs", "22,27,32,37,42,47", key="video_rd_qps")
     if not st.button("Compute RD curves", key="video_rd_go"):
         return
