@@ -20,6 +20,6 @@ for path in (APP_DIR.parent, APP_DIR):
 
 st.set_page_config(page_title="FCM Studio", layout="wide")  # no page_icon: icons would be fetched from a CDN
 
-from studio import views  # noqa: E402
+from studio import page  # noqa: E402
 
-views.main()
+page.main()

@@ -83,9 +83,8 @@ def estimate_vs_real(ds, split: str, names: list[str]) -> dict[str, dict[int, fl
 def main(argv=None) -> int:
     import torch
 
-    from fcmcore.codecs import CODECS, get_codec
+    from fcmcore.codecs import get_codec
     from fcmcore.evaluate import CurveSpec, bd_table, evaluate
-    from fcmcore.learned import register_codecs
     from fcmcore.paths import shared_dir
     from fcmcore.pipeline import PipelineConfig
 
@@ -98,7 +97,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "assets" / "learned" / "results.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    register_codecs(CODECS)  # no-op once fcmcore.codecs registers them itself
 
     ds = val_dataset(args.dataset)
     curves = []

@@ -1,7 +1,19 @@
-"""A tiny name -> factory registry, one per kind (models, codecs, wrappers...)."""
+"""The registries: name -> factory, one per kind (models, codecs, wrappers).
+
+This module imports no implementation (after CompressAI's ``registry/torch.py``): every
+model, codec and wrapper registers itself where it is defined, with a decorator::
+
+    @CODECS.register("jpeg")
+    class JPEGCodec(FrameCodec): ...
+
+One place fills the registries: ``fcmcore.builtins`` imports every implementation module.
+A registry imports it (by name, once) the first time it is asked what it holds, so that
+``get_codec``/``load_model``/``load_wrapper`` work without anyone importing it first.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import UnknownNameError
@@ -12,9 +24,15 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories. ``get`` raises a clear error listing the known names."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, fill: str | None = None):
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
+        self._fill_module = fill  # imported once before the first look-up (see the module docstring)
+
+    def _fill(self) -> None:
+        if self._fill_module is not None:
+            module, self._fill_module = self._fill_module, None
+            importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
@@ -26,9 +44,11 @@ class Registry(Generic[T]):
         return decorator
 
     def names(self) -> list[str]:
+        self._fill()
         return list(self._factories)
 
     def factory(self, name: str) -> Callable[..., T]:
+        self._fill()
         try:
             return self._factories[name]
         except KeyError:
@@ -39,7 +59,15 @@ class Registry(Generic[T]):
         return self.factory(name)(*args, **kwargs)
 
     def __contains__(self, name: object) -> bool:
+        self._fill()
         return name in self._factories
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._factories)
+        self._fill()
+        return iter(list(self._factories))
+
+
+FILL = "fcmcore.builtins"
+MODELS: Registry = Registry("model", fill=FILL)  # SplitModel factories
+CODECS: Registry = Registry("codec", fill=FILL)  # Codec classes (FrameCodec or learned FeatureCoder)
+WRAPPERS: Registry = Registry("wrapper", fill=FILL)  # (model_name, split, path) -> FeatureWrapper

@@ -262,18 +262,15 @@ def test_stored_weights_keep_constants(tmp_path):
         load_stored_state(FeatureCodecNet(net.cfg), {k: v for k, v in stored.items() if "g_a" not in k})
 
 
-def test_registration_hook():
-    from fcmcore.learned import CODEC_NAMES, register_codecs
-    from fcmcore.registry import Registry
+def test_learned_codecs_register_themselves():
+    from fcmcore.codecs import CODECS, get_codec
+    from fcmcore.learned import CODEC_NAMES
 
-    reg = Registry("codec")
-    register_codecs(reg)
-    register_codecs(reg)  # idempotent
-    assert [n for n in reg.names()] == list(CODEC_NAMES)
-    codec = reg.create("context")
+    assert CODECS.names()[-len(CODEC_NAMES):] == list(CODEC_NAMES)
+    codec = get_codec("context")
     assert codec.consumes == FEATURES and not codec.supports_images and codec.quality.higher_is_better
     assert codec.bit_depths == () and codec.to_json()["bit_depths"] == [] and codec.to_json()["codes_features"]
-    direct = reg.create("direct")
+    direct = get_codec("direct")
     assert direct.consumes == MODEL_INPUT and not direct.supports_images and direct.to_json()["direct"]
 
 
@@ -337,16 +334,17 @@ def test_committed_direct(ssd_input):
 
 @pytest.mark.slow
 def test_train_codec_smoke_and_resume(tmp_path, tiny_dataset, monkeypatch):
+    from fcmcore.evaluate import load_dataset
     from fcmcore.learned.train import TrainConfig, train_codec
 
     monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
     cfg = TrainConfig(dataset=str(tiny_dataset), split="expanded_conv_9", arch="context", lambdas=[1.0, 4.0],
                       out=str(tmp_path / "out"), epochs=1, finetune_epochs=1, variants=1, N=16, M=16, Nh=8,
                       groups=[4, 4, 8], batch_size=16)
-    manifest = train_codec(cfg, progress=False)
+    manifest = train_codec(cfg, load_dataset(tiny_dataset), progress=False)
     assert [q["lambda"] for q in manifest["qualities"]] == [1.0, 4.0]
     codec = ContextCodec(tmp_path / "out")
     assert codec.available()[0]
     cfg.resume = True
-    again = train_codec(cfg, progress=False)  # everything finished: nothing retrained
+    again = train_codec(cfg, load_dataset(tiny_dataset), progress=False)  # everything finished: nothing retrained
     assert [q["sha256"] for q in again["qualities"]] == [q["sha256"] for q in manifest["qualities"]]

@@ -131,7 +131,6 @@ def error_message(exc: BaseException) -> str:
 # -- sweeps (rate-accuracy curves) ----------------------------------------------------------
 SWEEP_POINTS = 7
 HARSH_FRACTION = 0.7  # the second default column: this far from the default towards the worst quality
-UPLOAD_DIR_NAME = "fcm-studio-uploads"  # uploads become files here (named by content hash) for sweeps
 
 
 def harsh_quality(codec: dict[str, Any]) -> float:
@@ -168,61 +167,15 @@ def sweep_qualities(codec: dict[str, Any], n: int = SWEEP_POINTS) -> tuple[float
     return tuple(sorted({float(f"{q:.3g}") for q in grid}))
 
 
-def _image_file(sha: str, name: str, data: bytes, sample_path: str | None) -> str:
-    """A server-side file of the image for fcmcore's sweep (samples are files already; uploads
-    are written once, content-addressed, into the temp folder)."""
-    import tempfile
-    from pathlib import Path
-
-    if sample_path:
-        return sample_path
-    folder = Path(tempfile.gettempdir()) / UPLOAD_DIR_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(ch for ch in Path(name).suffix.lower() if ch.isalnum() or ch == ".")[:6] or ".img"
-    path = folder / f"{sha}{suffix}"
-    if not path.exists():
-        _prune_uploads(folder, keep=path)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    else:
-        try:
-            path.touch()  # in use: keep it young, so pruning spares it
-        except OSError:
-            pass
-    return str(path)
-
-
-UPLOAD_MAX_AGE_S = 24 * 3600
-UPLOAD_MAX_FILES = 64
-
-
-def _prune_uploads(folder, keep=None) -> None:
-    """Bound the upload folder: drop files older than a day, then all but the newest
-    ``UPLOAD_MAX_FILES``. Best effort (another session may be removing the same file)."""
-    import time
-
-    try:
-        files = sorted((p for p in folder.iterdir() if p.is_file() and p != keep),
-                       key=lambda p: p.stat().st_mtime, reverse=True)
-    except OSError:
-        return
-    now = time.time()
-    for i, p in enumerate(files):
-        try:
-            if i >= UPLOAD_MAX_FILES - 1 or now - p.stat().st_mtime > UPLOAD_MAX_AGE_S:
-                p.unlink()
-        except OSError:
-            pass
-
-
 def images_dataset(items: list[tuple[str, str, bytes, str | None]]):
     """(sha, name, bytes, sample path or None) per image -> an unannotated fcmcore Dataset."""
     from pathlib import Path
 
     from fcmcore.evaluate.datasets import Dataset, ImageRecord
 
-    records = [ImageRecord(id=i + 1, file_name=name, path=Path(_image_file(sha, name, data, sample)))
+    from . import uploads
+
+    records = [ImageRecord(id=i + 1, file_name=name, path=Path(sample) if sample else uploads.file_for(sha, name, data))
                for i, (sha, name, data, sample) in enumerate(items)]
     return Dataset(name="selected images", root=records[0].path.parent, images=records)
 
@@ -269,3 +222,62 @@ def sweep_dataset(name: str, limit: int, key: tuple, qualities: tuple[float, ...
         raise FCMError(f"dataset {name!r} is not one of the server's datasets")
     dataset = load_dataset(path, limit=limit)
     return _run_curve(dataset, _config, qualities, f"{_config.label()} on {name} ({len(dataset)} images)")
+
+
+# -- warm-up and rates shown beside qualities ------------------------------------------------
+@st.cache_resource(show_spinner="Loading the detector and warming it up…")
+def warm(model_name: str) -> float:
+    """Load the model and run the whole pipeline once on a small image, so the first column's
+    timings are warm ones (a cold first run measured 879 ms of head vs 18 ms warm). Returns
+    the warm-up time in ms."""
+    import time
+
+    import numpy as np
+
+    from fcmcore.pipeline import DEFAULT_CODEC, DEFAULT_SPLIT, run
+
+    start = time.perf_counter()
+    model(model_name)
+    image = Image.fromarray(np.full((96, 128, 3), 127, np.uint8))
+    try:
+        run(image, PipelineConfig(model=model_name, split=DEFAULT_SPLIT, codec=DEFAULT_CODEC))
+    except FCMError:  # e.g. a model without that split: loading it was the main cost anyway
+        pass
+    return (time.perf_counter() - start) * 1000
+
+
+@st.cache_resource(show_spinner=False)
+def learned_stream_bytes(codec_name: str) -> dict[int, float] | None:
+    """A learned codec's mean stream bytes per model index on its validation images."""
+    from fcmcore.codecs import get_codec
+    from fcmcore.inspect import typical_stream_bytes
+
+    return typical_stream_bytes(get_codec(codec_name))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def operating_point(image_keys: tuple[str, ...], key: tuple, _images: list, _config: PipelineConfig) -> dict[str, Any]:
+    """A column's (bpp, F1, mAP vs reference) on the sidebar's images, against the same
+    reference as its curve's sweep; once per (images, configuration)."""
+    from fcmcore.evaluate.sweep import reference_config, resolve_config
+    from fcmcore.inspect import operating_point as measure
+
+    resolved, _ = resolve_config(_config)
+    ref_cfg, _ = resolve_config(reference_config(resolved.with_quality(None)))
+    results = [result(sha, image, _config) for sha, image in _images]
+    refs = [result(sha, image, ref_cfg) for sha, image in _images]
+    point = measure(results, refs)
+    return {"bpp": point["bpp"], "f1": point["f1"], "mAP_vs_ref": point["mAP_vs_ref"]}
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def picture(sha: str, key: tuple, threshold: float, columns: int, _image: Image.Image, _res: PipelineResult,
+            _match) -> Image.Image:
+    """The column's picture with its boxes (drawn once per image, configuration, threshold and
+    number of columns: label size follows the column width)."""
+    import numpy as np
+
+    from . import draw
+
+    rgb = _res.decoded_image if _res.decoded_image is not None else np.asarray(_image)
+    return draw.detections_image(rgb, [d for d, _, _ in _match.matched], _match.false, _match.missed, columns=columns)

@@ -15,6 +15,8 @@ FALSE = (255, 127, 14)  # orange: not in the uncompressed run
 MISSED = (214, 39, 40)  # red, dashed: the uncompressed run found it, this column did not
 COLOURS_HEX = {"matched": "#2ea043", "false": "#ff7f0e", "missed": "#d62728"}
 DISPLAY_MAX_SIDE = 960
+PAGE_WIDTH_PX = 880  # CSS px the columns share at 1280x800 with the sidebar open
+LABEL_PX = 13  # label text height on screen, whatever the number of columns
 
 
 @lru_cache(maxsize=8)
@@ -59,18 +61,23 @@ def _label(draw: ImageDraw.ImageDraw, xy, text: str, colour, font, size: tuple[i
     draw.text((x + 3 - l, y + 2 - t), text, fill=(255, 255, 255), font=font)
 
 
-def detections_image(rgb: np.ndarray, matched, false, missed) -> Image.Image:
+def detections_image(rgb: np.ndarray, matched, false, missed, columns: int = 2) -> Image.Image:
     """The image with boxes: matched (green), false (orange), missed reference boxes (red, dashed).
 
-    ``matched``/``false`` are detections, ``missed`` reference detections (label, score, box)."""
+    ``matched``/``false`` are detections, ``missed`` reference detections (label, score, box).
+    Labels and lines are sized for the width the picture gets on screen when ``columns``
+    pictures share the page, so they stay readable at 4 columns."""
     img = Image.fromarray(rgb)
     scale = min(1.0, DISPLAY_MAX_SIDE / max(img.size))
     if scale < 1.0:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
     side = min(img.size)
-    width = max(2, round(max(img.size) / 250))
-    font = _font(max(10, min(18, round(max(img.size) / 40))))
+    shown_px = PAGE_WIDTH_PX / max(columns, 1) - 50  # about the picture's width on screen (less padding)
+    per_px = img.width / shown_px  # image pixels per screen pixel
+    width = max(2, round(2 * per_px))
+    narrow = columns > 2  # smaller text and no score on the box (the caption lists the scores)
+    font = _font(max(10, round((LABEL_PX - 2 if narrow else LABEL_PX) * per_px)))
 
     def box(d):
         return tuple(float(v) * scale for v in d.box)
@@ -82,7 +89,7 @@ def detections_image(rgb: np.ndarray, matched, false, missed) -> Image.Image:
     placed: list[tuple[float, float, float, float]] = []
     for d, colour in [(d, MATCHED) for d in matched] + [(d, FALSE) for d in false]:
         x1, y1, _, _ = box(d)
-        _label(draw, (x1, y1), f"{d.label} {d.score:.2f}", colour, font, img.size, placed)
+        _label(draw, (x1, y1), d.label if narrow else f"{d.label} {d.score:.2f}", colour, font, img.size, placed)
     for d in missed:
         x1, y1, x2, y2 = box(d)
         _label(draw, (x1, y2 + 1), f"missed {d.label}", MISSED, font, img.size, placed)
@@ -129,3 +136,24 @@ def frame_image(frame: np.ndarray, bit_depth: int | None) -> np.ndarray:
     frame = np.asarray(frame)
     top = (1 << bit_depth) - 1 if bit_depth else max(int(frame.max()), 1)
     return np.clip(frame.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def colour_bar(lo: float, hi: float, cmap: str = "viridis", width: int = 480, label: str = "") -> Image.Image:
+    """A horizontal colour scale from ``lo`` to ``hi`` with its end and middle values written
+    under it: the key to a colourised map drawn with the same ``lo``, ``hi`` and ``cmap``."""
+    bar_h, text_h = 14, 18
+    img = Image.new("RGB", (width, bar_h + text_h), (255, 255, 255))
+    ramp = colourise(np.tile(np.linspace(0.0, 1.0, width), (bar_h, 1)), 0.0, 1.0, cmap)
+    img.paste(Image.fromarray(ramp), (0, 0))
+    draw = ImageDraw.Draw(img)
+    font = _font(12)
+    ticks = [(0, f"{lo:.3g}"), (width // 2, f"{(lo + hi) / 2:.3g}"), (width - 1, f"{hi:.3g}")]
+    for x, text in ticks:
+        l, _, r, _ = draw.textbbox((0, 0), text, font=font)
+        tx = min(max(x - (r - l) // 2, 0), width - (r - l))
+        draw.line((x, bar_h - 4, x, bar_h), fill=(0, 0, 0))
+        draw.text((tx, bar_h + 2), text, fill=(0, 0, 0), font=font)
+    if label:
+        l, _, r, _ = draw.textbbox((0, 0), label, font=font)
+        draw.text((width // 4 - (r - l) // 2, bar_h + 2), label, fill=(90, 90, 90), font=font)
+    return img

@@ -66,10 +66,11 @@ def sample_entry(name: str) -> ImageEntry:
     return entry_from_bytes(name, _sample_bytes(name), source="sample")
 
 
-def load_entries(entries: list[ImageEntry]) -> tuple[list[LoadedImage], list[str]]:
-    """Decode every entry; returns the usable images and one error line per unusable one."""
+def load_entries(entries: list[ImageEntry]) -> tuple[list[LoadedImage], list[tuple[str, str]]]:
+    """Decode every entry; returns the usable images and (entry key, one error line) per
+    unusable one. The line is plain text (it starts with the file name): escape it for Markdown."""
     good: list[LoadedImage] = []
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     seen: set[str] = set()
     for entry in entries:
         if entry.key in seen:
@@ -78,7 +79,7 @@ def load_entries(entries: list[ImageEntry]) -> tuple[list[LoadedImage], list[str
         try:
             good.append(LoadedImage(entry, compute.decoded_image(entry.sha, entry.name, entry.data)))
         except Exception as exc:  # InputError, or a bug: either way that image only
-            errors.append(compute.error_message(exc))
+            errors.append((entry.key, compute.error_message(exc)))
     return good, errors
 
 

@@ -1,9 +1,9 @@
 """Per-session state: the compared columns live in ``st.session_state`` only.
 
-A column has a stable id; its widgets are keyed ``c{id}.{field}``, so two browser sessions
-(two session states) keep independent columns, and removing a column does not shift the
-others' settings. The quality widget is keyed per codec (``c{id}.q.{codec}``) because every
-codec has its own scale.
+A column's id is also its identity: id i is column ``"ABCD"[i]`` with its own colour for its
+whole life, in its header, its picture's caption and its RD curve. Removing B leaves A and C
+as they were; adding a column takes the first free letter. Widgets are keyed by id
+(``keys.column``), so two browser sessions (two session states) keep independent columns.
 """
 
 from __future__ import annotations
@@ -15,114 +15,117 @@ import streamlit as st
 from fcmcore.models import DEFAULT_MODEL
 from fcmcore.pipeline import DEFAULT_CODEC, DEFAULT_SPLIT, PipelineConfig
 
-from . import compute
+from . import compute, keys
 
 MIN_COLUMNS = 2
 MAX_COLUMNS = 4
+LETTERS = "ABCD"
+# Column colours: apart from each other and from the box colours (green/orange/red).
+COLOURS = {"A": "#1f77b4", "B": "#9467bd", "C": "#8c564b", "D": "#17becf"}
 MODEL_SPLIT = "model-split"
 FULL_INPUT = "full-input"
 PARADIGMS = (MODEL_SPLIT, FULL_INPUT)
 NO_CODEC = "none"  # uncompressed: raw float32 features (or raw RGB for full input)
 
-FIELDS = ("paradigm", "model", "split", "codec", "wrapper", "rdo")
-PICK_KEY = "_rd_pick"  # a pending {"column": id, "quality": q} from the RD chart
-
-
-def key(cid: int, field: str) -> str:
-    return f"c{cid}.{field}"
-
-
-def quality_key(cid: int, codec: str) -> str:
-    return f"c{cid}.q.{codec}"
-
 
 def column_ids() -> list[int]:
-    return list(st.session_state["col_ids"])
+    return list(st.session_state[keys.COLUMN_IDS])
 
 
 def letter(cid: int) -> str:
-    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[column_ids().index(cid) % 26]
+    return LETTERS[cid]
 
 
-def _set_column(cid: int, values: dict[str, Any]) -> None:
-    for field in FIELDS:
-        st.session_state[key(cid, field)] = values[field]
-    for name, q in values.get("qualities", {}).items():
-        st.session_state[quality_key(cid, name)] = q
+def colour(cid: int) -> str:
+    return COLOURS[letter(cid)]
 
 
-def init(codecs: dict[str, dict[str, Any]]) -> None:
-    """First run of a session: two columns, the default codec at its default and at a harsh quality."""
-    if "col_ids" in st.session_state:
-        return
+def default_columns(codecs: dict[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Two columns: the default codec at its default quality, and at a harsh one."""
     base = {"paradigm": MODEL_SPLIT, "model": DEFAULT_MODEL, "split": DEFAULT_SPLIT,
-            "codec": DEFAULT_CODEC, "wrapper": "none", "rdo": "sse"}
-    codec = codecs.get(DEFAULT_CODEC)
-    st.session_state["col_ids"] = [0, 1]
-    st.session_state["next_col"] = 2
-    _set_column(0, base)
+            "codec": DEFAULT_CODEC, "wrapper": "none", "rdo": "sse", "qualities": {}}
     second = dict(base)
+    codec = codecs.get(DEFAULT_CODEC)
     if codec is not None:
         second["qualities"] = {DEFAULT_CODEC: compute.harsh_quality(codec)}
-    _set_column(1, second)
+    return {0: base, 1: second}
+
+
+def set_column(cid: int, values: dict[str, Any]) -> None:
+    for field in keys.FIELDS:
+        st.session_state[keys.column(cid, field)] = values[field]
+    for name, q in values.get("qualities", {}).items():
+        st.session_state[keys.quality(cid, name)] = q
+
+
+def init(codecs: dict[str, dict[str, Any]], columns: dict[int, dict[str, Any]] | None = None) -> None:
+    """First run of a session: the given columns (from a link), else the two defaults."""
+    if keys.COLUMN_IDS in st.session_state:
+        return
+    columns = columns or default_columns(codecs)
+    st.session_state[keys.COLUMN_IDS] = sorted(columns)
+    for cid, values in columns.items():
+        set_column(cid, values)
 
 
 def column_values(cid: int) -> dict[str, Any]:
-    values = {field: st.session_state.get(key(cid, field)) for field in FIELDS}
+    values = {field: st.session_state.get(keys.column(cid, field)) for field in keys.FIELDS}
     values["rdo"] = values.get("rdo") or "sse"
     codec = values.get("codec")
     values["qualities"] = {}
-    if codec and quality_key(cid, codec) in st.session_state:
-        values["qualities"][codec] = st.session_state[quality_key(cid, codec)]
+    if codec and keys.quality(cid, codec) in st.session_state:
+        values["qualities"][codec] = st.session_state[keys.quality(cid, codec)]
     return values
 
 
 def add_column() -> None:
-    """Button callback: a new column copying the last one's settings."""
+    """Button callback: the first free letter, copying the last column's settings."""
     ids = column_ids()
-    if len(ids) >= MAX_COLUMNS:
+    free = [i for i in range(MAX_COLUMNS) if i not in ids]
+    if not free:
         return
-    cid = st.session_state["next_col"]
-    st.session_state["next_col"] = cid + 1
-    _set_column(cid, column_values(ids[-1]))
-    st.session_state["col_ids"] = ids + [cid]
+    cid = free[0]
+    set_column(cid, column_values(ids[-1]))
+    st.session_state[keys.COLUMN_IDS] = sorted(ids + [cid])
 
 
 def remove_column(cid: int) -> None:
     ids = column_ids()
     if len(ids) <= MIN_COLUMNS or cid not in ids:
         return
-    st.session_state["col_ids"] = [i for i in ids if i != cid]
-    for k in [k for k in st.session_state if str(k).startswith(f"c{cid}.")]:
+    st.session_state[keys.COLUMN_IDS] = [i for i in ids if i != cid]
+    for k in [k for k in st.session_state if str(k).startswith(keys.column_prefix(cid))]:
         del st.session_state[k]
+    st.session_state.get(keys.DRAWN, {}).pop(cid, None)
 
 
 def request_quality(cid: int, quality: float) -> None:
     """Ask for ``quality`` in column ``cid`` on the next run (widgets may not change once drawn)."""
-    st.session_state[PICK_KEY] = {"column": int(cid), "quality": float(quality)}
+    st.session_state[keys.PICK] = {"column": int(cid), "quality": float(quality)}
 
 
 def apply_pending_pick() -> None:
     """Before any widget is drawn: move a pending RD-chart pick into the column's quality widget."""
-    pick = st.session_state.pop(PICK_KEY, None)
+    pick = st.session_state.pop(keys.PICK, None)
     if not pick:
         return
     cid = int(pick["column"])
     if cid not in column_ids():
         return
-    codec = st.session_state.get(key(cid, "codec"))
+    codec = st.session_state.get(keys.column(cid, "codec"))
     if codec and codec != NO_CODEC:
-        st.session_state[quality_key(cid, codec)] = pick["quality"]
+        st.session_state[keys.quality(cid, codec)] = pick["quality"]
 
 
 def build_config(values: dict[str, Any]) -> PipelineConfig:
     full = values["paradigm"] == FULL_INPUT
     codec = values["codec"]
+    wrapper = "none" if full else (values["wrapper"] or "none")
     return PipelineConfig(
         model=values["model"],
         split=None if full else values["split"],
         codec=None if codec in (None, NO_CODEC) else codec,
         quality=values["qualities"].get(codec),
-        wrapper="none" if full else (values["wrapper"] or "none"),
-        rdo="sse" if full or (values["wrapper"] or "none") == "none" else (values.get("rdo") or "sse"),
+        wrapper=wrapper,
+        rdo="sse" if full or wrapper == "none" else (values.get("rdo") or "sse"),
     )

@@ -23,30 +23,19 @@ vvc        slice QP 2..63 (vvenc fast)     lower       32           10
 vvc-slow   slice QP 2..63 (vvenc medium)   lower       32           10
 =========  ==============================  ==========  ===========  ============
 
-To add a codec: subclass ``FrameCodec`` in a new module and register it below. The learned
+To add a codec: subclass ``FrameCodec`` in a new module, decorate it with
+``@CODECS.register(name)`` and import the module in ``fcmcore.builtins``. The learned
 codecs (``fcmcore.learned``) are ``Codec`` + ``fcmcore.coding.FeatureCoder``: they code
 tensors themselves, have no bit depth, and ``fcmcore.coding.coder_for`` uses them as they are.
 """
 
 from __future__ import annotations
 
-from ..registry import Registry
+from ..registry import CODECS
 from .base import Codec, FrameCodec, QualitySpec
-from .hevc import HEVCCodec, HEVCSlowCodec
-from .jpegxl import JPEGXLCodec
-from .pillow_codecs import AVIFCodec, JPEG2000Codec, JPEGCodec, PNGCodec, WebPCodec
-from .vvc import VVCCodec, VVCSlowCodec
 
-CODECS: Registry[Codec] = Registry("codec")
-
-for _cls in (JPEGCodec, WebPCodec, AVIFCodec, PNGCodec, JPEG2000Codec, JPEGXLCodec, HEVCCodec, HEVCSlowCodec, VVCCodec, VVCSlowCodec):
-    CODECS.register(_cls.name)(_cls)
-del _cls
-
-# Learned feature codecs and direct coding join the same registry (fcmcore.learned).
-from ..learned import register_codecs as _register_learned  # noqa: E402
-
-_register_learned(CODECS)
+# Each codec registers itself in its module (``@CODECS.register(name)``); ``fcmcore.builtins``
+# imports them all, the registry does so on its first look-up.
 
 _INSTANCES: dict[str, Codec] = {}
 

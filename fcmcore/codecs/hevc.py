@@ -30,11 +30,13 @@ import numpy as np
 
 from ..errors import BitstreamError, ParameterError
 from . import _video
+from ..registry import CODECS
 from .base import FrameCodec, QualitySpec
 
 _PIX_FMT = {8: "gray", 10: "gray10le"}
 
 
+@CODECS.register("hevc")
 class HEVCCodec(FrameCodec):
     name = "hevc"
     description = "HEVC intra (libx265 via PyAV), true monochrome 8/10-bit, QP = slice QP"
@@ -212,6 +214,7 @@ def _with_rois(av, vf, regions, fmt: str, qp_range: int):
     return graph.pull()
 
 
+@CODECS.register("hevc-slow")
 class HEVCSlowCodec(HEVCCodec):
     """x265 preset slow: the like-for-like partner of vvenc preset medium (``vvc-slow``)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BitstreamError, ParameterError
+from ..registry import CODECS
 from .base import FrameCodec, QualitySpec
 
 
@@ -24,6 +25,7 @@ def load_imagecodecs():
     return imagecodecs
 
 
+@CODECS.register("jpegxl")
 class JPEGXLCodec(FrameCodec):
     name = "jpegxl"
     description = "JPEG XL (libjxl via imagecodecs), 8..16-bit, quality 100 = lossless"

@@ -27,6 +27,7 @@ import io
 import numpy as np
 
 from ..errors import BitstreamError, ParameterError
+from ..registry import CODECS
 from .base import FrameCodec, QualitySpec
 
 
@@ -117,6 +118,7 @@ class PillowCodec(FrameCodec):
         return np.asarray(img.convert("RGB"))
 
 
+@CODECS.register("jpeg")
 class JPEGCodec(PillowCodec):
     name = "jpeg"
     description = "JPEG (libjpeg via Pillow), 8-bit, optimised Huffman tables"
@@ -130,6 +132,7 @@ class JPEGCodec(PillowCodec):
         return {"quality": int(quality), "optimize": True}
 
 
+@CODECS.register("webp")
 class WebPCodec(PillowCodec):
     name = "webp"
     description = "WebP lossy (libwebp via Pillow), 8-bit"
@@ -143,6 +146,7 @@ class WebPCodec(PillowCodec):
         return {"quality": int(quality), "method": 4}
 
 
+@CODECS.register("avif")
 class AVIFCodec(PillowCodec):
     name = "avif"
     description = "AVIF (libavif/AV1 intra via Pillow), 8-bit, speed 8"
@@ -156,6 +160,7 @@ class AVIFCodec(PillowCodec):
         return {"quality": int(quality), "speed": self.speed}
 
 
+@CODECS.register("png")
 class PNGCodec(PillowCodec):
     name = "png"
     description = "PNG (zlib via Pillow), lossless, 8-bit or 16-bit samples"
@@ -172,6 +177,7 @@ class PNGCodec(PillowCodec):
         return {"compress_level": int(quality)}
 
 
+@CODECS.register("jpeg2000")
 class JPEG2000Codec(PillowCodec):
     name = "jpeg2000"
     description = "JPEG 2000 (OpenJPEG via Pillow), raw codestream, rate-controlled, 8..16-bit"

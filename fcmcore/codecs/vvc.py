@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import BitstreamError, CodecUnavailableError, ParameterError
 from . import _video
+from ..registry import CODECS
 from .base import FrameCodec, QualitySpec
 
 TIMEOUT_S = 60
@@ -72,6 +73,7 @@ def _flat_chroma(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return c, c.copy()
 
 
+@CODECS.register("vvc")
 class VVCCodec(FrameCodec):
     name = "vvc"
     description = "VVC intra (libvvenc preset fast via imageio-ffmpeg's ffmpeg), 10-bit 4:0:0, QP = slice QP"
@@ -203,6 +205,7 @@ class VVCCodec(FrameCodec):
         return _video.yuv420_to_rgb(y, cb, cr, 10)[:h, :w]
 
 
+@CODECS.register("vvc-slow")
 class VVCSlowCodec(VVCCodec):
     """vvenc preset medium: the like-for-like partner of x265 preset slow (``hevc-slow``)."""
 

@@ -280,7 +280,7 @@ def _open_cache(cache: ResultCache | bool | None) -> ResultCache | None:
         except FCMError as exc:
             print(f"warning: {exc}; running without the cache", file=sys.stderr)
             return None
-    return cache or None
+    return None if cache is None or cache is False else cache  # not `or`: an empty cache is falsy (len 0)
 
 
 # -- the engine ---------------------------------------------------------------------------

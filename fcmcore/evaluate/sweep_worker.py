@@ -144,7 +144,7 @@ def process_image(task: ImageTask) -> dict[str, Any]:
     def compute(cfg: dict[str, Any], key: str | None) -> dict[str, Any]:
         if cache is not None and key is not None:
             hit = cache.get(key)
-            if hit is not None:
+            if hit is not None and valid_record(hit):
                 return dict(hit, cached=True)
         config = PipelineConfig(**{k: v for k, v in cfg.items() if k != "paradigm"})
         hk = (config.model, config.split)

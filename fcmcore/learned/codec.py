@@ -46,6 +46,8 @@ from ..byteio import ByteReader, encode_varint
 from ..codecs.base import Codec, QualitySpec
 from ..coding.base import FEATURES, Decoded, Encoded, FeatureCoder
 from ..errors import BitstreamError, ParameterError, WeightsError
+from ..paths import ASSETS_DIR
+from ..registry import CODECS
 
 MAGIC = 0xFC
 VERSION = 1
@@ -59,8 +61,6 @@ def learned_root() -> Path:
     env = os.environ.get("FCM_LEARNED_DIR")
     if env:
         return Path(env)
-    from ..paths import ASSETS_DIR
-
     return ASSETS_DIR / "learned"
 
 
@@ -363,18 +363,21 @@ class LearnedFeatureCodec(LearnedCodecBase):
         return self._net(self.check_quality(quality)).encoder_macs(h, w)
 
 
+@CODECS.register("factorized")
 class FactorizedCodec(LearnedFeatureCodec):
     name = "factorized"
     arch = "factorized"
     description = "learned feature codec: analysis/synthesis transforms + factorized prior (CompressAI EntropyBottleneck)"
 
 
+@CODECS.register("hyperprior")
 class HyperpriorCodec(LearnedFeatureCodec):
     name = "hyperprior"
     arch = "hyperprior"
     description = "learned feature codec: mean-scale hyperprior (CompressAI HyperpriorLatentCodec)"
 
 
+@CODECS.register("context")
 class ContextCodec(LearnedFeatureCodec):
     name = "context"
     arch = "context"

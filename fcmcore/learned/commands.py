@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ParameterError
+from ..evaluate.datasets import load_dataset
 
 
 def _floats(text: str) -> list[float]:
@@ -85,7 +86,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
                       out=args.out, loss=args.loss, deep_layer=args.deep_layer, seed=args.seed, model=args.model,
                       variants=args.variants, batch_size=args.batch_size, resume=args.resume, threads=args.threads,
                       down=args.down, lr=args.lr, **kw)
-    manifest = train_codec(cfg, progress=not args.quiet, command=command_line())
+    manifest = train_codec(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0
 
@@ -102,7 +103,7 @@ def cmd_train_direct(args: argparse.Namespace) -> int:
                             init=args.init, seed=args.seed, model=args.model, variants=args.variants,
                             batch_size=args.batch_size, resume=args.resume, threads=args.threads,
                             student=args.student, keep=args.keep, **kw)
-    manifest = train_direct(cfg, progress=not args.quiet, command=command_line())
+    manifest = train_direct(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0
 

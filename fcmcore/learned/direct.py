@@ -45,8 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BitstreamError, ParameterError, WeightsError
+from ..checkpoints import load_checkpoint, save_checkpoint
 from ..coding.base import MODEL_INPUT, Decoded, Encoded
 from ..models.base import INPUT
+from ..registry import CODECS
 from .codec import CODEC_IDS, LearnedCodecBase, learned_encoded, pack_stream
 
 PREFIX_STAGES = 2  # Conv + expanded_conv of the detector, frozen (recorded in manifests)
@@ -220,6 +222,7 @@ def student_stages(model, split: str) -> list[str]:
 
 # ----- the codec ------------------------------------------------------------------------------
 
+@CODECS.register("direct")
 class DirectCodec(LearnedCodecBase):
     """``direct``: model input -> coded split latent (see the module docstring)."""
 
@@ -385,7 +388,8 @@ def _load_student(path: Path, info: dict[str, Any]) -> nn.Module:
     return net
 
 
-def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """``dataset``: loaded from ``cfg.dataset`` by the caller (see ``train.dataset_images``)."""
     from tqdm import tqdm
 
     from ..models import load_model
@@ -415,7 +419,7 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.model)
     t_wall, t_cpu0 = time.perf_counter(), time.process_time()
-    bank = build_bank(cfg.model, cfg.dataset, cfg.split, cfg.variants, cfg.seed, keep_images=True, progress=progress)
+    bank = build_bank(cfg.model, dataset, cfg.split, cfg.variants, cfg.seed, keep_images=True, progress=progress)
     name = bank["tensor"]
     feats, imgs = bank["train"], bank["train_images"]
     val_feats, val_imgs = bank["val"], bank["val_images"]
@@ -467,7 +471,7 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
         start = 0
         if cfg.resume and ckpt.exists():
-            st = torch.load(ckpt, weights_only=False)
+            st = load_checkpoint(ckpt)
             student.load_state_dict(st["net"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
@@ -490,7 +494,7 @@ def train_direct(cfg: DirectTrainConfig, progress: bool = True, command: str | N
                 run += loss.item()
                 bar.update(1)
                 bar.set_postfix(mse=f"{run / (s + 1):.4f}")
-            torch.save({"net": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            save_checkpoint({"net": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "gen": gen.get_state(), "epoch": epoch + 1,
                         "cpu_s": distill_cpu + time.process_time() - t0}, ckpt)
         bar.close()

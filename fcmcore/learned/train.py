@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import InputError, ParameterError
+from ..checkpoints import load_checkpoint, save_checkpoint
+from ..datasplit import split_train_val
+from ..errors import InputError, ParameterError, WeightsError
 from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain, load_stored_state, stored_state
 
 BANK_VERSION = 2
@@ -55,15 +57,15 @@ MANIFEST = "manifest.json"
 
 # ----- data -----------------------------------------------------------------------------------
 
-def dataset_images(dataset: str | Path) -> tuple[list[Path], list[Path], Any]:
-    """(train image paths, val image paths, Dataset) with the project's one split."""
-    from ..datasplit import split_train_val
-    from ..evaluate import load_dataset
-
-    ds = load_dataset(dataset)
-    images = sorted(ds.images, key=lambda im: im.id)
+def dataset_images(dataset) -> tuple[list[Path], list[Path], Any]:
+    """(train image paths, val image paths, dataset) with the project's one split. ``dataset``
+    is a loaded dataset (``fcmcore.evaluate.load_dataset``: anything whose ``images`` have
+    ``id`` and ``path``); the command layer loads it, so training never imports evaluate."""
+    if not hasattr(dataset, "images"):
+        raise ParameterError(f"expected a loaded dataset (fcmcore.evaluate.load_dataset), got {type(dataset).__name__}")
+    images = sorted(dataset.images, key=lambda im: im.id)
     train, val = split_train_val(images)
-    return [im.path for im in train], [im.path for im in val], ds
+    return [im.path for im in train], [im.path for im in val], dataset
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -115,7 +117,7 @@ def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], tor
     return run, c
 
 
-def build_bank(model_name: str, dataset: str | Path, split: str, variants: int, seed: int,
+def build_bank(model_name: str, dataset, split: str, variants: int, seed: int,
                keep_images: bool = False, progress: bool = True) -> dict[str, Any]:
     """Features (float16) of ``variants`` augmentations of every train image, and of the val
     images as they are. With ``keep_images`` also the model inputs (uint8, 300x300) for
@@ -132,7 +134,7 @@ def build_bank(model_name: str, dataset: str | Path, split: str, variants: int, 
     name = _trunk_name(model, split)
     train, val, _ = dataset_images(dataset)
     if not train or not val:
-        raise InputError(f"{dataset}: need train and val images (got {len(train)} and {len(val)})")
+        raise InputError(f"{getattr(dataset, 'name', dataset)}: need train and val images (got {len(train)} and {len(val)})")
     key = hashlib.sha256(json.dumps({
         "v": BANK_VERSION, "model": model_name, "split": split, "variants": variants, "seed": seed,
         "images": [str(p.resolve()) for p in train + val], "keep_images": keep_images,
@@ -141,8 +143,8 @@ def build_bank(model_name: str, dataset: str | Path, split: str, variants: int, 
     path = cache_dir() / "learned_banks" / f"{model_name}_{split}_{key}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=True)
-        except Exception:  # a broken cache file: rebuild
+            return load_checkpoint(path)
+        except WeightsError:  # a broken (or foreign) cache file: rebuild
             pass
     rng = np.random.default_rng(seed)
     feats, imgs = [], []
@@ -167,10 +169,7 @@ def build_bank(model_name: str, dataset: str | Path, split: str, variants: int, 
     if keep_images:
         bank["train_images"] = torch.stack(imgs[:n_train_imgs])
         bank["val_images"] = torch.stack(imgs[n_train_imgs:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(bank, tmp)
-    os.replace(tmp, path)
+    save_checkpoint(bank, path)
     return bank
 
 
@@ -338,8 +337,9 @@ def evaluate_val(net: FeatureCodecNet, val: torch.Tensor, deep=None, deep_std=No
     return out
 
 
-def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Train one network per lambda; write the weights and the manifest; return the manifest."""
+def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Train one network per lambda on ``dataset`` (loaded from ``cfg.dataset``, see
+    ``dataset_images``); write the weights and the manifest; return the manifest."""
     from tqdm import tqdm
 
     from ..models import load_model
@@ -352,7 +352,7 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
     model = load_model(cfg.model)
     name = _trunk_name(model, cfg.split)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
-    bank = build_bank(cfg.model, cfg.dataset, cfg.split, cfg.variants, cfg.seed, progress=progress)
+    bank = build_bank(cfg.model, dataset, cfg.split, cfg.variants, cfg.seed, progress=progress)
     bank_cpu = time.process_time() - t_cpu
     train = bank["train"]
     val = bank["val"]
@@ -394,7 +394,7 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
         start_epoch, cpu_used = 0, 0.0
         ckpt = _checkpoint_path(out, lam)
         if cfg.resume and ckpt.exists():
-            st = torch.load(ckpt, weights_only=False)
+            st = load_checkpoint(ckpt)
             net.load_state_dict(st["net"], strict=False)
             opt.load_state_dict(st["opt"])
             aux_opt.load_state_dict(st["aux_opt"])
@@ -430,8 +430,7 @@ def train_codec(cfg: TrainConfig, progress: bool = True, command: str | None = N
                                 mse=f"{sums[2] / (s + 1):.4f}")
             log = {"loss": sums[0] / steps_per_epoch, "bits_per_value": sums[1] / steps_per_epoch,
                    "distortion": sums[2] / steps_per_epoch}
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+            save_checkpoint({"net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
                         "sched": sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
                         "epoch": epoch + 1, "cpu_s": cpu_used + time.process_time() - t0}, ckpt)
         bar.close()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from ..registry import Registry
+from ..registry import MODELS
 from .base import Detection, Features, ImageMeta, SplitModel, SplitPoint
 
-MODELS: Registry[SplitModel] = Registry("model")
-
-# Importing a module registers its models.
-from . import ssd_mobilenet_v2  # noqa: E402,F401  (offline default)
-from . import torchvision_zoo  # noqa: E402,F401  (weights from TORCH_HOME when cached)
+# Each model registers itself in its module (``@MODELS.register(name)``): ssd_mobilenet_v2
+# (offline default), torchvision_zoo (weights from TORCH_HOME when cached); fcmcore.builtins
+# imports them, the registry does so on its first look-up.
 
 DEFAULT_MODEL = "ssd_mobilenet_v2"
 

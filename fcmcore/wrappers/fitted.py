@@ -36,15 +36,13 @@ import torch
 from ..errors import ParameterError, WeightsError
 from ..models.base import Features
 from ..paths import ASSETS_DIR
+from ..models import load_model
 from .base import FeatureWrapper
+from .importance import WEIGHT_TARGETS, estimate_weights
 
 FORMAT = 1
 META_KEY = "fcm_wrapper"
 IMPORTANCE_PREFIX = "importance."
-# Where the importance weights are measured (see ``importance``): at the split after the
-# post-wrapper ("post"), deeper through the frozen tail ("deep": SSD's prediction map 0),
-# or on the detector outputs ("task": class logits + box regressions).
-WEIGHT_TARGETS = ("post", "deep", "task")
 # rdo_weights: "<target>" uses the fixed weights saved in the file (averaged over training
 # data); "image-<target>" re-estimates them on each image's reduced tensor.
 RDO_WEIGHT_MODES = WEIGHT_TARGETS + tuple(f"image-{t}" for t in WEIGHT_TARGETS)
@@ -114,8 +112,6 @@ class FittedWrapper(FeatureWrapper):
 
     def channel_weights(self, reduced: Features) -> dict[str, np.ndarray] | None:
         """WA-RDO importance of each coded channel (mean 1), per ``rdo_weights``."""
-        from .importance import estimate_weights
-
         mode = self.rdo_weights
         if mode.startswith("image-"):
             z = self._get(reduced, self.k, "reduced")
@@ -214,8 +210,6 @@ def check_against_model(meta: dict[str, Any], path: Path, method: str, model_nam
     if meta["model"] != model_name or meta["split"] != split:
         raise WeightsError(
             f"wrapper file {path} was fitted for {meta['model']} @ {meta['split']}, not {model_name} @ {split}")
-    from ..models import load_model
-
     sp = load_model(model_name).split_point(split)
     shape = sp.tensors.get(meta["tensor"])
     if shape is None:

@@ -29,8 +29,11 @@ import torch
 from ..errors import ParameterError
 from ..models import load_model
 from ..models.base import Features, SplitModel
-from .fitted import WEIGHT_TARGETS
 
+# Where the importance weights are measured: at the split after the post-wrapper ("post"),
+# deeper through the frozen tail ("deep": SSD's prediction map 0), or on the detector
+# outputs ("task": class logits + box regressions).
+WEIGHT_TARGETS = ("post", "deep", "task")
 DEEP_CUT = "map0"  # SSD's first prediction map (expansion inside expanded_conv_13)
 
 
@@ -94,7 +97,8 @@ def hutchinson_weights(g: Callable[[torch.Tensor], torch.Tensor], zs: Iterable[t
 
 def estimate_weights(wrapper, zs: Iterable[torch.Tensor], target: str = "post", probes: int = 4,
                      seed: int = 0) -> np.ndarray:
-    """Importance of each coded channel of ``wrapper`` (a FittedWrapper) for ``target``,
+    """Importance of each coded channel of ``wrapper`` (a FittedWrapper: anything with
+    ``meta["model"]``, ``meta["split"]`` and a differentiable ``decode``) for ``target``,
     averaged over the reduced tensors ``zs``. Not normalised."""
     tail = tail_function(wrapper.meta["model"], wrapper.meta["split"], target)
     return hutchinson_weights(lambda z: tail(wrapper.decode(z)), zs, probes=probes, seed=seed)

@@ -23,7 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ParameterError, WeightsError
-from .fitted import FittedWrapper
+from ..registry import WRAPPERS
+from .base import FeatureWrapper
+from .fitted import FittedWrapper, load_fitted
+from .linear import PCAWrapper
 
 
 class _Pre(nn.Module):
@@ -129,9 +132,13 @@ class LearnedWrapper(FittedWrapper):
 
 def pca_init(nets: LearnedNets, features: torch.Tensor) -> None:
     """Initialise ``nets`` from the PCA of (N, C, H, W) ``features``."""
-    from .linear import PCAWrapper
-
     k = nets.pre.lin.out_channels
     pca = PCAWrapper.fit(features, k, {"tensor": "x", "channels_in": features.shape[1], "k": k,
                                        "model": "", "split": ""})
     nets.init_from_pca(pca.mean, pca.components)
+
+
+@WRAPPERS.register("learned")
+def load_learned(model_name: str, split: str, path: str | None = None) -> FeatureWrapper:
+    """small conv pre/post networks (k channels, optional 2x down-sampling), trained with a proxy codec"""
+    return load_fitted(LearnedWrapper, model_name, split, path)

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError, WeightsError
-from .fitted import FittedWrapper, need
+from ..registry import WRAPPERS
+from .base import FeatureWrapper
+from .fitted import FittedWrapper, load_fitted, need
 
 
 class TruncateWrapper(FittedWrapper):
@@ -145,3 +147,15 @@ class PCAWrapper(FittedWrapper):
 def _check_k(k: int, c: int) -> None:
     if not 1 <= k <= c:
         raise ParameterError(f"--channels must be in [1, {c}] for a {c}-channel tensor, got {k}")
+
+
+@WRAPPERS.register("truncate")
+def load_truncate(model_name: str, split: str, path: str | None = None) -> FeatureWrapper:
+    """keep the k highest-energy channels (fitted on training features); others get their mean"""
+    return load_fitted(TruncateWrapper, model_name, split, path)
+
+
+@WRAPPERS.register("pca")
+def load_pca(model_name: str, split: str, path: str | None = None) -> FeatureWrapper:
+    """per-pixel channel PCA: k components + mean, fitted on training features"""
+    return load_fitted(PCAWrapper, model_name, split, path)

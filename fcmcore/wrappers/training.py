@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError
-from .fitted import WEIGHT_TARGETS, FittedWrapper
-from .importance import detector_outputs, estimate_weights, tail_function
+from .fitted import FittedWrapper
+from .importance import WEIGHT_TARGETS, detector_outputs, estimate_weights, tail_function
 
 METHODS = ("learned", "pca", "truncate")
 LOSSES = ("feature", "deep", "task")
@@ -66,11 +66,11 @@ def _augment(image, rng: np.random.Generator):
     return image.crop((x0, y0, x0 + cw, y0 + ch))
 
 
-def build_bank(dataset: str | Path, model_name: str, split: str, augment: int = 4, seed: int = 0,
+def build_bank(dataset, model_name: str, split: str, augment: int = 4, seed: int = 0,
                log: Callable[[str], None] | None = print) -> FeatureBank:
-    """Head features of the dataset's train images (+ ``augment`` views each) and val images."""
+    """Head features of the train images of ``dataset`` (loaded, ``fcmcore.evaluate.load_dataset``:
+    the command layer loads it) (+ ``augment`` views each) and of its val images."""
     from ..datasplit import split_train_val
-    from ..evaluate.datasets import load_dataset
     from ..imageio import load_image
     from ..models import load_model
 
@@ -79,10 +79,9 @@ def build_bank(dataset: str | Path, model_name: str, split: str, augment: int = 
     if len(sp.tensors) != 1:
         raise ParameterError(f"split {split} carries {len(sp.tensors)} tensors; wrappers are trained on single-tensor splits")
     tensor = next(iter(sp.tensors))
-    ds = load_dataset(dataset)
-    train, val = split_train_val(ds.images)
+    train, val = split_train_val(dataset.images)
     if not train or not val:
-        raise ParameterError(f"dataset {dataset}: needs at least 4 images for a train/val split")
+        raise ParameterError(f"dataset {dataset.name}: needs at least 4 images for a train/val split")
     rng = np.random.default_rng(seed)
 
     def head(image) -> torch.Tensor:
@@ -283,7 +282,7 @@ def attach_importance(wrapper: FittedWrapper, bank: FeatureBank, probes: int = 2
             log(f"  importance {target}: min {w.min():.3g} max {w.max():.3g} ({time.perf_counter() - t0:.1f} s)")
 
 
-def train_wrapper(dataset: str | Path, model_name: str, split: str, k: int, method: str = "learned",
+def train_wrapper(dataset, model_name: str, split: str, k: int, method: str = "learned",
                   loss: str = "deep", seed: int = 0, epochs: int = 12, augment: int = 4, down: int = 1,
                   hidden: int = 64, lam: float = 0.01, rdo_weights: str = "task", command: str = "",
                   log: Callable[[str], None] | None = print) -> FittedWrapper:
@@ -306,7 +305,7 @@ def train_wrapper(dataset: str | Path, model_name: str, split: str, k: int, meth
     if log:
         log(f"features: {bank.train.shape[0]} train views of {len(bank.train_ids)} images, "
             f"{bank.val.shape[0]} val images, {tuple(bank.train.shape[1:])} ({time.perf_counter() - t0:.0f} s)")
-    meta = base_meta(method, model_name, split, bank, k, seed, command, str(dataset))
+    meta = base_meta(method, model_name, split, bank, k, seed, command, str(dataset.root))
     if method == "pca":
         wrapper: FittedWrapper = PCAWrapper.fit(bank.train, k, meta)
     elif method == "truncate":

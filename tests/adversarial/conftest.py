@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,59 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, limit_mem
                           capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
 
 
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args: str, env: dict | None = None, timeout: float = 300) -> Outcome:
+    """``fcm ARGS`` through ``fcmcore.cli.main`` in this process (fast), in a thread so a
+    hang fails the test instead of blocking it. ``env`` is set for the call only."""
+    import contextlib
+    import io
+    import threading
+
+    import torch
+
+    from fcmcore import cli, models
+
+    out, err, result = io.StringIO(), io.StringIO(), {}
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    saved_models = dict(models._cache)
+    os.environ.update(env or {})
+    torch.hub._hub_dir = None  # TORCH_HOME is read again
+    models._cache.clear()  # a model loaded earlier must not hide the weights file under test
+
+    def target():
+        try:
+            result["rc"] = cli.main(list(args))
+        except SystemExit as exc:
+            result["rc"] = exc.code
+        except BaseException as exc:  # noqa: BLE001 - reported as a traceback would be
+            import traceback
+
+            err.write("Traceback (in-process)\n" + "".join(traceback.format_exception(exc)))
+            result["rc"] = 1
+
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            t = threading.Thread(target=target, daemon=True)
+            t.start()
+            t.join(timeout)
+        assert not t.is_alive(), f"fcm {' '.join(args)} hung for {timeout} s"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        models._cache.clear()
+        models._cache.update(saved_models)
+    return Outcome(int(result.get("rc", 1)), out.getvalue(), err.getvalue())
+
+
 def assert_clean_error(proc, *needles: str):
     """Exit 2 with one ``error: ...`` line naming the problem, and no traceback."""
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -38,7 +92,8 @@ def assert_clean_error(proc, *needles: str):
 
 @pytest.fixture
 def cli():
-    return run_cli
+    """In-process CLI (the fast suite); ``run_cli`` is the child-process variant (slow tests)."""
+    return run_main
 
 
 @pytest.fixture

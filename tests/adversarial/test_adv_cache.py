@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_main
 from corpus import overwrite_pages, poison_records, set_raw_records, wrong_columns_cache
 
 from fcmcore.evaluate.cache import ResultCache
@@ -142,12 +142,21 @@ def sample_folder(tmp_path_factory):
 SWEEP = ("sweep", "--split", "none", "--codec", "jpeg", "--qualities", "30", "--workers", "1", "--quiet")
 
 
-def test_cli_sweep_heals_a_damaged_cache(tmp_path, sample_folder):
+@pytest.mark.parametrize("runner", [run_main, pytest.param(run_cli, marks=pytest.mark.slow)],
+                         ids=["in_process", "child_process"])
+def test_cli_sweep_heals_a_damaged_cache(tmp_path, sample_folder, runner):
+    run_cli = runner
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     env = {"FCM_CACHE_DIR": str(cache_dir)}
     first = run_cli(*SWEEP, "--dataset", str(sample_folder), "--out", str(tmp_path / "a.json"), env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
+    import gc
+
+    gc.collect()  # in-process: the first sweep's connections close, as at a process exit
+    con = sqlite3.connect(cache_dir / "results.sqlite")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every record in the main file, then damage it
+    con.close()
     overwrite_pages(cache_dir / "results.sqlite", first_page=1, pages=3)
     second = run_cli(*SWEEP, "--dataset", str(sample_folder), "--out", str(tmp_path / "b.json"), env=env, timeout=600)
     assert "Traceback" not in second.stderr and second.returncode == 0, second.stderr[-2000:]
@@ -171,3 +180,28 @@ def test_sweep_does_not_trust_poisoned_records(tmp_path, sample_folder):
     assert second["settings"]["cached_runs"] == 0
     assert second["curves"][0]["results"] == first["curves"][0]["results"]
     assert second["curves"][0]["points"][0]["mAP"] == first["curves"][0]["points"][0]["mAP"]
+
+
+def test_sweep_ignores_cached_records_of_another_layout(tmp_path, sample_folder):
+    """Rows with a valid checksum (written through the cache) but not a sweep record's layout."""
+    from fcmcore.evaluate import load_dataset, run_sweep
+    from fcmcore.evaluate.sweep import valid_record
+    from fcmcore.pipeline import PipelineConfig
+
+    ds = load_dataset(sample_folder)
+    path = tmp_path / "results.sqlite"
+    config = PipelineConfig(split=None, codec="jpeg")
+    first = run_sweep(ds, config, [30], cache=ResultCache(path), workers=1, progress=False)
+    cache = ResultCache(path)
+    con = sqlite3.connect(path)
+    keys = [k for (k,) in con.execute("SELECT key FROM results")]
+    con.close()
+    records = cache.get_many(keys)
+    assert all(valid_record(r) for r in records.values())
+    broken = [dict(records[keys[0]], detections=[[1, 2]]), dict(records[keys[1]], bits="many"),
+              {k: v for k, v in records[keys[2]].items() if k != "bpp"}, dict(records[keys[3]], bpp=float("nan"))]
+    assert not any(valid_record(r) for r in broken)
+    cache.put_many(zip(keys, broken))
+    second = run_sweep(ds, config, [30], cache=ResultCache(path), workers=1, progress=False)
+    assert second["settings"]["cached_runs"] == 0
+    assert second["curves"][0]["results"] == first["curves"][0]["results"]

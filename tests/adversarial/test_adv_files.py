@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import assert_clean_error
+from conftest import assert_clean_error, run_cli
 from corpus import hostile_datasets, special_files
 
 from fcmcore.errors import InputError
@@ -53,10 +53,17 @@ def test_load_image_refuses_special_files(specials, kind):
     assert REFUSED[kind] in str(err) and "\n" not in str(err)
 
 
-@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "proc_mem", "symlink_to_dev_zero"])
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "proc_mem", "symlink_to_dev_zero", "folder"])
 def test_cli_detect_refuses_special_files(specials, kind, cli):
-    # RLIMIT_DATA: reading /dev/zero to the end would die here instead of eating the machine
-    proc = cli("detect", str(specials[kind]), "--split", "none", timeout=120, limit_memory_mb=3000)
+    proc = cli("detect", str(specials[kind]), "--split", "none", timeout=120)
+    assert_clean_error(proc, REFUSED[kind])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_cli_child_process_refuses_special_files(specials, kind):
+    # a real process with RLIMIT_DATA: reading /dev/zero to the end would die here, not eat the machine
+    proc = run_cli("detect", str(specials[kind]), "--split", "none", timeout=120, limit_memory_mb=3000)
     assert_clean_error(proc, REFUSED[kind])
 
 

@@ -32,7 +32,12 @@ def test_planted_pickle_in_torch_home_is_refused_without_running(torch_home, tmp
     assert "pickle" in msg and str(weights_file(MODEL)) in msg and "\n" not in msg
 
 
-def test_planted_pickle_through_the_cli(tmp_path, cli):
+@pytest.mark.parametrize("runner", ["in_process", pytest.param("child_process", marks=pytest.mark.slow)])
+def test_planted_pickle_through_the_cli(tmp_path, cli, runner):
+    from conftest import run_cli
+
+    if runner == "child_process":
+        cli = run_cli
     marker = tmp_path / "marker"
     home = tmp_path / "th"
     import os

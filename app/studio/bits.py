@@ -1,0 +1,76 @@
+"""The bit-allocation tab: how wrapper-aware RDO moves bits towards the channels the detector
+needs, measured (leave-one-out bits per channel tile, real encodes), sse vs WA."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from fcmcore.inspect import channel_errors
+from fcmcore.pipeline import DISPLAY_SCORE_THRESHOLD
+
+from . import charts, compute, fmt, inputs, keys
+from .columns import ColumnOutcome, _sanitise
+
+EXPLAIN = (
+    "**Wrapper-aware RDO (WA-RDO).** A plain codec spends bits to minimise the squared error of the coded "
+    "channels, all alike (sse). After the wrapper's post-network some channels matter far more to the detector "
+    "than others. WA-RDO weights each channel by its importance: `wa` scales the channel tiles before packing "
+    "(any codec), `wa-qp` gives each tile its own HEVC QP offset. Important channels get more bits and less "
+    "error, unimportant ones fewer.")
+BARS = (
+    "**Bits per channel** are measured, not estimated: the frame is coded again with that channel's tile "
+    "flattened to its mean, and the bar is how many bits the stream shrank. A bar below zero means flattening "
+    "the tile made the stream *larger* (the encoder predicts neighbouring tiles from it, and a flat tile "
+    "predicts worse): that channel costs about nothing of its own. The bars need not add up to the total.")
+
+
+def bit_allocation(outcomes: list[ColumnOutcome], shown: inputs.LoadedImage | None) -> None:
+    st.caption(EXPLAIN)
+    usable = [o for o in outcomes if o.config is not None and o.config.wrapper not in (None, "", "none")
+              and o.config.codec is not None and o.problem is None]
+    if shown is None or not usable:
+        st.info("Bit allocation needs a column with a wrapper (truncate, pca or learned) and a codec: "
+                "the importance weights come from the wrapper. Pick one in a column's settings above.")
+        return
+    letters = [o.letter for o in usable]
+    _sanitise(keys.BA_COLUMN, letters, letters[0])
+    letter = st.selectbox("Column", letters, key=keys.BA_COLUMN,
+                          format_func=lambda l: f"{l}: {usable[letters.index(l)].config.label()}")
+    o = usable[letters.index(letter)]
+    config = dataclasses.replace(o.config, quality=o.result.quality if o.result is not None else o.config.quality)
+    wa = compute.wa_mode(config)
+    try:
+        with st.spinner(f"Measuring bits per channel (sse and {wa}: one extra encode per channel)…"):
+            alloc = compute.bit_allocation(shown.entry.sha, shown.image, config)
+    except Exception as exc:
+        st.error(fmt.md_escape(compute.error_message(exc)))
+        return
+    runs, weights = alloc["runs"], alloc["weights"]
+    rows, err_rows = [], []
+    for mode, res in runs.items():
+        for tensor, bits in (res.extra.get("bits_per_channel") or {}).items():
+            w = weights.get(tensor)
+            for ch, b in enumerate(bits):
+                rows.append({"tensor": tensor, "channel": ch, "rdo": mode, "bits": float(b),
+                             "weight": float(w[ch]) if w is not None and ch < len(w) else None})
+        for tensor, orig in (res.features or {}).items():
+            dec = (res.decoded_features or {}).get(tensor)
+            if dec is None or dec.shape != orig.shape:
+                continue
+            mse = channel_errors(orig[0], dec[0]).mse
+            err_rows += [{"tensor": tensor, "channel": ch, "rdo": mode, "mse": float(v)} for ch, v in enumerate(mse)]
+    st.markdown(" · ".join(f"**{m}**: {r.bits:,} bits, {len(r.shown(DISPLAY_SCORE_THRESHOLD))} detections"
+                           for m, r in runs.items()))
+    if not rows:
+        st.info("This codec reports no bits per channel (it does not pack channels into tiles).")
+        return
+    st.caption(BARS)
+    negative = sum(1 for r in rows if r["bits"] < 0)
+    if negative:
+        st.caption(f"{negative} of {len(rows)} bars are below zero here.")
+    st.altair_chart(charts.bit_allocation_chart(rows), width="stretch", key=keys.BA_CHART)
+    if err_rows:
+        st.caption("Per-channel squared error of the tensor the tail receives (after the post-wrapper), sse vs WA.")
+        st.altair_chart(charts.error_chart(err_rows), width="stretch", key=keys.BA_ERROR)
