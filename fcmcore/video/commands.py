@@ -156,7 +156,6 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def cmd_video_sweep(args: argparse.Namespace) -> int:
     """``fcm sweep --video CLIP|FOLDER``: one curve (config at each quality) over the clip(s)."""
-    from ..evaluate.commands import _floats
     from ..evaluate.sweep import save_results
     from .sweep import video_sweep
 
@@ -165,7 +164,7 @@ def cmd_video_sweep(args: argparse.Namespace) -> int:
     args.codec = args.codec or "hevc"
     args.gop = getattr(args, "gop", None)
     config = config_from_args(args)
-    doc = video_sweep(args.video, [(config, _floats(args.qualities, "--qualities"), args.name)],
+    doc = video_sweep(args.video, [(config, _qualities(args.qualities), args.name)],
                       start=args.start, frames=args.frames, stride=args.stride,
                       annotations=getattr(args, "annotations", None), cache=not args.no_cache,
                       progress=not args.quiet)
@@ -193,3 +192,13 @@ def add_sweep_video_arguments(p: argparse.ArgumentParser) -> None:
                    help="sweep a video clip, or every clip in a folder, instead of an image dataset")
     add_video_coding_arguments(g)
     add_clip_arguments(g)
+
+
+def _qualities(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ParameterError(f"--qualities must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ParameterError("--qualities: give at least one value")
+    return values
