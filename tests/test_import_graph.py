@@ -27,7 +27,7 @@ RANKS = {
     "learned": 4,
     "wrappers": 5,
     "pipeline": 6,
-    "evaluate": 7,
+    "evaluate": 7, "video": 7,
     "commands": 8, "cli": 8, "builtins": 8,
 }
 

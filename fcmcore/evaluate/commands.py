@@ -30,8 +30,8 @@ def _floats(text: str, what: str) -> list[float]:
     return values
 
 
-def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="COCO folder (images/ + instances.json) or an image folder")
+def _add_run_arguments(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
+    p.add_argument("--dataset", required=dataset_required, help="COCO folder (images/ + instances.json) or an image folder")
     p.add_argument("--annotations", default=None, help="COCO instances JSON for an image folder")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by id)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
@@ -48,7 +48,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Run one configuration over a dataset at each quality (or each target rate), plus "
         "the uncompressed reference, and write a results JSON (CompressAI plot schema per curve). "
         "bpp = mean over images of bits / (width * height) of the input image.")
-    _add_run_arguments(p)
+    _add_run_arguments(p, dataset_required=False)  # or --video
     add_pipeline_arguments(p, single_quality=False)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--qualities", help="comma-separated codec qualities, e.g. 22,27,32,37,42,47; 'default' "
@@ -58,6 +58,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="curve name (default: a readable form of the config)")
     p.add_argument("--out", required=True, help="results JSON to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    from ..video.commands import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
+
+    add_sweep_video_arguments(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser(
@@ -67,7 +70,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Points off the increasing rate-mAP front are dropped, and reported.")
     p.add_argument("results", nargs="+", help="results JSON files (from fcm sweep / fcm layers)")
     p.add_argument("--anchor", required=True, help="name of the anchor curve (exact, or a unique part of it)")
-    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref"], help="quality axis")
+    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref", "f1"],
+                   help="quality axis (f1: the agreement F1 of video sweeps)")
     p.add_argument("--resamples", type=int, default=1000,
                    help="paired bootstrap resamples of the images for the 95%% intervals (0: no intervals)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
@@ -115,6 +119,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .results_io import check_output_path
     from .sweep import CurveSpec, evaluate, save_results
 
+    if getattr(args, "video", None):
+        from ..video.commands import cmd_video_sweep
+
+        return cmd_video_sweep(args)
+    if not args.dataset:
+        raise ParameterError("fcm sweep needs --dataset (or --video for clips)")
     config = config_from_args(args)
     if config.codec is None:
         raise ParameterError("fcm sweep needs --codec (the uncompressed reference is recorded with every sweep)")

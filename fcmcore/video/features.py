@@ -1,0 +1,192 @@
+"""A sequence of split features <-> one transmitted bitstream (header + one video stream
+per tensor).
+
+Each frame's tensors are min-max quantised and tiled exactly as ``fcmcore.packing`` does for
+one image, with the range taken **per sequence** (one min/max for the whole clip, sent
+once: the frames stay comparable, which inter prediction needs; the encoder must see the
+whole clip first) or **per frame** (a min/max per frame, sent with each frame: causal, and
+the cost of the side information is counted in that frame's bits). ``quant`` picks one
+range per tensor or per channel, as for images.
+
+Layout (version 1; varints are unsigned LEB128)::
+
+    4 bytes   magic "FCMV"
+    u8        version = 1
+    u8        bits 0-4 bit depth; bit 5 quant (0 tensor, 1 channel); bit 6 ranges (0 sequence,
+              1 frame); bit 7: 0
+    varint    number of frames N
+    varint    number of tensors T; per tensor: u8 name length, name, varint C, H, W
+    ranges    sequence: per tensor f16 LE mins then maxs (1 or C each);
+              frame: for each frame, per tensor, the same
+    per tensor: varint stream length in bytes
+    the T Annex-B streams, concatenated
+
+Rate: ``bits = len(data) * 8``. Per-frame bits (display order) = the frame's access units
+in every stream + its ranges (frame mode); everything else (magic, shapes, sequence
+ranges, lengths) is counted in the first frame. They sum to ``bits`` exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..byteio import ByteReader, encode_varint
+from ..errors import BitstreamError, FCMError, ParameterError
+from ..packing import dequantise, f16_ceil, f16_floor, grid_for, quantise, tile_channels, untile_channels
+from .sequence import CodedSequence, SequenceCoder
+
+MAGIC = b"FCMV"
+VERSION = 1
+RANGE_SCOPES = ("sequence", "frame")
+
+
+@dataclass
+class EncodedFeatureSequence:
+    data: bytes
+    frame_bits: list[int]  # display order; sums to len(data) * 8
+    intra: list[bool]
+    header_bytes: int  # everything that is not a coded picture (ranges included)
+    frames: dict[str, list[np.ndarray]]  # the packed frames the codec saw, per tensor
+
+    @property
+    def bits(self) -> int:
+        return len(self.data) * 8
+
+
+def _ranges(arrs: list[np.ndarray], quant: str) -> tuple[np.ndarray, np.ndarray]:
+    """float16 (floor min, ceil max) over ``arrs`` (each (C, H, W)), per tensor or channel."""
+    stack = np.stack(arrs)  # (N, C, H, W)
+    if quant == "tensor":
+        lo, hi = np.array([stack.min()]), np.array([stack.max()])
+    else:
+        lo, hi = stack.min(axis=(0, 2, 3)), stack.max(axis=(0, 2, 3))
+    return f16_floor(lo), f16_ceil(hi)
+
+
+def encode_feature_sequence(features: list[dict[str, torch.Tensor]], coder: SequenceCoder, quality, *,
+                            gop: str = "ldp", intra_period: int | None = None, bit_depth: int = 10,
+                            quant: str = "tensor", ranges: str = "sequence") -> EncodedFeatureSequence:
+    """Pack every frame's tensors and code each tensor's frames as one video stream."""
+    if not features:
+        raise ParameterError("no frames to code")
+    if quant not in ("tensor", "channel"):
+        raise ParameterError(f"quant must be 'tensor' or 'channel', not {quant!r}")
+    if ranges not in RANGE_SCOPES:
+        raise ParameterError(f"--range must be one of {', '.join(RANGE_SCOPES)}, not {ranges!r}")
+    names = list(features[0])
+    n = len(features)
+    arrays: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        arrs = []
+        for f in features:
+            t = f[name].detach().to("cpu", torch.float64).numpy()
+            arrs.append(t.reshape(t.shape[-3:]))
+        if not all(np.all(np.isfinite(a)) for a in arrs):
+            raise ParameterError(f"{name}: features have NaN or infinite values")
+        arrays[name] = arrs
+    head = bytearray(MAGIC)
+    head.append(VERSION)
+    head.append(bit_depth | (32 if quant == "channel" else 0) | (64 if ranges == "frame" else 0))
+    head += encode_varint(n) + encode_varint(len(names))
+    for name in names:
+        raw = name.encode()
+        c, h, w = arrays[name][0].shape
+        head += bytes([len(raw)]) + raw + encode_varint(c) + encode_varint(h) + encode_varint(w)
+    frame_side = [0] * n
+    packed: dict[str, list[np.ndarray]] = {}
+    range_bytes = bytearray()
+    per_frame_ranges: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for name in names:
+        if ranges == "sequence":
+            lo, hi = _ranges(arrays[name], quant)
+            per_frame_ranges[name] = [(lo, hi)] * n
+            range_bytes += lo.astype("<f2").tobytes() + hi.astype("<f2").tobytes()
+        else:
+            per_frame_ranges[name] = [_ranges([a], quant) for a in arrays[name]]
+    if ranges == "frame":
+        for i in range(n):
+            for name in names:
+                lo, hi = per_frame_ranges[name][i]
+                chunk = lo.astype("<f2").tobytes() + hi.astype("<f2").tobytes()
+                range_bytes += chunk
+                frame_side[i] += len(chunk)
+    streams: list[CodedSequence] = []
+    for name in names:
+        frames = []
+        for a, (lo, hi) in zip(arrays[name], per_frame_ranges[name]):
+            frames.append(tile_channels(quantise(a, lo, hi, bit_depth), fill=1 << (bit_depth - 1)))
+        packed[name] = frames
+        streams.append(coder.encode(frames, bit_depth, quality, gop, intra_period))
+    lengths = b"".join(encode_varint(len(s.data)) for s in streams)
+    data = bytes(head) + bytes(range_bytes) + lengths + b"".join(s.data for s in streams)
+    frame_bits = [8 * (frame_side[i] + sum(s.frame_bytes[i] for s in streams)) for i in range(n)]
+    header_bytes = len(data) - sum(len(s.data) for s in streams)
+    frame_bits[0] += 8 * (header_bytes - sum(frame_side))
+    assert sum(frame_bits) == len(data) * 8
+    intra = [any(s.intra[i] for s in streams) for i in range(n)]
+    return EncodedFeatureSequence(data, frame_bits, intra, header_bytes, packed)
+
+
+def decode_feature_sequence(data: bytes, coder: SequenceCoder) -> list[dict[str, torch.Tensor]]:
+    """The inverse of :func:`encode_feature_sequence`: per frame, name -> (1, C, H, W) float32."""
+    try:
+        return _decode(bytes(data), coder)
+    except FCMError:
+        raise
+    except (IndexError, ValueError, EOFError, OverflowError) as exc:
+        raise BitstreamError(f"feature sequence: malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _decode(data: bytes, coder: SequenceCoder) -> list[dict[str, torch.Tensor]]:
+    r = ByteReader(data, "feature sequence")
+    if r.take(4, "magic") != MAGIC:
+        raise BitstreamError("feature sequence: not an FCM video feature stream (bad magic)")
+    version = r.u8("version")
+    if version != VERSION:
+        raise BitstreamError(f"feature sequence: version {version}, this fcm reads {VERSION}")
+    flags = r.u8("flags")
+    bit_depth, quant, scope = flags & 31, ("channel" if flags & 32 else "tensor"), ("frame" if flags & 64 else "sequence")
+    if flags & 128 or bit_depth not in coder.bit_depths:
+        raise BitstreamError(f"feature sequence: bad flags {flags:#x} for {coder.name}")
+    n, t = r.varint("frame count", 100000), r.varint("tensor count", 64)
+    if not (1 <= n <= 100000 and 1 <= t <= 64):
+        raise BitstreamError(f"feature sequence: {n} frames / {t} tensors out of range")
+    shapes = []
+    for _ in range(t):
+        name = r.take(r.u8("name length"), "name").decode("utf-8", errors="strict")
+        c, h, w = r.varint("C", 65536), r.varint("H", 4096), r.varint("W", 4096)
+        if not (1 <= c <= 65536 and 1 <= h <= 4096 and 1 <= w <= 4096):
+            raise BitstreamError(f"feature sequence: tensor {name} shape {c}x{h}x{w} out of range")
+        shapes.append((name, c, h, w))
+
+    def read_range(c):
+        k = 1 if quant == "tensor" else c
+        lo = np.frombuffer(r.take(2 * k, "ranges"), "<f2").astype(np.float64)
+        hi = np.frombuffer(r.take(2 * k, "ranges"), "<f2").astype(np.float64)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi >= lo)):
+            raise BitstreamError("feature sequence: ranges out of domain")
+        return lo, hi
+
+    if scope == "sequence":
+        rng = {name: [read_range(c)] * n for name, c, _, _ in shapes}
+    else:
+        rng = {name: [] for name, _, _, _ in shapes}
+        for _ in range(n):
+            for name, c, _, _ in shapes:
+                rng[name].append(read_range(c))
+    lengths = [r.varint("stream length", 1 << 31) for _ in shapes]
+    streams = [r.take(k, "stream") for k in lengths]
+    if r.pos != len(data):
+        raise BitstreamError(f"feature sequence: {len(data) - r.pos} trailing bytes")
+    out: list[dict[str, torch.Tensor]] = [dict() for _ in range(n)]
+    for (name, c, h, w), stream in zip(shapes, streams):
+        rows, cols = grid_for(c)
+        frames = coder.decode(stream, bit_depth, (rows * h, cols * w), n)
+        for i, fr in enumerate(frames):
+            lo, hi = rng[name][i]
+            x = dequantise(untile_channels(fr, c, h, w), lo, hi, bit_depth)
+            out[i][name] = torch.from_numpy(x.reshape(1, c, h, w)).to(torch.float32)
+    return out
