@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "fcmcore.evaluate.commands",  # sweep, bdrate, layers, plot
     "fcmcore.wrappers.commands",  # train-wrapper
     "fcmcore.learned.commands",  # train-codec
+    "fcmcore.tasks.commands",  # train-connector
 ]
 
 

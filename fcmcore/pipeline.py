@@ -50,6 +50,15 @@ class PipelineConfig:
     rdo: str = "sse"  # "sse" (plain codec RDO), "wa" (wrapper-aware: per-tile gains at packing)
     # or "wa-qp" (wrapper-aware: per-tile QP offsets inside the codec, HEVC only); see wrappers.rdo
     bits_per_channel: bool = False  # measure bits per channel tile (leave-one-out: k extra encodes)
+    # Tasks served from the one bitstream: "detection" always; "pose" / "classification" read
+    # the decoded split tensor through their connectors (fcmcore.tasks), or the decoded image
+    # in the full-input paradigm. connector: "conv" (trained) or "linear" (naive projection).
+    tasks: tuple[str, ...] = ("detection",)
+    connector: str = "conv"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, (list, str)):  # from JSON / a CLI string: keep the config hashable
+            object.__setattr__(self, "tasks", tuple(self.tasks.split(",") if isinstance(self.tasks, str) else self.tasks))
 
     @property
     def paradigm(self) -> str:
@@ -61,6 +70,7 @@ class PipelineConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["paradigm"] = self.paradigm
+        d["tasks"] = list(self.tasks)
         return d
 
     def label(self) -> str:
@@ -151,6 +161,8 @@ class PipelineResult:
         for key in ("bits_per_channel", "edge_macs"):
             if key in self.extra:
                 out[key] = self.extra[key]
+        if self.extra.get("tasks"):
+            out["tasks"] = {name: outcome.to_json() for name, outcome in self.extra["tasks"].items()}
         return out
 
 
@@ -168,6 +180,13 @@ def _validate(config: PipelineConfig) -> None:
         raise ParameterError(f"rdo must be one of {', '.join(RDO_MODES)}, not {config.rdo!r}")
     if config.split is None and config.wrapper not in (None, "", "none"):
         raise ParameterError("wrappers work on split features; full-input (split none) takes no wrapper")
+    from .tasks.secondary import CONNECTOR_KINDS, parse_tasks
+
+    if tuple(config.tasks) != parse_tasks(config.tasks):
+        raise ParameterError(f"tasks must be a subset of detection, pose, classification in that order, "
+                             f"with detection; got {config.tasks!r} (use fcmcore.tasks.secondary.parse_tasks)")
+    if config.connector not in CONNECTOR_KINDS:
+        raise ParameterError(f"connector must be one of {', '.join(CONNECTOR_KINDS)}, not {config.connector!r}")
 
 
 def run_head(image: Image.Image, model_name: str = DEFAULT_MODEL, split: str | None = DEFAULT_SPLIT) -> HeadOutput:
@@ -192,9 +211,35 @@ def run_from_head(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
     _validate(config)
     if (head.model, head.split) != (config.model, config.split):
         raise ParameterError("head output was computed for another model or split")
-    if config.split is None:
-        return _run_full_input(head, config)
-    return _run_split(head, config)
+    result = _run_full_input(head, config) if config.split is None else _run_split(head, config)
+    if len(config.tasks) > 1:
+        _run_secondary(head, result)
+    return result
+
+
+def _run_secondary(head: HeadOutput, result: PipelineResult) -> None:
+    """Pose / classification from what the server decoded (no extra bits): the decoded split
+    tensor through each task's connector, or the decoded image (full-input). Their
+    uncompressed references are computed (and cached per image) for agreement, timed
+    apart from serving."""
+    from .tasks import secondary
+
+    config = result.config
+    with torch.inference_mode():
+        if config.split is None:
+            outcomes = secondary.from_image(result.decoded_image, head.image_rgb, config.tasks)
+        else:
+            decoded = result.decoded_features or {}
+            if len(decoded) != 1:
+                raise ParameterError(f"secondary tasks read a single-tensor split; {config.split} carries {len(decoded)}")
+            outcomes = secondary.from_split(next(iter(decoded.values())), head.image_rgb, config.tasks,
+                                            config.model, config.split, config.connector)
+    for outcome in outcomes.values():
+        for stage, ms in outcome.timings_ms.items():
+            result.timings_ms[stage] = ms
+    serving = [k for k in result.timings_ms if not k.endswith("_reference") and k != "total"]
+    result.timings_ms["total"] = sum(result.timings_ms[k] for k in serving)
+    result.extra["tasks"] = outcomes
 
 
 def run(image: Image.Image, config: PipelineConfig = PipelineConfig()) -> PipelineResult:

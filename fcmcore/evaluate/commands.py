@@ -65,7 +65,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Points off the increasing rate-mAP front are dropped, and reported.")
     p.add_argument("results", nargs="+", help="results JSON files (from fcm sweep / fcm layers)")
     p.add_argument("--anchor", required=True, help="name of the anchor curve (exact, or a unique part of it)")
-    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref"], help="quality axis")
+    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref", "pose_oks", "cls_top1", "cls_top5"], help="quality axis")
     p.add_argument("--json", action="store_true", help='print {"anchor", "rows": [{"name", "bd_rate", "bd_map"}]}')
     p.set_defaults(func=cmd_bdrate)
 
@@ -92,7 +92,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "the uncompressed reference as a dashed line; with --anchor, a BD-rate chart too.")
     p.add_argument("results", nargs="+", help="results JSON files")
     p.add_argument("-o", "--out", required=True, help="chart file: .html (or .png/.svg with vl-convert-python)")
-    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref"], help="y axis")
+    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref", "pose_oks", "cls_top1", "cls_top5"], help="y axis")
     p.add_argument("--anchor", default=None, help="also chart BD-rate against this curve")
     p.add_argument("--title", default=None, help="chart title")
     p.set_defaults(func=cmd_plot)

@@ -66,6 +66,7 @@ from .datasets import Dataset, ImageRecord, detections_to_coco
 from .metrics import MATCH_IOU, REFERENCE_SCORE_THRESHOLD, agreement, coco_map, map_vs_reference
 
 RESULTS_VERSION = 1
+_TASK_METRICS = ("pose_oks", "cls_top1", "cls_top5")  # fcmcore.tasks.evaluation.TASK_METRICS
 
 
 # -- what to run --------------------------------------------------------------------------
@@ -122,7 +123,15 @@ def record_from_result(result, image_id: int) -> dict[str, Any]:
         "timings_ms": {k: float(v) for k, v in result.timings_ms.items()},
         "detections": [[int(d.category_id), float(d.score), *(float(v) for v in d.box), d.label]
                        for d in result.detections],
+        **_task_record(result),
     }
+
+
+def _task_record(result) -> dict[str, Any]:
+    """Secondary-task agreement of one run (fcmcore.tasks), {} for detection only."""
+    from ..tasks.evaluation import record_tasks
+
+    return record_tasks(result)
 
 
 def record_detections(record: dict[str, Any]) -> list:
@@ -511,6 +520,9 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
         }
         if mode == "target_bpp":
             results["target_bpp"] = [p["target_bpp"] for p in pts]
+        for key in _TASK_METRICS:
+            if pts and key in pts[0]:
+                results[key] = [p.get(key) for p in pts]
         base_json = base.to_json()
         out_curves.append({"name": name, "config": base_json, "mode": mode, "results": results,
                            "reference": ref_doc, "points": pts})
@@ -587,6 +599,7 @@ def _summarise(dataset: Dataset, image_ids: list[int], spec: _Spec, recs: dict[i
         for k, v in r["timings_ms"].items():
             stages[k].append(v)
     point["timings_ms"] = {k: round(_mean(v), 3) for k, v in stages.items()}
+    point.update(_task_summary(dataset, image_ids, rows))
     point["num_images"] = len(rows)
     point["cached_images"] = sum(1 for r in rows if r.get("cached"))
     point["images"] = [
@@ -597,6 +610,13 @@ def _summarise(dataset: Dataset, image_ids: list[int], spec: _Spec, recs: dict[i
         for r in rows
     ]
     return point
+
+
+def _task_summary(dataset: Dataset, image_ids: list[int], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Secondary-task means of one point (pose_oks, cls_top1, cls_top5), {} for detection only."""
+    from ..tasks.evaluation import summarise_tasks
+
+    return summarise_tasks(dataset, image_ids, rows)
 
 
 def run_sweep(dataset: Dataset, config, qualities: Sequence[float] = (), *, target_bpp: Sequence[float] = (),

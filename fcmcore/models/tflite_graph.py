@@ -314,6 +314,8 @@ class TFLiteGraph(torch.nn.Module):
         if kind == "RESHAPE":
             shape = ([int(s) for s in ins[1].tolist()] if len(ins) > 1 and ins[1] is not None
                      else list(self.tensors[op.outputs[0]].shape))
+            if shape and shape[0] == 1 and ins[0].shape[0] > 1 and len(self.tensors[op.inputs[0]].shape) > 1:
+                shape[0] = -1  # the file was converted for batch 1: its leading 1 is the batch
             return ins[0].reshape(shape)
         if kind == "ARG_MAX":
             return torch.argmax(ins[0], dim=int(ins[1]))  # first maximum, like TFLite
