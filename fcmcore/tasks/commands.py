@@ -29,6 +29,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--hidden", type=int, default=96, help="connector channels before the resize")
     p.add_argument("--mid", type=int, default=None, help="connector channels after the resize (default: hidden)")
+    p.add_argument("--output-weight", type=float, default=1.0,
+                   help="weight of the output-distillation term against the feature term (0: features only)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train_connector)
 
@@ -75,11 +77,15 @@ def cmd_train_connector(args: argparse.Namespace) -> int:
           f"{args.task} @ {target}", file=sys.stderr)
     bank = cached_bank(args, target)
     module, info = train_connector(bank, args.task, target, kind=args.kind, epochs=args.epochs, batch=args.batch,
-                                   lr=args.lr, hidden=args.hidden, mid=args.mid, seed=args.seed,
+                                   lr=args.lr, hidden=args.hidden, mid=args.mid, output_weight=args.output_weight,
+                                   seed=args.seed,
                                    log=lambda m: print(m, file=sys.stderr))
     argv = ["fcm", "train-connector", "--dataset", portable(args.dataset), "--split", args.split, "--task", args.task,
             "--out", portable(args.out), "--kind", args.kind, "--target", target, "--epochs", str(args.epochs),
-            "--augment", str(args.augment), "--seed", str(args.seed)]
+            "--augment", str(args.augment), "--hidden", str(args.hidden)]
+    if args.mid:
+        argv += ["--mid", str(args.mid)]
+    argv += ["--output-weight", f"{args.output_weight:g}", "--seed", str(args.seed)]
     extra = {"cpu_seconds": round(time.process_time() - cpu0, 1), "wall_seconds": round(time.perf_counter() - wall0, 1),
              "torch_threads": torch.get_num_threads(), "size_bytes": connectors.size_bytes(module), **info}
     meta = meta_for(args.task, target, args.model, args.split, args.kind, bank, args.seed, shlex.join(argv),

@@ -38,7 +38,7 @@ class Connector(nn.Module):
     kind = "conv"
 
     def __init__(self, cin: int, cout: int, out_hw: tuple[int, int], hidden: int = 96, mid: int | None = None,
-                 in_scale: float = 1.0):
+                 in_scale: float = 1.0, skip: bool = True):
         super().__init__()
         self.out_hw = tuple(int(v) for v in out_hw)
         self.cin, self.cout, self.hidden = int(cin), int(cout), int(hidden)
@@ -47,21 +47,31 @@ class Connector(nn.Module):
         self.conv_in = nn.Conv2d(cin, self.hidden, 3, padding=1)
         self.conv_mid = nn.Conv2d(self.hidden, self.mid, 3, padding=1)
         self.conv_out = nn.Conv2d(self.mid, cout, 1)
+        # Linear path (resize + 1x1, fitted by least squares before training): the connector
+        # starts as the naive projection and learns a residual on top of it.
+        self.skip = LinearProjection(cin, cout, self.out_hw) if skip else None
 
     @torch.no_grad()
-    def init_output(self, targets: torch.Tensor, gain: float = 0.1) -> None:
-        """Start at the targets' per-channel mean with a small residual (stable distillation)."""
-        self.conv_out.weight.mul_(gain)
-        self.conv_out.bias.copy_(targets.mean(dim=(0, 2, 3)))
+    def init_output(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Start at the least-squares projection (residual branch zero), or, without the
+        linear path, at the targets' per-channel mean with a small residual."""
+        if self.skip is not None:
+            self.skip.fit(inputs, targets)
+            self.conv_out.weight.zero_()
+            self.conv_out.bias.zero_()
+        else:
+            self.conv_out.weight.mul_(0.1)
+            self.conv_out.bias.copy_(targets.mean(dim=(0, 2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv_in(x * self.in_scale))
-        x = F.interpolate(x, size=self.out_hw, mode="bilinear", align_corners=False)
-        return self.conv_out(F.relu(self.conv_mid(x)))
+        h = F.relu(self.conv_in(x * self.in_scale))
+        h = F.interpolate(h, size=self.out_hw, mode="bilinear", align_corners=False)
+        y = self.conv_out(F.relu(self.conv_mid(h)))
+        return y + self.skip(x) if self.skip is not None else y
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "cin": self.cin, "cout": self.cout, "out_hw": list(self.out_hw),
-                "hidden": self.hidden, "mid": self.mid, "in_scale": self.in_scale}
+                "hidden": self.hidden, "mid": self.mid, "in_scale": self.in_scale, "skip": self.skip is not None}
 
 
 class LinearProjection(nn.Module):
@@ -100,7 +110,7 @@ def build(config: dict[str, Any]) -> nn.Module:
     hw = tuple(config["out_hw"])
     if kind == "conv":
         return Connector(config["cin"], config["cout"], hw, config.get("hidden", 96), config.get("mid"),
-                         config.get("in_scale", 1.0))
+                         config.get("in_scale", 1.0), config.get("skip", False))
     if kind == "linear":
         return LinearProjection(config["cin"], config["cout"], hw)
     raise WeightsError(f"unknown connector kind {kind!r}")

@@ -131,7 +131,7 @@ def output_loss(net: TaskNetwork, target: str) -> Callable[[torch.Tensor, torch.
 
 def train_connector(bank: TaskBank, task: str, target: str, *, kind: str = "conv", epochs: int = 6,
                     batch: int = 8, lr: float = 2e-3, hidden: int = 96, mid: int | None = None,
-                    seed: int = 0, log: Callable[[str], None] | None = print):
+                    output_weight: float = 1.0, seed: int = 0, log: Callable[[str], None] | None = print):
     """-> (connector, history). ``kind="linear"`` fits the naive projection instead."""
     if kind not in KINDS:
         raise ParameterError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -145,7 +145,7 @@ def train_connector(bank: TaskBank, task: str, target: str, *, kind: str = "conv
         return proj, {"val_feature_nmse": _val_nmse(proj, bank), "seconds": time.perf_counter() - t0}
     net = load_task_network(task)
     connector = Connector(cin, cout, (h, w), hidden, mid, in_scale=1.0 / float(bank.inputs.std()))
-    connector.init_output(bank.targets)
+    connector.init_output(bank.inputs, bank.targets)
     out_loss = output_loss(net, target)
     var = float(bank.targets.var())
     opt = torch.optim.Adam(connector.parameters(), lr=lr)
@@ -164,7 +164,7 @@ def train_connector(bank: TaskBank, task: str, target: str, *, kind: str = "conv
             y = bank.targets[idx]
             y_hat = connector(x)
             feat = F.mse_loss(y_hat, y) / var
-            loss = feat + out_loss(y_hat, y)
+            loss = feat + output_weight * out_loss(y_hat, y) if output_weight else feat
             opt.zero_grad()
             loss.backward()
             opt.step()
