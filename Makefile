@@ -1,6 +1,7 @@
 # FCM Studio: the two commands of the README, and their parts.
 #   make app    install, then serve the dashboard on http://localhost:8501 (offline default detector)
 #   make test   install, then run every test (fast, slow end-to-end and real-browser ones)
+#   make test-all  every test, without the install step (the environment is already set up)
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 PORT ?= 8501
@@ -25,8 +26,15 @@ install-browser:
 app: install
 	$(PYTHON) -m streamlit run app/Home.py --server.port $(PORT)
 
+# pytest's exit 5 ("no tests collected") is a failure here, said in words.
+PYTEST_ALL = $(PYTHON) -m pytest -m "" -q; code=$$?; \
+	[ $$code -ne 5 ] || echo "error: pytest collected no tests (exit 5)" >&2; exit $$code
+
 test: install install-browser
-	$(PYTHON) -m pytest -m "" -q
+	$(PYTEST_ALL)
+
+test-all: install-browser
+	$(PYTEST_ALL)
 
 # The quick loop while developing: no end-to-end or browser tests, no install step.
 test-fast:

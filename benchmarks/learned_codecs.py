@@ -59,6 +59,7 @@ def edge_macs(split: str) -> dict[str, int]:
 def estimate_vs_real(ds, split: str, names: list[str]) -> dict[str, dict[int, float]]:
     """(bits_estimated - bits) / bits per codec and quality, mean over the images."""
     from fcmcore.codecs import get_codec
+    from fcmcore.coding import MODEL_INPUT
     from fcmcore.imageio import load_image
     from fcmcore.models import load_model
 
@@ -72,7 +73,7 @@ def estimate_vs_real(ds, split: str, names: list[str]) -> dict[str, dict[int, fl
         for q in range(1, int(codec.quality.hi) + 1):
             rel = []
             for x, f in zip(inputs, feats):
-                enc = codec.encode_image_to_features(x, q) if codec.direct else codec.encode_features(f, q)
+                enc = codec.encode(x if codec.consumes == MODEL_INPUT else f, q)
                 rel.append((enc.bits_estimated - enc.bits) / enc.bits)
             rows[q] = sum(rel) / len(rel)
         out[name] = rows

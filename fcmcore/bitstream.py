@@ -8,9 +8,9 @@ every frame's codec bitstream), exactly the bytes :func:`decode_features` reads.
 quality parameter. The decoder is given the same codec object; a stream decoded with
 another codec fails with ``BitstreamError``.
 
-Layout (version 1; integers are unsigned LEB128 varints unless said otherwise)::
+Layout (version 2; integers are unsigned LEB128 varints unless said otherwise)::
 
-    u8        version = 1
+    u8        version = 2
     u8        bits 0-4: bit depth (8, 10, 12 or 16); bit 5: mode (0 tensor, 1 channel);
               bits 6-7: 0
     varint    number of tensors (>= 1)
@@ -22,16 +22,29 @@ Layout (version 1; integers are unsigned LEB128 varints unless said otherwise)::
       f16 LE  C gains (when flag bit 0)
       varint  payload length in bytes
     the payloads (each a complete codec bitstream of one tiled frame), concatenated
-    in tensor order; nothing follows the last one.
+    in tensor order
+    u32 LE    CRC-32 (zlib) of every preceding byte; nothing follows it
 
-The tile grid and the frame size follow from C, H, W (``packing.grid_for``). Anything
-that does not parse exactly — truncation, trailing bytes, reserved bits set, ranges or
-gains out of domain, a payload the codec cannot decode — raises ``BitstreamError``.
+``header_bytes`` counts everything but the payloads (the CRC included). The tile grid and
+the frame size follow from C, H, W (``packing.grid_for``). Anything that does not parse
+exactly — truncation, trailing bytes, reserved bits set, ranges or gains out of domain, a
+checksum mismatch (any changed byte: CRC-32 catches every burst up to 32 bits and all but
+2^-32 of the rest), a payload the codec cannot decode — raises ``BitstreamError``.
+
+Sizes are checked from the header alone, before the codec or numpy allocates anything: the
+frames of one stream may hold at most ``MAX_DECODE_SAMPLES`` samples unless the decoder
+states the shapes it expects (``expect=``, e.g. the model split's tensors), in which case
+the tensor names and shapes must be exactly those. A forged stream with a valid checksum
+declaring a huge frame is refused in microseconds. Version 1 streams (no checksum) are
+refused with a message saying so; re-encode them.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,9 +54,14 @@ from .byteio import ByteReader, encode_varint
 from .errors import BitstreamError, CodecUnavailableError, FCMError, ParameterError
 from .packing import BIT_DEPTHS, MODES, PackedTensor, grid_for, pack_tensor, tile_channels, unpack_tensor
 
-VERSION = 1
+VERSION = 2
 MAX_SIDE = 1 << 16  # frame side limit (samples), a guard against absurd headers
 MAX_VALUES = 1 << 28  # C*H*W limit per tensor
+# Frame samples one stream may declare when the decoder does not say what it expects:
+# 32 M samples (64 MB of 16-bit frames) holds the largest split here at the default input
+# size (Faster R-CNN layer3 at 800x1333: 30 M) and refuses an 8000x8000 forgery (64 M).
+MAX_DECODE_SAMPLES = 1 << 25
+CRC_BYTES = 4
 
 
 @dataclass
@@ -91,7 +109,8 @@ class StreamHeader:
     bit_depth: int
     mode: str
     tensors: list[TensorHeader]
-    header_bytes: int
+    header_bytes: int  # side information: everything but the payloads (CRC included)
+    payload_offset: int = 0  # where the first payload starts
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -170,10 +189,11 @@ def encode_features(
         packed[name] = p
         head += _tensor_header(p, len(payloads[name]))
     data = head + b"".join(payloads.values())
+    data += struct.pack("<I", zlib.crc32(data))
     return EncodedFeatures(
         data=data,
         frames={n: p.frame for n, p in packed.items()},
-        header_bytes=len(head),
+        header_bytes=len(head) + CRC_BYTES,
         payload_bytes={n: len(b) for n, b in payloads.items()},
         packed=packed,
         bit_depth=bit_depth,
@@ -197,15 +217,35 @@ class _Reader(ByteReader):
         return np.frombuffer(self.take(2 * count, what), dtype="<f2").astype(np.float16)
 
 
-def read_header(data: bytes) -> StreamHeader:
-    """Parse and validate the container header (no decoding). Raises BitstreamError."""
+Expect = Mapping[str, Sequence["int | None"]]
+
+
+def _check_expected(name: str, shape: tuple[int, ...], expect: Expect) -> None:
+    want = tuple(expect[name])
+    if len(want) not in (3, 4) or (len(want) == 4 and len(shape) != 4):
+        raise BitstreamError(f"{name}: stream declares shape {shape}, expected {want}")
+    if any(w is not None and int(w) != got for w, got in zip(want[-3:], shape[-3:])):
+        raise BitstreamError(f"{name}: stream declares shape {shape}, expected {want} for this split")
+
+
+def read_header(data: bytes, *, expect: Expect | None = None, max_samples: int | None = None) -> StreamHeader:
+    """Parse and validate the container (header, lengths, checksum; no decoding). Raises
+    BitstreamError. ``expect`` (tensor name -> shape, ``None`` for a free dimension): the
+    stream must hold exactly these tensors with these shapes. ``max_samples``: frame
+    samples allowed in total (default ``MAX_DECODE_SAMPLES``, or what ``expect`` implies
+    when it fixes every dimension)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ParameterError(f"bitstream must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if not data:
         raise BitstreamError("empty bitstream")
+    if expect is not None and (not isinstance(expect, Mapping) or not expect):
+        raise ParameterError("expect must map tensor names to shapes")
     r = _Reader(data)
     version = r.u8("version")
+    if version == 1:
+        raise BitstreamError("FCM feature bitstream version 1 (no checksum) is no longer read; "
+                             f"re-encode it with this version ({VERSION})")
     if version != VERSION:
         raise BitstreamError(f"not an FCM feature bitstream (version byte {version}, expected {VERSION})")
     b = r.u8("bit depth")
@@ -216,8 +256,16 @@ def read_header(data: bytes) -> StreamHeader:
     n = r.varint("tensor count", 4096)
     if n < 1:
         raise BitstreamError("corrupt header: no tensors")
+    if expect is not None and n != len(expect):
+        raise BitstreamError(f"stream holds {n} tensors, expected {len(expect)} ({', '.join(expect)})")
+    if max_samples is None:
+        max_samples = MAX_DECODE_SAMPLES
+        if expect is not None and all(all(d is not None for d in s) for s in expect.values()):
+            shapes = [tuple(int(d) for d in s) for s in expect.values()]
+            max_samples = max(max_samples, sum(_frame_samples(s[-3:]) for s in shapes if len(s) >= 3))
     tensors: list[TensorHeader] = []
     names: set[str] = set()
+    samples = 0
     for i in range(n):
         ln = r.u8("name length")
         try:
@@ -226,6 +274,8 @@ def read_header(data: bytes) -> StreamHeader:
             raise BitstreamError(f"corrupt header: tensor {i} name is not UTF-8") from None
         if not name or name in names:
             raise BitstreamError(f"corrupt header: empty or repeated tensor name {name!r}")
+        if expect is not None and name not in expect:
+            raise BitstreamError(f"stream holds tensor {name!r}, expected {', '.join(map(repr, expect))}")
         names.add(name)
         flags = r.u8("flags")
         if flags >> 2:
@@ -238,6 +288,14 @@ def read_header(data: bytes) -> StreamHeader:
         rows, cols = grid_for(c)
         if rows * h > MAX_SIDE or cols * w > MAX_SIDE:
             raise BitstreamError(f"corrupt header: {name}: frame too large")
+        shape = (1, c, h, w) if flags & 2 else (c, h, w)
+        if expect is not None:
+            _check_expected(name, shape, expect)
+        samples += rows * h * cols * w
+        if samples > max_samples:
+            raise BitstreamError(
+                f"{name}: stream declares {samples:,} frame samples, over the {max_samples:,} limit "
+                "(pass the expected shapes to decode larger splits)")
         if mode == "tensor":
             mins, maxs = r.f16(1, "range"), r.f16(1, "range")
         else:
@@ -249,30 +307,39 @@ def read_header(data: bytes) -> StreamHeader:
             gains = r.f16(c, "gains")
             if not (np.all(np.isfinite(gains)) and np.all(gains > 0) and np.all(gains <= 1)):
                 raise BitstreamError(f"corrupt header: {name}: gains outside (0, 1]")
-        shape = (1, c, h, w) if flags & 2 else (c, h, w)
         plen = r.varint("payload length", len(data))
         if plen < 1:
             raise BitstreamError(f"corrupt header: {name}: empty payload")
         tensors.append(TensorHeader(name, shape, mins, maxs, gains, plen))
-    total = r.pos + sum(t.payload_bytes for t in tensors)
+    total = r.pos + sum(t.payload_bytes for t in tensors) + CRC_BYTES
     if total > len(data):
         raise BitstreamError(f"bitstream truncated: {len(data)} bytes, header announces {total}")
     if total < len(data):
         raise BitstreamError(f"bitstream has {len(data) - total} unexpected trailing bytes")
-    return StreamHeader(version, bit_depth, mode, tensors, r.pos)
+    if zlib.crc32(data[:-CRC_BYTES]) != struct.unpack("<I", data[-CRC_BYTES:])[0]:
+        raise BitstreamError("bitstream checksum mismatch (corrupted or truncated in transit)")
+    return StreamHeader(version, bit_depth, mode, tensors, r.pos + CRC_BYTES, payload_offset=r.pos)
 
 
-def decode_features(data: bytes, codec: FrameCodec) -> DecodedFeatures:
+def _frame_samples(chw: Sequence[int]) -> int:
+    c, h, w = chw
+    rows, cols = grid_for(c)
+    return rows * h * cols * w
+
+
+def decode_features(data: bytes, codec: FrameCodec, *, expect: Expect | None = None,
+                    max_samples: int | None = None) -> DecodedFeatures:
     """Parse the container and decode every frame with ``codec`` (the one agreed out of
-    band) back to tensors. Any malformed input raises ``BitstreamError``."""
-    header = read_header(data)
+    band) back to tensors. Any malformed input raises ``BitstreamError``. ``expect`` and
+    ``max_samples``: see ``read_header`` (pass the split's tensor shapes when known)."""
+    header = read_header(data, expect=expect, max_samples=max_samples)
     data = bytes(data)
     if header.bit_depth not in codec.bit_depths:
         raise BitstreamError(
             f"stream holds {header.bit_depth}-bit frames; {codec.name} codes "
             f"{', '.join(map(str, codec.bit_depths))}-bit (decoding with the wrong codec?)"
         )
-    pos = header.header_bytes
+    pos = header.payload_offset
     features: dict[str, torch.Tensor] = {}
     frames: dict[str, np.ndarray] = {}
     packed: dict[str, PackedTensor] = {}
@@ -296,6 +363,8 @@ def decode_features(data: bytes, codec: FrameCodec) -> DecodedFeatures:
 
 
 __all__ = [
+    "MAX_DECODE_SAMPLES",
+    "VERSION",
     "DecodedFeatures",
     "EncodedFeatures",
     "StreamHeader",

@@ -18,15 +18,22 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .coding import MODEL_INPUT, FeatureCoder, RawFeatureCoder, coder_for
 from .errors import ParameterError
 from .models import DEFAULT_MODEL, load_model
 from .models.base import Detection, Features, ImageMeta
+from .packing import BIT_DEPTHS
+
+# An extra consumer of the decoded split features (e.g. a secondary task's connector):
+# (features after the post-wrapper, split name, image meta) -> any result.
+FeatureConsumer = Callable[[Features, str, ImageMeta], Any]
+Consumers = Mapping[str, FeatureConsumer]
 
 DEFAULT_SPLIT = "expanded_conv_9"
 DEFAULT_CODEC = "hevc"
@@ -48,7 +55,7 @@ class PipelineConfig:
     quant: str = "tensor"  # min-max range per "tensor" or per "channel"
     wrapper: str = "none"  # "name" or "name:path"
     rdo: str = "sse"  # "sse" (plain codec RDO), "wa" (wrapper-aware: per-tile gains at packing)
-    # or "wa-qp" (wrapper-aware: per-tile QP offsets inside the codec, HEVC only); see wrappers.rdo
+    # or "wa-qp" (wrapper-aware: per-tile QP offsets inside the codec, HEVC only); see coding.rdo
     bits_per_channel: bool = False  # measure bits per channel tile (leave-one-out: k extra encodes)
     # Tasks served from the one bitstream: "detection" always; "pose" / "classification" read
     # the decoded split tensor through their connectors (fcmcore.tasks), or the decoded image
@@ -178,8 +185,20 @@ def _validate(config: PipelineConfig) -> None:
         raise ParameterError(f"quant must be one of {', '.join(QUANT_MODES)}, not {config.quant!r}")
     if config.rdo not in RDO_MODES:
         raise ParameterError(f"rdo must be one of {', '.join(RDO_MODES)}, not {config.rdo!r}")
-    if config.split is None and config.wrapper not in (None, "", "none"):
-        raise ParameterError("wrappers work on split features; full-input (split none) takes no wrapper")
+    if config.codec is None and config.quality is not None:
+        raise ParameterError(f"--quality {config.quality} needs a codec (--codec); nothing is coded")
+    if config.bit_depth is not None and config.bit_depth not in BIT_DEPTHS:
+        raise ParameterError(f"--bits must be one of {', '.join(map(str, BIT_DEPTHS))} (packing bit depth), "
+                             f"not {config.bit_depth}")
+    if config.split is None:
+        # full input: the codec codes the RGB image; nothing is packed, quantised or weighted
+        if config.wrapper not in (None, "", "none"):
+            raise ParameterError("wrappers work on split features; full-input (split none) takes no wrapper")
+        for flag, given in (("--bits", config.bit_depth is not None), ("--rdo", config.rdo != "sse"),
+                            ("--quant", config.quant != "tensor")):
+            if given:
+                raise ParameterError(f"{flag} applies to packed split features; full-input (split none) codes "
+                                     "the 8-bit RGB image as it is")
     from .tasks.secondary import CONNECTOR_KINDS, parse_tasks
 
     if tuple(config.tasks) != parse_tasks(config.tasks):
@@ -206,12 +225,21 @@ def run_head(image: Image.Image, model_name: str = DEFAULT_MODEL, split: str | N
     return HeadOutput(model_name, split, meta, features, rgb, timings, model_input=x)
 
 
-def run_from_head(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
-    """Everything after the head: wrapper, coding, tail (or, full-input, codec + detector)."""
+def run_from_head(head: HeadOutput, config: PipelineConfig, consumers: Consumers | None = None) -> PipelineResult:
+    """Everything after the head: wrapper, coding, tail (or, full-input, codec + detector).
+
+    ``consumers``: extra users of the decoded split features besides the detector's tail,
+    name -> ``FeatureConsumer``; their results land in ``result.extra["task_outputs"][name]``
+    (timed as ``consumer:<name>``). The full-input paradigm has no split features for them."""
     _validate(config)
     if (head.model, head.split) != (config.model, config.split):
         raise ParameterError("head output was computed for another model or split")
-    result = _run_full_input(head, config) if config.split is None else _run_split(head, config)
+    if config.split is None:
+        if consumers:
+            raise ParameterError("feature consumers need split features; full-input (split none) has none")
+        result = _run_full_input(head, config)
+    else:
+        result = _run_split(head, config, consumers)
     if len(config.tasks) > 1:
         _run_secondary(head, result)
     return result
@@ -242,14 +270,13 @@ def _run_secondary(head: HeadOutput, result: PipelineResult) -> None:
     result.extra["tasks"] = outcomes
 
 
-def run(image: Image.Image, config: PipelineConfig = PipelineConfig()) -> PipelineResult:
+def run(image: Image.Image, config: PipelineConfig = PipelineConfig(), consumers: Consumers | None = None
+        ) -> PipelineResult:
     _validate(config)
-    return run_from_head(run_head(image, config.model, config.split), config)
+    return run_from_head(run_head(image, config.model, config.split), config, consumers)
 
 
-def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
-    from .bitstream import decode_features, encode_features
-    from .codecs import get_codec
+def _run_split(head: HeadOutput, config: PipelineConfig, consumers: Consumers | None = None) -> PipelineResult:
     from .wrappers import load_wrapper
 
     model = load_model(config.model)
@@ -257,62 +284,42 @@ def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
     width, height = head.meta.width, head.meta.height
     assert head.features is not None and config.split is not None
     wrapper = load_wrapper(config.wrapper, config.model, config.split)
-    extra: dict[str, Any] = {"edge_macs": model.edge_macs(config.split)}
     with torch.inference_mode():
         with _timed(timings, "pre_wrapper"):
             reduced = wrapper.pre(head.features)
-        frames = decoded_frames = None
-        header_bytes = 0
-        bits_estimated = None
-        quality = None
-        if config.codec is None:  # uncompressed reference: raw float32 over the wire
-            received = reduced
-            bits = int(sum(v.numel() for v in reduced.values()) * 32)
+        coder = make_coder(config, reduced)
+        if coder.consumes == MODEL_INPUT:
+            if wrapper.name != "none":
+                raise ParameterError(f"{coder.name} replaces the head (it codes the model input); it takes no wrapper")
+            source: Any = head.model_input
         else:
-            codec = get_codec(config.codec)
-            quality = codec.check_quality(config.quality)
-            if getattr(codec, "direct", False):
-                # Direct coding: a learned encoder replaces the head (image -> coded latent).
-                if wrapper.name != "none":
-                    raise ParameterError("direct coding replaces the head; it takes no wrapper")
-                with _timed(timings, "encode"):
-                    encoded = codec.encode_image_to_features(head.model_input, quality)
-                with _timed(timings, "decode"):
-                    decoded = codec.decode_features(encoded.data)
-                extra["edge_macs"] = codec.edge_macs()
-            elif getattr(codec, "codes_features", False):
-                # Learned feature codecs code the tensors themselves (no packing into frames);
-                # their analysis transform runs on the edge too.
-                if hasattr(codec, "encoder_macs") and extra["edge_macs"] is not None:
-                    extra["edge_macs"] += codec.encoder_macs(quality)
-                with _timed(timings, "encode"):
-                    encoded = codec.encode_features(reduced, quality)
-                with _timed(timings, "decode"):
-                    decoded = codec.decode_features(encoded.data)
-            else:
-                bit_depth = config.bit_depth or codec.default_bit_depth()
-                gains, qp_offsets = _rdo_allocation(wrapper, reduced, config, codec)
-                with _timed(timings, "encode"):
-                    encoded = encode_features(reduced, codec, quality, bit_depth=bit_depth, mode=config.quant,
-                                              gains=gains, qp_offsets=qp_offsets)
-                if config.bits_per_channel:  # not timed: a measurement, not part of the pipeline
-                    from .wrappers.rdo import bits_per_channel
-
-                    encoded.bits_per_channel = bits_per_channel(encoded, codec, quality, qp_offsets)
-                with _timed(timings, "decode"):
-                    decoded = decode_features(encoded.data, codec)
-                extra["bit_depth"] = bit_depth
-            received = decoded.features
-            bits = len(encoded.data) * 8
-            frames, decoded_frames = encoded.frames, decoded.frames
-            header_bytes = encoded.header_bytes
-            bits_estimated = getattr(encoded, "bits_estimated", None)
-            if getattr(encoded, "bits_per_channel", None) is not None:
-                extra["bits_per_channel"] = encoded.bits_per_channel
+            source = reduced
+        weights = None
+        if coder.uses_channel_weights:
+            weights = wrapper.channel_weights(reduced)
+            if weights is None:
+                raise ParameterError(
+                    f"--rdo {config.rdo} needs a wrapper with importance weights; {wrapper.name!r} has none")
+        quality = coder.check_quality(config.quality)
+        with _timed(timings, "encode"):
+            encoded = coder.encode(source, quality, channel_weights=weights)
+        if config.bits_per_channel:  # not timed: a measurement, not part of the pipeline
+            encoded.bits_per_channel = coder.measure_bits_per_channel(encoded)
+        with _timed(timings, "decode"):
+            decoded = coder.decode(encoded.bitstream)
         with _timed(timings, "post_wrapper"):
-            restored = wrapper.post(received)
+            restored = wrapper.post(decoded.features)
         with _timed(timings, "tail"):
             detections = model.tail(restored, config.split, head.meta)
+        task_outputs = _run_consumers(consumers, restored, config.split, head.meta, timings)
+    extra: dict[str, Any] = {"edge_macs": coder.edge_macs(model.edge_macs(config.split), quality)}
+    if encoded.bit_depth is not None:
+        extra["bit_depth"] = encoded.bit_depth
+    if encoded.bits_per_channel is not None:
+        extra["bits_per_channel"] = encoded.bits_per_channel
+    if task_outputs:
+        extra["task_outputs"] = task_outputs
+    bits = encoded.bits
     timings["total"] = sum(v for k, v in timings.items() if k != "total")
     return PipelineResult(
         config=config,
@@ -321,43 +328,38 @@ def _run_split(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
         bpp=bits / (width * height),
         image_size=(width, height),
         timings_ms=timings,
-        quality=quality,
+        quality=encoded.quality,
         features=head.features,
         decoded_features=restored,
-        frames=frames,
-        decoded_frames=decoded_frames,
-        header_bytes=header_bytes,
-        bits_estimated=bits_estimated,
+        frames=encoded.frames,
+        decoded_frames=decoded.frames,
+        header_bytes=encoded.header_bytes,
+        bits_estimated=encoded.bits_estimated,
         extra=extra,
     )
 
 
-def _rdo_allocation(wrapper, reduced: Features, config: PipelineConfig, codec):
-    """(per-channel packing gains, per-channel QP offsets) for wrapper-aware RDO; (None, None)
-    for plain SSE RDO. With importance weights w_c (mean 1): ``wa`` -> gains sqrt(w_c);
-    ``wa-qp`` -> QP offsets -3 log2(w_c) (centred; codecs with per-region QP only). With
-    ``quant="channel"`` each channel's own range already scales its step, so the weights
-    are multiplied by range_c^2 to make the feature-domain steps follow w_c alone."""
-    if config.rdo == "sse":
-        return None, None
-    if config.rdo == "wa-qp" and not getattr(codec, "supports_qp_offsets", False):
-        raise ParameterError(f"--rdo wa-qp needs per-region QP control (hevc); {codec.name} has none: use --rdo wa")
-    weights = wrapper.channel_weights(reduced)
-    if weights is None:
-        raise ParameterError(f"--rdo {config.rdo} needs a wrapper with importance weights; {wrapper.name!r} has none")
-    eff = {}
-    for name, w in weights.items():
-        w = np.asarray(w, dtype=np.float64)
-        if config.quant == "channel":
-            t = reduced[name].detach().to(torch.float64)
-            span = (t.amax(dim=(0, 2, 3)) - t.amin(dim=(0, 2, 3))).numpy()
-            w = w * np.maximum(span, 1e-12) ** 2
-        eff[name] = w
-    if config.rdo == "wa":
-        return {name: np.sqrt(w) for name, w in eff.items()}, None
-    from .wrappers.rdo import qp_offsets_from_weights
+def make_coder(config: PipelineConfig, reduced: Features) -> FeatureCoder:
+    """The feature coder of ``config`` (``reduced``: the tensors it will code, which fix the
+    layout of the uncompressed reference)."""
+    if config.codec is None:
+        if config.bit_depth is not None:
+            raise ParameterError(f"--bits {config.bit_depth} needs a codec: uncompressed features are raw float32")
+        if config.rdo != "sse":
+            raise ParameterError(f"--rdo {config.rdo} needs a codec: uncompressed features are not quantised")
+        return RawFeatureCoder.for_features(reduced)
+    return coder_for(config.codec, bit_depth=config.bit_depth, quant=config.quant, rdo=config.rdo,
+                     expect={n: tuple(t.shape) for n, t in reduced.items()})
 
-    return None, {name: qp_offsets_from_weights(w) for name, w in eff.items()}
+
+def _run_consumers(consumers: Consumers | None, features: Features, split: str, meta: ImageMeta,
+                   timings: dict[str, float]) -> dict[str, Any]:
+    """Hand the decoded (post-wrapper) features to every extra consumer, each timed."""
+    out: dict[str, Any] = {}
+    for name, consume in (consumers or {}).items():
+        with _timed(timings, f"consumer:{name}"):
+            out[name] = consume(features, split, meta)
+    return out
 
 
 def _run_full_input(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
@@ -372,6 +374,8 @@ def _run_full_input(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
         bits = width * height * 24  # raw 8-bit RGB
     else:
         codec = get_codec(config.codec)
+        if not codec.supports_images:
+            raise ParameterError(f"{codec.name} codes split features only, not images (full-input, --split none)")
         quality = codec.check_quality(config.quality)
         with _timed(timings, "encode"):
             data = codec.encode_image(head.image_rgb, quality)

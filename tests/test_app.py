@@ -471,11 +471,11 @@ def test_rd_chart_marks_each_columns_operating_point_on_its_curve(first_load):
 
 
 @pytest.mark.slow
-def test_rd_curves_on_a_server_dataset_with_annotations(fresh_cache, coco96_dir):
+def test_rd_curves_on_a_server_dataset_with_annotations(fresh_cache, tiny_shared):
     at = run(new_app())
     source = at.selectbox(key="rd.source")
-    assert source.options[0] == "the images in the sidebar" and "dataset coco96 (server)" in source.options
-    source.set_value("coco96")
+    assert source.options == ["the images in the sidebar", "dataset tinycoco (server)"]
+    source.set_value("tinycoco")
     run(at)
     assert any("Press the button" in i.value for i in at.info), "a dataset sweep waits for the button"
     at.selectbox(key="rd.limit").set_value(8)

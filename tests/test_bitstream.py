@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fcmcore.bitstream import decode_features, encode_features, read_header
+from fcmcore.bitstream import VERSION, decode_features, encode_features, read_header
 from fcmcore.codecs import CODECS, frame_codec_names, get_codec
 from fcmcore.errors import BitstreamError, ParameterError
 
@@ -80,7 +80,7 @@ def test_lossless_container_error_bound(png_stream):
 def test_header_contents(png_stream):
     _, feats, enc = png_stream
     h = read_header(enc.data)
-    assert (h.version, h.bit_depth, h.mode, h.header_bytes) == (1, 10, "channel", enc.header_bytes)
+    assert (h.version, h.bit_depth, h.mode, h.header_bytes) == (VERSION, 10, "channel", enc.header_bytes)
     assert [t.name for t in h.tensors] == ["p3", "p4"]
     assert [t.shape for t in h.tensors] == [tuple(v.shape) for v in feats.values()]
     assert [t.payload_bytes for t in h.tensors] == list(enc.payload_bytes.values())
@@ -107,7 +107,7 @@ def test_header_corruptions(png_stream):
     c, _, enc = png_stream
     data = bytearray(enc.data)
     cases = {
-        0: 2,  # version
+        0: VERSION + 1,  # version
         1: 0x4A,  # reserved bit set
     }
     for pos, val in cases.items():

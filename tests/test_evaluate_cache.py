@@ -83,7 +83,7 @@ def test_concurrent_writers(tmp_path):
     assert cache._con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_second_sweep_does_not_run_the_pipeline(coco96_dir, tmp_path, monkeypatch):
+def test_second_sweep_does_not_run_the_pipeline(tiny_dataset, tmp_path, monkeypatch):
     import fcmcore.pipeline as pipeline
     from fcmcore.evaluate import load_dataset, run_sweep
 
@@ -95,7 +95,7 @@ def test_second_sweep_does_not_run_the_pipeline(coco96_dir, tmp_path, monkeypatc
         return real(head, config)
 
     monkeypatch.setattr(pipeline, "run_from_head", counting)
-    ds = load_dataset(coco96_dir, limit=2)
+    ds = load_dataset(tiny_dataset, limit=2)
     cache = ResultCache(tmp_path / "c.sqlite")
     config = PipelineConfig(split=None, codec="jpeg")
     first = run_sweep(ds, config, [20, 80], cache=cache, workers=1, progress=False)

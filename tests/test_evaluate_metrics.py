@@ -31,31 +31,34 @@ def _gt_as_results(gt, shift=0.0, score=1.0):
 
 
 @pytest.fixture(scope="module")
-def coco12(coco96_dir):
-    return load_dataset(coco96_dir, limit=12)
+def tiny8(tiny_dataset):
+    return load_dataset(tiny_dataset)
 
 
-def test_ground_truth_as_detections_scores_one(coco12):
-    gt = coco12.ground_truth()
-    m = coco_map(gt, _gt_as_results(gt), coco12.image_ids)
+def test_ground_truth_as_detections_scores_one(tiny8):
+    gt = tiny8.ground_truth()
+    m = coco_map(gt, _gt_as_results(gt), tiny8.image_ids)
     assert m.mAP == pytest.approx(1.0)
     assert m.mAP50 == pytest.approx(1.0)
 
 
-def test_perturbed_boxes_score_lower(coco12):
-    gt = coco12.ground_truth()
-    shifted = coco_map(gt, _gt_as_results(gt, shift=0.2), coco12.image_ids)
-    assert shifted.mAP < 0.9
-    assert 0 < shifted.mAP50 <= 1.0
-    assert shifted.mAP < shifted.mAP50
+def test_perturbed_boxes_score_lower(tiny8):
+    gt = tiny8.ground_truth()
+    # shifted by 10% of width and height: IoU 0.81 / 1.19 = 0.68 for every box, so each box matches
+    # at the IoU thresholds .50 .. .65 and none at .70 .. .95: mAP50 = 1 and mAP = 4 / 10
+    shifted = coco_map(gt, _gt_as_results(gt, shift=0.1), tiny8.image_ids)
+    assert shifted.mAP50 == pytest.approx(1.0)
+    assert shifted.mAP == pytest.approx(0.4)
+    # shifted by 20%: IoU 0.64 / 1.36 = 0.47, below every threshold
+    assert coco_map(gt, _gt_as_results(gt, shift=0.2), tiny8.image_ids).mAP50 == 0.0
     # half the boxes removed: recall halves, mAP drops well below 1
     half = _gt_as_results(gt)[::2]
-    assert coco_map(gt, half, coco12.image_ids).mAP < 0.8
+    assert coco_map(gt, half, tiny8.image_ids).mAP < 0.8
 
 
-def test_prints_are_silenced(coco12, capsys):
-    gt = coco12.ground_truth()
-    coco_map(gt, _gt_as_results(gt), coco12.image_ids)
+def test_prints_are_silenced(tiny8, capsys):
+    gt = tiny8.ground_truth()
+    coco_map(gt, _gt_as_results(gt), tiny8.image_ids)
     assert capsys.readouterr().out == ""
 
 

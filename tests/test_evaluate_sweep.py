@@ -1,4 +1,4 @@
-"""Sweeps on a few coco96 images: the results file, unannotated and broken datasets,
+"""Sweeps on a few images of the bundled tinycoco dataset: the results file, unannotated and broken datasets,
 equal-rate mode, Dask vs serial, and the `fcm sweep` command."""
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def comparable(doc):
     return out
 
 
-def test_results_document(coco96_dir):
-    ds = load_dataset(coco96_dir, limit=2)
+def test_results_document(tiny_dataset):
+    ds = load_dataset(tiny_dataset, limit=2)
     doc = run_sweep(ds, FULL_JPEG, [15, 85], workers=1, progress=False, cache=False)
     assert doc["version"] == 1 and doc["ground_truth"] == "annotations" and doc["skipped"] == []
     assert doc["dataset"]["image_ids"] == ds.image_ids
@@ -65,8 +65,8 @@ def test_results_document(coco96_dir):
     json.dumps(doc)
 
 
-def test_split_sweep_records_raw_feature_reference(coco96_dir):
-    ds = load_dataset(coco96_dir, limit=2)
+def test_split_sweep_records_raw_feature_reference(tiny_dataset):
+    ds = load_dataset(tiny_dataset, limit=2)
     doc = run_sweep(ds, PipelineConfig(split="expanded_conv_9", codec="hevc"), [27, 45], workers=1,
                     progress=False, cache=False)
     c = doc["curves"][0]
@@ -80,8 +80,8 @@ def test_split_sweep_records_raw_feature_reference(coco96_dir):
     assert c["points"][0]["agreement"]["matched"] > 0
 
 
-def test_unannotated_folder_uses_uncompressed_detections(coco96_dir, tmp_path):
-    ds0 = load_dataset(coco96_dir, limit=2)
+def test_unannotated_folder_uses_uncompressed_detections(tiny_dataset, tmp_path):
+    ds0 = load_dataset(tiny_dataset, limit=2)
     for im in ds0.images:
         shutil.copy(im.path, tmp_path / im.file_name)
     ds = load_dataset(tmp_path)
@@ -95,8 +95,8 @@ def test_unannotated_folder_uses_uncompressed_detections(coco96_dir, tmp_path):
     assert high["agreement"]["recall"] >= low["agreement"]["recall"]
 
 
-def test_unreadable_image_is_reported_and_skipped(coco96_dir, tmp_path):
-    ds0 = load_dataset(coco96_dir, limit=3)
+def test_unreadable_image_is_reported_and_skipped(tiny_dataset, tmp_path):
+    ds0 = load_dataset(tiny_dataset, limit=3)
     (tmp_path / "images").mkdir()
     for im in ds0.images:
         shutil.copy(im.path, tmp_path / "images" / im.file_name)
@@ -109,8 +109,8 @@ def test_unreadable_image_is_reported_and_skipped(coco96_dir, tmp_path):
     assert doc["curves"][0]["points"][0]["num_images"] == 2
 
 
-def test_sweep_needs_a_codec_and_valid_names(coco96_dir):
-    ds = load_dataset(coco96_dir, limit=1)
+def test_sweep_needs_a_codec_and_valid_names(tiny_dataset):
+    ds = load_dataset(tiny_dataset, limit=1)
     with pytest.raises(ParameterError, match="needs a codec"):
         run_sweep(ds, PipelineConfig(split="expanded_conv_9", codec=None), [1], progress=False)
     with pytest.raises(ParameterError, match="out of range"):
@@ -121,9 +121,9 @@ def test_sweep_needs_a_codec_and_valid_names(coco96_dir):
         run_sweep(ds, PipelineConfig(split="nope", codec="hevc"), [30], progress=False)
 
 
-def test_dask_matches_serial(coco96_dir):
+def test_dask_matches_serial(tiny_dataset):
     distributed = pytest.importorskip("distributed")
-    ds = load_dataset(coco96_dir, limit=2)
+    ds = load_dataset(tiny_dataset, limit=2)
     curves = [CurveSpec(FULL_JPEG, [30, 70])]
     serial = evaluate(ds, curves, workers=1, progress=False, cache=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
@@ -163,11 +163,11 @@ def test_bisect_float_quality():
         bisect_quality(spec, lambda q: q, -1)
 
 
-def test_quality_for_rate_on_an_image(coco96_dir):
+def test_quality_for_rate_on_an_image(tiny_dataset):
     from fcmcore.imageio import load_image
     from fcmcore.pipeline import run
 
-    ds = load_dataset(coco96_dir, limit=1)
+    ds = load_dataset(tiny_dataset, limit=1)
     image = load_image(ds.images[0].path)
     q, result = quality_for_rate(image, FULL_JPEG, 1.0)
     assert result.quality == q and abs(result.bpp - 1.0) < 0.3
@@ -175,9 +175,9 @@ def test_quality_for_rate_on_an_image(coco96_dir):
         assert abs(run(image, FULL_JPEG.with_quality(neighbour)).bpp - 1.0) >= abs(result.bpp - 1.0)
 
 
-def test_cli_sweep_quality_and_target_modes(coco96_dir, tmp_path, monkeypatch, capsys):
+def test_cli_sweep_quality_and_target_modes(tiny_dataset, tmp_path, monkeypatch, capsys):
     out = tmp_path / "r.json"
-    args = ["sweep", "--dataset", str(coco96_dir), "--limit", "2", "--split", "none", "--codec", "jpeg",
+    args = ["sweep", "--dataset", str(tiny_dataset), "--limit", "2", "--split", "none", "--codec", "jpeg",
             "--workers", "1", "--quiet"]
     assert run_cli(args + ["--qualities", "20,60", "--out", str(out), "--name", "J"], monkeypatch) == 0
     text = capsys.readouterr().out

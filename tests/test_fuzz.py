@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fcmcore.bitstream import decode_features, encode_features
-from fcmcore.codecs import get_codec, list_codecs
+from fcmcore.codecs import get_codec, is_frame_codec, list_codecs
 from fcmcore.errors import BitstreamError, InputError
 from fcmcore.imageio import load_image
 
@@ -84,8 +84,7 @@ def _encoded(name: str) -> bytes:
     return ENCODED[name]
 
 
-FRAME_CODECS = [c.name for c in list_codecs() if c.available()[0] and not getattr(c, "codes_features", False)
-                and not getattr(c, "direct", False)]
+FRAME_CODECS = [c.name for c in list_codecs() if c.available()[0] and is_frame_codec(c)]
 
 
 @pytest.mark.timeout(600)

@@ -21,6 +21,7 @@ import torch
 pytest.importorskip("compressai")
 
 from fcmcore.errors import BitstreamError, CodecUnavailableError, ParameterError, WeightsError  # noqa: E402
+from fcmcore.coding import FEATURES, MODEL_INPUT  # noqa: E402
 from fcmcore.learned.codec import (CODEC_IDS, ContextCodec, FactorizedCodec, HyperpriorCodec,  # noqa: E402
                                    pack_stream, parse_stream)
 from fcmcore.learned.models import ARCHS, CodecConfig, FeatureCodecNet  # noqa: E402
@@ -73,18 +74,18 @@ def _features(seed: int = 0, scale: float = 1.0) -> dict[str, torch.Tensor]:
 def test_deterministic_and_exact_decode(codecs, arch):
     codec = codecs[arch]
     f = _features()
-    a = codec.encode_features(f, 2)
-    b = codec.encode_features(f, 2)
-    assert a.data == b.data  # same input -> same bytes
+    a = codec.encode(f, 2)
+    b = codec.encode(f, 2)
+    assert a.bitstream == b.bitstream  # same input -> same bytes
     assert a.frames is None
-    dec = codec.decode_features(a.data)
+    dec = codec.decode(a.bitstream)
     assert dec.frames is None and list(dec.features) == [TENSOR]
-    assert torch.equal(dec.y_hat, a.y_hat)  # decoder-side latent == encoder-side latent
-    assert torch.equal(dec.features[TENSOR], a.features_hat[TENSOR])
+    assert torch.equal(dec.extra["y_hat"], a.extra["y_hat"])  # decoder-side latent == encoder-side latent
+    assert torch.equal(dec.features[TENSOR], a.extra["features_hat"][TENSOR])
     assert dec.features[TENSOR].shape == (1, *SHAPE)
-    assert dec.quality == 2
+    assert dec.extra["quality"] == 2
     # different qualities are different networks: different streams
-    assert codec.encode_features(f, 1).data != a.data
+    assert codec.encode(f, 1).bitstream != a.bitstream
 
 
 @pytest.mark.parametrize("arch", ["hyperprior", "context"])
@@ -107,25 +108,25 @@ def test_single_stream_matches_compressai_latent_codecs(codecs, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bits_accounting_and_estimate(codecs, arch):
     codec = codecs[arch]
-    enc = codec.encode_features(_features(1, scale=3.0), 2)
-    hdr = parse_stream(enc.data, codec.name, CODEC_IDS[arch])
-    assert enc.bits == len(enc.data) * 8
+    enc = codec.encode(_features(1, scale=3.0), 2)
+    hdr = parse_stream(enc.bitstream, codec.name, CODEC_IDS[arch])
+    assert enc.bits == len(enc.bitstream) * 8
     assert enc.header_bytes == hdr.header_bytes
-    assert enc.header_bytes + sum(len(s) for s in hdr.strings) == len(enc.data)
+    assert enc.header_bytes + sum(len(s) for s in hdr.strings) == len(enc.bitstream)
     assert enc.header_bytes <= 16
     assert hdr.shape == SHAPE and hdr.quality == 2
     real_payload = 8 * sum(len(s) for s in hdr.strings)
     # Untrained networks predict scales outside the coder's scale table (0.11..256), where the
     # real code and the likelihoods part ways: a loose bound here; trained weights: 5 %
     # (test_committed_weights).
-    assert abs(real_payload - enc.payload_bits_estimated) <= 0.25 * real_payload + 96
-    assert enc.bits_estimated == pytest.approx(enc.payload_bits_estimated + 8 * enc.header_bytes)
+    assert abs(real_payload - enc.extra["payload_bits_estimated"]) <= 0.25 * real_payload + 96
+    assert enc.bits_estimated == pytest.approx(enc.extra["payload_bits_estimated"] + 8 * enc.header_bytes)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bad_bitstreams_raise_fast(codecs, arch):
     codec = codecs[arch]
-    data = codec.encode_features(_features(2), 1).data
+    data = codec.encode(_features(2), 1).bitstream
     rng = random.Random(0)
     bad = [b"", data[:1], data[:9], data[:-1], data[:-2], data[: len(data) // 2], data + b"\x00",
            bytes(len(data)), bytes(rng.randrange(256) for _ in range(len(data))), b"\xfc" * 40]
@@ -139,7 +140,7 @@ def test_bad_bitstreams_raise_fast(codecs, arch):
     start = time.perf_counter()
     for b in bad:
         with pytest.raises(BitstreamError):
-            codec.decode_features(b)
+            codec.decode(b)
     assert time.perf_counter() - start < 5.0
 
 
@@ -148,7 +149,7 @@ def test_garbage_payload_with_valid_checksum_is_safe(codecs, arch):
     """A corrupted payload that slips past the checksum decodes to finite garbage (or a
     BitstreamError), in bounded time: the decoder never reads past its padding."""
     codec = codecs[arch]
-    data = codec.encode_features(_features(4), 1).data
+    data = codec.encode(_features(4), 1).bitstream
     hdr = parse_stream(data, codec.name, CODEC_IDS[arch])
     rng = random.Random(1)
     payloads = [bytes(rng.randrange(256) for _ in range(len(hdr.strings[0]))), b"\xff" * len(hdr.strings[0]),
@@ -157,7 +158,7 @@ def test_garbage_payload_with_valid_checksum_is_safe(codecs, arch):
     for p in payloads:
         forged, _ = pack_stream(CODEC_IDS[arch], hdr.quality, hdr.fingerprint, hdr.shape, [p])
         try:
-            out = codec.decode_features(forged)
+            out = codec.decode(forged)
         except BitstreamError:
             continue
         assert torch.isfinite(out.features[TENSOR]).all()
@@ -166,52 +167,52 @@ def test_garbage_payload_with_valid_checksum_is_safe(codecs, arch):
 
 def test_stream_checks(codecs):
     codec = codecs["hyperprior"]
-    data = codec.encode_features(_features(5), 1).data
+    data = codec.encode(_features(5), 1).bitstream
     hdr = parse_stream(data, codec.name, CODEC_IDS["hyperprior"])
     # another codec's stream
     with pytest.raises(BitstreamError, match="made by codec hyperprior"):
-        codecs["context"].decode_features(data)
+        codecs["context"].decode(data)
     # other weights (same quality, other fingerprint)
     forged, _ = pack_stream(CODEC_IDS["hyperprior"], 1, hdr.fingerprint ^ 1, hdr.shape, hdr.strings)
     with pytest.raises(BitstreamError, match="other weights"):
-        codec.decode_features(forged)
+        codec.decode(forged)
     forged, _ = pack_stream(CODEC_IDS["hyperprior"], 7, hdr.fingerprint, hdr.shape, hdr.strings)
     with pytest.raises(BitstreamError, match="quality 7"):
-        codec.decode_features(forged)
+        codec.decode(forged)
     forged, _ = pack_stream(CODEC_IDS["hyperprior"], 1, hdr.fingerprint, (9, 9, 11), hdr.strings)
     with pytest.raises(BitstreamError, match="shape"):
-        codec.decode_features(forged)
+        codec.decode(forged)
     body = data[:-2] + b"\x00"  # trailing byte with a valid checksum
     with pytest.raises(BitstreamError, match="unexpected bytes"):
-        codec.decode_features(body + struct.pack("<H", zlib.crc32(body) & 0xFFFF))
+        codec.decode(body + struct.pack("<H", zlib.crc32(body) & 0xFFFF))
 
 
 def test_wrong_features_are_refused_clearly(codecs):
     codec = codecs["factorized"]
     with pytest.raises(WeightsError, match="test_model @ test_split"):
-        codec.encode_features({"other": torch.zeros(1, *SHAPE)}, 1)
+        codec.encode({"other": torch.zeros(1, *SHAPE)}, 1)
     with pytest.raises(WeightsError, match="trained for test_model @ test_split"):
-        codec.encode_features({TENSOR: torch.zeros(1, 5, 9, 11)}, 1)
+        codec.encode({TENSOR: torch.zeros(1, 5, 9, 11)}, 1)
     with pytest.raises(WeightsError):
-        codec.encode_features({TENSOR: torch.zeros(1, *SHAPE), "map0": torch.zeros(1, 4, 3, 3)}, 1)
+        codec.encode({TENSOR: torch.zeros(1, *SHAPE), "map0": torch.zeros(1, 4, 3, 3)}, 1)
     with pytest.raises(ParameterError):
-        codec.encode_features({TENSOR: torch.zeros(*SHAPE)}, 1)
+        codec.encode({TENSOR: torch.zeros(*SHAPE)}, 1)
     with pytest.raises(ParameterError):
-        codec.encode_features({TENSOR: torch.full((1, *SHAPE), float("nan"))}, 1)
+        codec.encode({TENSOR: torch.full((1, *SHAPE), float("nan"))}, 1)
     for q in (0, 3, 1.5, "x"):
         with pytest.raises(ParameterError):
-            codec.encode_features(_features(), q)
-    with pytest.raises(ParameterError):  # not a frame codec
-        codec.encode(torch.zeros(4, 4).numpy().astype("uint16"), 8, 1)
+            codec.encode(_features(), q)
+    with pytest.raises(ParameterError, match="dict of feature tensors"):  # not a frame codec
+        codec.encode(torch.zeros(4, 4).numpy().astype("uint16"), 1)
 
 
 def test_other_spatial_size_still_codes(codecs):
     codec = codecs["context"]
     f = {TENSOR: torch.randn(1, SHAPE[0], 5, 7)}
-    enc = codec.encode_features(f, 1)
-    dec = codec.decode_features(enc.data)
+    enc = codec.encode(f, 1)
+    dec = codec.decode(enc.bitstream)
     assert dec.features[TENSOR].shape == (1, SHAPE[0], 5, 7)
-    assert torch.equal(dec.y_hat, enc.y_hat)
+    assert torch.equal(dec.extra["y_hat"], enc.extra["y_hat"])
 
 
 def test_availability_without_weights(tmp_path):
@@ -220,9 +221,9 @@ def test_availability_without_weights(tmp_path):
     assert not ok and "no trained weights" in reason
     assert codec.to_json()["available"] is False
     with pytest.raises(CodecUnavailableError):
-        codec.encode_features(_features(), 1)
+        codec.encode(_features(), 1)
     with pytest.raises(CodecUnavailableError):
-        codec.decode_features(b"\xfc" * 20)
+        codec.decode(b"\xfc" * 20)
 
     folder = _write_weights(tmp_path / "partial", "factorized")
     (folder / "q2.safetensors").unlink()
@@ -234,7 +235,7 @@ def test_availability_without_weights(tmp_path):
     codec = FactorizedCodec(folder)
     assert codec.available()[0]  # present; the damage shows when loading
     with pytest.raises(WeightsError, match="sha256"):
-        codec.encode_features(_features(), 1)
+        codec.encode(_features(), 1)
 
     (tmp_path / "badjson").mkdir()
     (tmp_path / "badjson" / "manifest.json").write_text("{")
@@ -270,9 +271,10 @@ def test_registration_hook():
     register_codecs(reg)  # idempotent
     assert [n for n in reg.names()] == list(CODEC_NAMES)
     codec = reg.create("context")
-    assert codec.codes_features and not codec.supports_images and codec.quality.higher_is_better
+    assert codec.consumes == FEATURES and not codec.supports_images and codec.quality.higher_is_better
+    assert codec.bit_depths == () and codec.to_json()["bit_depths"] == [] and codec.to_json()["codes_features"]
     direct = reg.create("direct")
-    assert direct.direct and not direct.supports_images
+    assert direct.consumes == MODEL_INPUT and not direct.supports_images and direct.to_json()["direct"]
 
 
 # ----- committed weights on real features -----------------------------------------------------
@@ -301,15 +303,15 @@ def test_committed_weights(arch, ssd_input):
     feats = model.head(x, "expanded_conv_9")
     sizes = []
     for q in range(1, codec.quality.hi + 1):
-        enc = codec.encode_features(feats, q)
-        dec = codec.decode_features(enc.data)
-        assert torch.equal(dec.y_hat, enc.y_hat)
-        assert torch.equal(dec.features["expanded_conv_9"], enc.features_hat["expanded_conv_9"])
+        enc = codec.encode(feats, q)
+        dec = codec.decode(enc.bitstream)
+        assert torch.equal(dec.extra["y_hat"], enc.extra["y_hat"])
+        assert torch.equal(dec.features["expanded_conv_9"], enc.extra["features_hat"]["expanded_conv_9"])
         assert abs(enc.bits - enc.bits_estimated) < 0.05 * enc.bits + 128
-        sizes.append(len(enc.data))
+        sizes.append(len(enc.bitstream))
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # higher quality, more bits
     with pytest.raises(WeightsError, match="expanded_conv_9"):
-        codec.encode_features(model.head(x, "expanded_conv_12"), 1)
+        codec.encode(model.head(x, "expanded_conv_12"), 1)
 
 
 def test_committed_direct(ssd_input):
@@ -318,27 +320,27 @@ def test_committed_direct(ssd_input):
     model, x = ssd_input
     codec = DirectCodec()
     assert codec.available() == (True, "")
-    enc = codec.encode_image_to_features(x, 1)
-    assert enc.data == codec.encode_image_to_features(x, 1).data
-    dec = codec.decode_features(enc.data)
-    assert torch.equal(dec.y_hat, enc.y_hat)
+    enc = codec.encode(x, 1)
+    assert enc.bitstream == codec.encode(x, 1).bitstream
+    dec = codec.decode(enc.bitstream)
+    assert torch.equal(dec.extra["y_hat"], enc.extra["y_hat"])
     assert dec.features["expanded_conv_9"].shape == (1, 64, 19, 19)
     # cheaper edge than the head + the same hyperprior encoder
-    assert 0 < codec.edge_macs(1) < model.edge_macs("expanded_conv_9") + HyperpriorCodec().encoder_macs(1)
+    assert 0 < codec.edge_macs(None, 1) < model.edge_macs("expanded_conv_9") + HyperpriorCodec().encoder_macs(1)
     with pytest.raises(ParameterError):
-        codec.encode_image_to_features(x[:, :, :200], 1)
+        codec.encode(x[:, :, :200], 1)
     with pytest.raises(BitstreamError):
-        codec.decode_features(enc.data[:-3])
+        codec.decode(enc.bitstream[:-3])
     with pytest.raises(BitstreamError, match="made by codec"):
-        HyperpriorCodec().decode_features(enc.data)
+        HyperpriorCodec().decode(enc.bitstream)
 
 
 @pytest.mark.slow
-def test_train_codec_smoke_and_resume(tmp_path, coco96_dir, monkeypatch):
+def test_train_codec_smoke_and_resume(tmp_path, tiny_dataset, monkeypatch):
     from fcmcore.learned.train import TrainConfig, train_codec
 
     monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = TrainConfig(dataset=str(coco96_dir), split="expanded_conv_9", arch="context", lambdas=[1.0, 4.0],
+    cfg = TrainConfig(dataset=str(tiny_dataset), split="expanded_conv_9", arch="context", lambdas=[1.0, 4.0],
                       out=str(tmp_path / "out"), epochs=1, finetune_epochs=1, variants=1, N=16, M=16, Nh=8,
                       groups=[4, 4, 8], batch_size=16)
     manifest = train_codec(cfg, progress=False)

@@ -12,7 +12,7 @@ from fcmcore.errors import ParameterError
 from fcmcore.packing import pack_tensor
 from fcmcore.wrappers.fitted import FittedWrapper
 from fcmcore.wrappers.importance import hutchinson_weights
-from fcmcore.wrappers.rdo import bits_per_channel, qp_offsets_from_weights
+from fcmcore.coding.rdo import bits_per_channel, qp_offsets_from_weights
 
 K, H = 9, 24  # 3 x 3 tiles of 24 x 24: a 72 x 72 frame
 

@@ -99,7 +99,7 @@ def test_learned_roundtrip_and_downsampling(tmp_path):
         w = LearnedWrapper(_meta("learned", 6, hidden=8, down=down), nets)
         x = _features(2)
         z = w.encode(x)
-        assert z.shape == (2, 6, 10, 10) if down == 2 else (2, 6, H, H)
+        assert z.shape == ((2, 6, 10, 10) if down == 2 else (2, 6, H, H))
         path = w.save(tmp_path / f"l{down}.safetensors")
         loaded = load_wrapper(f"learned:{path}", MODEL, SPLIT)
         torch.testing.assert_close(loaded.post(loaded.pre({SPLIT: x[:1]}))[SPLIT], w.decode(w.encode(x[:1])))
@@ -217,12 +217,12 @@ def test_train_learned_smoke():
 
 
 @pytest.mark.slow
-def test_cli_train_wrapper_pca(tmp_path, coco96_dir):
+def test_cli_train_wrapper_pca(tmp_path, tiny_dataset):
     from fcmcore.cli import main
 
     out = tmp_path / "pca.safetensors"
-    assert main(["train-wrapper", "--dataset", str(coco96_dir), "--split", SPLIT, "--channels", "8",
+    assert main(["train-wrapper", "--dataset", str(tiny_dataset), "--split", SPLIT, "--channels", "8",
                  "--method", "pca", "--out", str(out)]) == 0
     w = load_wrapper(f"pca:{out}", MODEL, SPLIT)
-    assert w.k == 8 and w.meta["train_images"] == 72 and w.meta["val_images"] == 24
+    assert w.k == 8 and w.meta["train_images"] == 6 and w.meta["val_images"] == 2  # every 4th image is val
     assert set(w.importance) == {"post", "deep", "task"}

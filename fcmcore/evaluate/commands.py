@@ -51,7 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_run_arguments(p)
     add_pipeline_arguments(p, single_quality=False)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--qualities", help="comma-separated codec qualities, e.g. 22,27,32,37")
+    g.add_argument("--qualities", help="comma-separated codec qualities, e.g. 22,27,32,37,42,47; 'default' "
+                   "(a fixed grid of >= 6 points for the codec) or 'auto' (6 qualities spanning the rates the "
+                   "codec reaches, probed on 3 images)")
     g.add_argument("--target-bpp", help="comma-separated target rates: per image, the quality closest to each")
     p.add_argument("--name", default=None, help="curve name (default: a readable form of the config)")
     p.add_argument("--out", required=True, help="results JSON to write")
@@ -66,7 +68,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("results", nargs="+", help="results JSON files (from fcm sweep / fcm layers)")
     p.add_argument("--anchor", required=True, help="name of the anchor curve (exact, or a unique part of it)")
     p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref", "pose_oks", "cls_top1", "cls_top5"], help="quality axis")
-    p.add_argument("--json", action="store_true", help='print {"anchor", "rows": [{"name", "bd_rate", "bd_map"}]}')
+    p.add_argument("--resamples", type=int, default=1000,
+                   help="paired bootstrap resamples of the images for the 95%% intervals (0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+    p.add_argument("--json", action="store_true",
+                   help='print {"anchor", "rows": [{"name", "bd_rate", "bd_rate_ci", "bd_map", "bd_map_ci", '
+                   '"n_images", "overlap", "significant", ...}]}')
     p.set_defaults(func=cmd_bdrate)
 
     p = sub.add_parser(
@@ -76,7 +83,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_run_arguments(p)
     p.add_argument("--model", default="ssd_mobilenet_v2", help="detector (see `fcm models`)")
     p.add_argument("--codec", required=True, help="codec name (see `fcm codecs`)")
-    p.add_argument("--qualities", required=True, help="comma-separated codec qualities")
+    p.add_argument("--qualities", default="auto",
+                   help="comma-separated codec qualities, 'default' (the codec's grid) or 'auto' (default: per "
+                   "split, qualities spanning one common bpp range, so the BD figures overlap)")
     p.add_argument("--splits", default=None, help="comma-separated split points (default: all of the model's)")
     p.add_argument("--bits", dest="bit_depth", type=int, default=None, help="packing bit depth (default: codec's)")
     p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="min-max range per tensor or per channel")
@@ -103,17 +112,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..commands import config_from_args
     from .datasets import load_dataset
+    from .results_io import check_output_path
     from .sweep import CurveSpec, evaluate, save_results
 
     config = config_from_args(args)
     if config.codec is None:
         raise ParameterError("fcm sweep needs --codec (the uncompressed reference is recorded with every sweep)")
-    qualities = _floats(args.qualities, "--qualities") if args.qualities else []
+    check_output_path(args.out)  # before the work, not after it
     targets = _floats(args.target_bpp, "--target-bpp") if args.target_bpp else []
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
+    qualities = _resolve_qualities(args.qualities, [config], dataset)[0] if args.qualities else []
     doc = evaluate(dataset, [CurveSpec(config, qualities, targets, args.name)], cache=not args.no_cache,
                    workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     save_results(doc, args.out)
+    _warn_failures(doc)
     if args.json:
         c = doc["curves"][0]
         print(json.dumps({"out": str(args.out), "name": c["name"], "results": c["results"],
@@ -125,8 +137,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve_qualities(text: str, configs: list, dataset) -> list[list[float]]:
+    """--qualities for each config: numbers as given, the codec's default grid, or auto."""
+    from .auto_qualities import auto_qualities, default_qualities, parse_qualities
+
+    q = parse_qualities(text)
+    if q == "default":
+        return [default_qualities(c.codec) for c in configs]
+    if q == "auto":
+        grids, info = auto_qualities(dataset, configs)
+        lo, hi = info["bpp_range"]
+        print(f"auto qualities: {lo:.3g}-{hi:.3g} bpp (probed on {info['probe_images']} images): "
+              + "; ".join(f"{c.with_quality(None).label()}: {','.join(format(v, 'g') for v in g)}"
+                          for c, g in zip(configs, grids)), file=sys.stderr)
+        return grids
+    return [list(q) for _ in configs]
+
+
+def _warn_failures(doc: dict[str, Any]) -> None:
+    failed = [e for e in doc["skipped"] if "curve" in e]
+    if failed:
+        print(f"warning: {len(failed)} image(s) left out because a run failed on them (listed under "
+              f"'skipped' in the results; a re-run retries only those): "
+              + "; ".join(f"image {e['image_id']} at quality {e['quality']}" for e in failed[:5])
+              + (" ..." if len(failed) > 5 else ""), file=sys.stderr)
+
+
 def _fmt(v: Any, spec: str = ".4f") -> str:
     return "n/a" if v is None else format(v, spec)
+
+
+def _fmt_ci(ci: Any, spec: str = ".3f") -> str:
+    return "" if not ci else f"[{ci[0]:{spec}}, {ci[1]:{spec}}]"
 
 
 def format_sweep(doc: dict[str, Any]) -> str:
@@ -137,12 +179,14 @@ def format_sweep(doc: dict[str, Any]) -> str:
     lines.append(f"dataset {ds['name']}: {ds['num_images']} images, ground truth: {gt}; "
                  f"{s['runs']} runs ({s['cached_runs']} from cache) in {s['elapsed_s']:.1f} s")
     for item in doc["skipped"]:
-        lines.append(f"  skipped image {item['image_id']} ({item['file_name']}): {item['error']}")
+        where = f" ({item['curve']} at quality {item['quality']})" if "curve" in item else ""
+        lines.append(f"  skipped image {item['image_id']} ({item['file_name']}){where}: {item['error']}")
     for c in doc["curves"]:
         ref = c["reference"]
         lines.append(f"\n{c['name']}")
         lines.append(f"  uncompressed reference: {ref['bpp']:.4g} bpp, mAP {_fmt(ref['mAP'])}, mAP50 {_fmt(ref['mAP50'])}")
-        head = f"  {'quality':>8s} {'bpp':>9s} {'mAP':>7s} {'mAP50':>7s} {'vs ref':>7s} {'match/miss/false':>17s} {'enc ms':>7s} {'total ms':>8s}"
+        head = (f"  {'quality':>8s} {'bpp':>9s} {'mAP':>7s} {'mAP 95% CI':>16s} {'mAP50':>7s} {'vs ref':>7s} "
+                f"{'match/miss/false':>17s} {'enc ms':>7s} {'total ms':>8s}")
         if c["mode"] == "target_bpp":
             head = f"  {'target':>8s}" + head[10:]
         lines.append(head)
@@ -150,7 +194,8 @@ def format_sweep(doc: dict[str, Any]) -> str:
             a = p.get("agreement", {})
             mmf = f"{a.get('matched', 0)}/{a.get('missed', 0)}/{a.get('false', 0)}"
             first = p["target_bpp"] if c["mode"] == "target_bpp" else p["quality"]
-            lines.append(f"  {first:>8g} {p['bpp']:>9.4f} {_fmt(p['mAP']):>7s} {_fmt(p['mAP50']):>7s} "
+            lines.append(f"  {first:>8g} {p['bpp']:>9.4f} {_fmt(p['mAP']):>7s} {_fmt_ci(p.get('mAP_ci')):>16s} "
+                         f"{_fmt(p['mAP50']):>7s} "
                          f"{_fmt(p['mAP_vs_ref']):>7s} {mmf:>17s} {p['timings_ms'].get('encode', 0):>7.1f} "
                          f"{p['timings_ms'].get('total', 0):>8.1f}")
     return "\n".join(lines)
@@ -181,17 +226,22 @@ def resolve_anchor(curves: list[dict[str, Any]], anchor: str) -> str:
 
 
 def cmd_bdrate(args: argparse.Namespace) -> int:
-    from .bdrate import bd_table, format_table
+    from .bdrate import bd_table
+    from .bootstrap import bd_table_with_ci, format_ci_table
 
+    if args.resamples < 0 or (0 < args.resamples < 100):
+        raise ParameterError(f"--resamples must be 0 (no intervals) or at least 100, got {args.resamples}")
     curves = _collect_curves(args.results)
     anchor = resolve_anchor(curves, args.anchor)
-    rows, notes = bd_table(curves, anchor, args.metric)
-    for note in notes:
+    bd_table(curves, anchor, args.metric)  # checks names (unique, anchor present)
+    rows = bd_table_with_ci(curves, anchor, args.metric, n_resamples=args.resamples, seed=args.seed)
+    for note in dict.fromkeys(n for r in rows for n in r.notes):
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"anchor": anchor, "rows": [r.to_json() for r in rows]}, indent=2))
+        print(json.dumps({"anchor": anchor, "metric": args.metric, "resamples": args.resamples, "seed": args.seed,
+                          "rows": [r.to_json() for r in rows]}, indent=2))
     else:
-        print(format_table(rows, anchor, args.metric))
+        print(format_ci_table(rows, anchor, args.metric))
     return 0
 
 
@@ -204,7 +254,12 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
     from .sweep import CurveSpec, evaluate, save_results
 
-    qualities = _floats(args.qualities, "--qualities")
+    from .results_io import check_output_path
+
+    if args.out:
+        check_output_path(args.out)
+    if args.chart:
+        check_output_path(args.chart, "--chart")
     model = load_model(args.model)
     known = [sp.name for sp in model.split_points()]
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else known
@@ -213,13 +268,20 @@ def cmd_layers(args: argparse.Namespace) -> int:
     splits.sort(key=known.index)  # input -> output
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
     base = dict(model=args.model, codec=args.codec, bit_depth=args.bit_depth, quant=args.quant)
-    curves = [] if args.no_full_input else [CurveSpec(PipelineConfig(split=None, **{**base, "bit_depth": None}), qualities)]
-    curves += [CurveSpec(PipelineConfig(split=s, **base), qualities) for s in splits]
+    configs = [] if args.no_full_input else [PipelineConfig(split=None, **{**base, "bit_depth": None})]
+    configs += [PipelineConfig(split=s, **base) for s in splits]
+    grids = _resolve_qualities(args.qualities, configs, dataset)
+    curves = [CurveSpec(c, q) for c, q in zip(configs, grids)]
     doc = evaluate(dataset, curves, cache=not args.no_cache, workers=args.workers,
                    scheduler=args.scheduler, progress=not args.quiet)
+    _warn_failures(doc)
     anchor = doc["curves"][0]["name"]
     rows, notes = bd_table(doc["curves"], anchor)
-    doc["layers"] = {"anchor": anchor, "bd": [r.to_json() for r in rows], "notes": notes}
+    from .bootstrap import bd_table_with_ci
+
+    cis = {r.name: r for r in bd_table_with_ci(doc["curves"], anchor)}
+    notes = list(dict.fromkeys(notes + [n for r in cis.values() for n in r.notes]))
+    doc["layers"] = {"anchor": anchor, "bd": [{**r.to_json(), **cis[r.name].to_json()} for r in rows], "notes": notes}
     if args.out:
         save_results(doc, args.out)
     chart_path = args.chart or (str(Path(args.out).with_suffix(".html")) if args.out else None)
@@ -229,7 +291,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         save_chart(layers_chart(doc, rows), chart_path)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    table = layers_table(doc, rows)
+    table = layers_table(doc, rows, cis)
     if args.json:
         print(json.dumps(table, indent=2))
     else:
@@ -241,13 +303,16 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def layers_table(doc: dict[str, Any], rows) -> dict[str, Any]:
+def layers_table(doc: dict[str, Any], rows, intervals: dict | None = None) -> dict[str, Any]:
     bd = {r.name: r for r in rows}
+    intervals = intervals or {}
     out = []
     for c in doc["curves"]:
         split = c["config"]["split"]
         out.append({"split": "full input" if split is None else split, "name": c["name"],
                     "bd_rate": bd[c["name"]].bd_rate, "bd_map": bd[c["name"]].bd_map,
+                    "bd_rate_ci": getattr(intervals.get(c["name"]), "bd_rate_ci", None),
+                    "bd_map_ci": getattr(intervals.get(c["name"]), "bd_map_ci", None),
                     "quality": c["results"]["quality"], "bpp": c["results"]["bpp"],
                     "mAP": c["results"]["mAP"], "reference_mAP": c["reference"]["mAP"]})
     return {"anchor": doc["curves"][0]["name"], "rows": out}
@@ -261,13 +326,15 @@ def format_layers(table: dict[str, Any], doc: dict[str, Any]) -> str:
     lines = [f"dataset {ds['name']}: {ds['num_images']} images; {s['runs']} runs ({s['cached_runs']} cached) "
              f"in {s['elapsed_s']:.1f} s; uncompressed mAP {_fmt(doc['reference']['mAP'])}",
              f"BD vs {table['anchor']!r}; mAP (and bpp) at each quality"]
-    qhead = "".join(f"{'q' + format(q, 'g'):>16s}" for q in qs)
-    lines.append(f"{'split':18s} {'BD-rate %':>9s} {'BD-mAP':>7s}{qhead}")
+    del qs  # qualities differ per split with --qualities auto: each cell names its own
+    lines.append(f"{'split':18s} {'BD-rate %':>9s} {'95% CI':>15s} {'BD-mAP':>7s}  quality: mAP (bpp)")
     for r in rows:
         rate = "n/a" if r["bd_rate"] is None else f"{r['bd_rate']:+.1f}"
+        ci = r.get("bd_rate_ci")
+        cis = "" if not ci else f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
         dm = "n/a" if r["bd_map"] is None else f"{r['bd_map']:+.2f}"
-        cells = "".join(f"{_fmt(m, '.3f') + ' (' + format(b, '.3f') + ')':>16s}" for m, b in zip(r["mAP"], r["bpp"]))
-        lines.append(f"{r['split']:18s} {rate:>9s} {dm:>7s}{cells}")
+        cells = "  ".join(f"{q:g}: {_fmt(m, '.3f')} ({b:.3f})" for q, m, b in zip(r["quality"], r["mAP"], r["bpp"]))
+        lines.append(f"{r['split']:18s} {rate:>9s} {cis:>15s} {dm:>7s}  {cells}")
     return "\n".join(lines)
 
 

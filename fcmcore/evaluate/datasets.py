@@ -10,7 +10,10 @@ Accepted layouts (``load_dataset(path, annotations=None, limit=None)``):
   sorted file-name order, and evaluation falls back to agreement with the uncompressed run.
 
 ``limit=N`` keeps the first N images sorted by image id. Broken inputs raise ``InputError``
-with one line (missing folder, invalid JSON, no images, listed images absent on disk).
+with one line (missing folder, invalid JSON, no images, listed images absent on disk,
+non-numeric sizes, NaN/infinite/negative boxes). Every image must resolve to a regular file
+inside the image folder: ``file_name`` entries with ``..``, absolute paths and symlinks that
+lead out of it are refused, so an annotation file cannot make a sweep read other files.
 An image that exists but cannot be decoded is not fatal here: it is reported and skipped
 when the sweep reaches it.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..paths import portable
 from ..errors import InputError
+from ..imageio import MAX_BYTES, read_regular_file
 
 if TYPE_CHECKING:  # importing fcmcore.models loads the detectors
     from ..models.base import Detection
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jxl", ".avif"}
 ANNOTATION_NAMES = ("instances.json", "annotations.json")
+MAX_ANNOTATION_BYTES = 1 << 30  # COCO train2017 instances is 450 MB
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,7 @@ class ImageRecord:
     height: int | None = None
 
     def read_bytes(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{self.file_name}: cannot read ({exc.strerror or exc})") from None
+        return read_regular_file(self.path, MAX_BYTES, label=self.file_name)
 
     def sha256(self) -> str:
         return hashlib.sha256(self.read_bytes()).hexdigest()
@@ -147,7 +150,7 @@ def load_dataset(path: str | Path, annotations: str | Path | None = None, limit:
     image_dir = root
     if ann_path is None:
         for candidate in ANNOTATION_NAMES:
-            if (root / candidate).is_file():
+            if (root / candidate).exists():  # a FIFO or device here is refused, not skipped
                 ann_path = root / candidate
                 break
     if (root / "images").is_dir():
@@ -169,17 +172,34 @@ def load_dataset(path: str | Path, annotations: str | Path | None = None, limit:
     return dataset
 
 
+def _inside(image_dir: Path, file_name: str, ann_path: Path | None = None) -> Path:
+    """``image_dir / file_name``, refused unless it resolves (symlinks followed) to a path
+    inside ``image_dir``: no ``..`` escapes, absolute paths or symlinks out."""
+    where = f"annotations {ann_path}: image {file_name!r}" if ann_path else f"image {file_name!r}"
+    if not file_name or "\0" in file_name:
+        raise InputError(f"{where}: empty or invalid file name")
+    path = image_dir / file_name
+    base = image_dir.resolve()
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # symlink loop
+        raise InputError(f"{where}: cannot be resolved (symlink loop?)") from None
+    if not target.is_relative_to(base):
+        raise InputError(f"{where} leads outside the image folder {image_dir}: refused")
+    return path
+
+
 def _plain_folder(name: str, root: Path, image_dir: Path) -> Dataset:
-    files = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(_inside(image_dir, p.name) for p in image_dir.iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
     images = [ImageRecord(id=i + 1, file_name=p.name, path=p) for i, p in enumerate(files)]
     return Dataset(name=name, root=root, images=images)
 
 
 def _coco_folder(name: str, root: Path, image_dir: Path, ann_path: Path) -> Dataset:
-    if not ann_path.is_file():
-        raise InputError(f"annotations {ann_path}: no such file")
+    raw = read_regular_file(ann_path, MAX_ANNOTATION_BYTES, label=f"annotations {ann_path}")
     try:
-        data = json.loads(ann_path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InputError(f"annotations {ann_path}: not a UTF-8 text file") from None
     except json.JSONDecodeError as exc:
@@ -202,9 +222,9 @@ def _coco_folder(name: str, root: Path, image_dir: Path, ann_path: Path) -> Data
         if image_id in seen:
             raise InputError(f"annotations {ann_path}: image id {image_id} listed twice")
         seen.add(image_id)
-        width, height = entry.get("width"), entry.get("height")
-        images.append(ImageRecord(image_id, file_name, image_dir / file_name,
-                                  int(width) if width else None, int(height) if height else None))
+        width = _size(entry.get("width"), "width", image_id, ann_path)
+        height = _size(entry.get("height"), "height", image_id, ann_path)
+        images.append(ImageRecord(image_id, file_name, _inside(image_dir, file_name, ann_path), width, height))
     images.sort(key=lambda im: im.id)
 
     categories = []
@@ -229,6 +249,12 @@ def _coco_folder(name: str, root: Path, image_dir: Path, ann_path: Path) -> Data
             }
         except (KeyError, TypeError, ValueError):
             raise InputError(f"annotations {ann_path}: annotation {i} lacks image_id, category_id or a 4-number bbox") from None
+        if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+            raise InputError(f"annotations {ann_path}: annotation {entry['id']} has bbox {[x, y, w, h]}: "
+                             "coordinates must be finite and width/height not negative")
+        if not math.isfinite(entry["area"]) or entry["area"] < 0:
+            raise InputError(f"annotations {ann_path}: annotation {entry['id']} has area {entry['area']}: "
+                             "must be finite and not negative")
         if entry["image_id"] not in seen:
             raise InputError(f"annotations {ann_path}: annotation {entry['id']} refers to unknown image {entry['image_id']}")
         if entry["category_id"] not in cat_ids:
@@ -237,6 +263,9 @@ def _coco_folder(name: str, root: Path, image_dir: Path, ann_path: Path) -> Data
     if clean and not categories:
         raise InputError(f"annotations {ann_path}: annotations given but no 'categories'")
 
+    specials = [im.file_name for im in images if im.path.exists() and not im.path.is_file()]
+    if specials:
+        raise InputError(f"dataset {root}: {specials[0]} is not a regular file (a folder, FIFO or device)")
     missing = [im.file_name for im in images if not im.path.is_file()]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -246,6 +275,17 @@ def _coco_folder(name: str, root: Path, image_dir: Path, ann_path: Path) -> Data
         )
     return Dataset(name=name, root=root, images=images, categories=categories, annotations=clean,
                    annotation_file=ann_path)
+
+
+def _size(value: Any, what: str, image_id: int, ann_path: Path) -> int | None:
+    """An image's width or height from the annotation file: a positive integer or absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or value < 1:
+        raise InputError(f"annotations {ann_path}: image {image_id} has {what} {value!r}; "
+                         "expected a positive whole number of pixels")
+    return int(value)
 
 
 def detections_to_coco(dataset: Dataset, image_id: int, detections: "list[Detection]") -> tuple[list[dict[str, Any]], int]:

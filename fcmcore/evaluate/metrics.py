@@ -39,6 +39,7 @@ class MapResult:
     mAP: float | None  # COCO AP@[.5:.95]; None when the ground truth has no boxes
     mAP50: float | None  # AP@.5
     stats: list[float] = field(default_factory=list)  # the 12 COCOeval summary numbers
+    per_image: Any = field(default=None, compare=False, repr=False)  # PerImageEval when asked for
 
     def to_json(self) -> dict[str, Any]:
         return {"mAP": self.mAP, "mAP50": self.mAP50}
@@ -49,13 +50,16 @@ def _quiet():
 
 
 def coco_map(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
-             image_ids: Iterable[int] | None = None) -> MapResult:
+             image_ids: Iterable[int] | None = None, *, per_image: bool = False) -> MapResult:
     """COCO bbox mAP of ``results`` (dicts with image_id, category_id, bbox [x, y, w, h], score).
 
     ``ground_truth`` is a COCO dict (images, annotations, categories); ``image_ids`` restricts
     the evaluation (default: every image of the ground truth). Images without annotations
-    count: their detections are false positives.
+    count: their detections are false positives. ``per_image=True`` also keeps the per-image
+    matching (``MapResult.per_image``, a ``coco_eval.PerImageEval``) for bootstrap intervals.
     """
+    from .coco_eval import PerImageEval
+
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -64,10 +68,19 @@ def coco_map(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str, Any
     id_set = set(ids)
     anns = [a for a in ground_truth.get("annotations", []) if a["image_id"] in id_set]
     if not any(not a.get("iscrowd", 0) for a in anns):
-        return MapResult(None, None)
+        return MapResult(None, None, per_image=PerImageEval(ids, {}) if per_image else None)
     results = [r for r in results if r["image_id"] in id_set]
     if not results:
-        return MapResult(0.0, 0.0, [0.0] * 12)
+        empty = None
+        if per_image:  # ground truth only: every category present scores 0
+            counts: dict[int, dict[int, int]] = {}
+            for a in anns:
+                if not a.get("iscrowd", 0) and not a.get("ignore", 0):
+                    c = counts.setdefault(int(a["image_id"]), {})
+                    c[int(a["category_id"])] = c.get(int(a["category_id"]), 0) + 1
+            empty = PerImageEval(ids, {i: [(k, n, [], [], []) for k, n in sorted(c.items())]
+                                       for i, c in counts.items()})
+        return MapResult(0.0, 0.0, [0.0] * 12, per_image=empty)
     with _quiet():
         gt = COCO()
         gt.dataset = {
@@ -83,7 +96,8 @@ def coco_map(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str, Any
         ev.accumulate()
         ev.summarize()
     stats = [float(s) for s in ev.stats]
-    return MapResult(_valid(stats[0]), _valid(stats[1]), stats)
+    return MapResult(_valid(stats[0]), _valid(stats[1]), stats,
+                     per_image=PerImageEval.from_cocoeval(ev) if per_image else None)
 
 
 def _valid(value: float) -> float | None:
@@ -173,7 +187,7 @@ def agreement(detections_by_image: Mapping[int, Sequence[BoxLike]],
 
 def map_vs_reference(detections_by_image: Mapping[int, Sequence[BoxLike]],
                      reference_by_image: Mapping[int, Sequence[BoxLike]], *,
-                     score_threshold: float = REFERENCE_SCORE_THRESHOLD) -> MapResult:
+                     score_threshold: float = REFERENCE_SCORE_THRESHOLD, per_image: bool = False) -> MapResult:
     """mAP of the detections when the reference detections with score >= ``score_threshold``
     are the ground truth (every detection, at any score, is evaluated)."""
     image_ids = sorted(reference_by_image)
@@ -196,4 +210,4 @@ def map_vs_reference(detections_by_image: Mapping[int, Sequence[BoxLike]],
             results.append({"image_id": int(image_id), "category_id": int(d.category_id),
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(d.score)})
     gt = {"images": images, "annotations": anns, "categories": [{"id": c, "name": str(c)} for c in sorted(cats)]}
-    return coco_map(gt, results, image_ids)
+    return coco_map(gt, results, image_ids, per_image=per_image)

@@ -2,10 +2,10 @@
 
 Codecs registered by :func:`register_codecs` (names as in the CODECS registry):
 
-* ``factorized``, ``hyperprior``, ``context``: feature codecs (``codes_features = True``)
-  for one split tensor; ``encode_features(features, quality)`` / ``decode_features(data)``.
+* ``factorized``, ``hyperprior``, ``context``: feature coders (``fcmcore.coding.FeatureCoder``,
+  ``consumes = FEATURES``) for one split tensor; ``encode(features, quality)`` / ``decode(bitstream)``.
 * ``direct``: a light student network from the model input straight to the coded latent
-  (``direct = True``); ``encode_image_to_features(x, quality)`` / ``decode_features(data)``.
+  (``consumes = MODEL_INPUT``); ``encode(model_input, quality)`` / ``decode(bitstream)``.
 
 Modules: ``models`` (architectures), ``train`` (``fcm train-codec``), ``codec`` (registry
 adapters and the bitstream), ``direct`` (student + ``fcm train-direct``), ``commands``.

@@ -1,8 +1,8 @@
 """The learned codecs as registry codecs: ``factorized``, ``hyperprior``, ``context``.
 
-They are *feature* codecs: they code the split tensor itself (no packing into a frame):
-``encode_features(features, quality)`` / ``decode_features(data)``; ``supports_images`` is
-False. Quality = model index 1..N (N networks, one per training lambda; higher = more
+They are *feature* coders (``fcmcore.coding.FeatureCoder``): they code the split tensor
+itself, no packing into a frame, so no bit depth: ``encode(features, quality) -> Encoded`` /
+``decode(bitstream) -> Decoded``; ``supports_images`` is False. Quality = model index 1..N (N networks, one per training lambda; higher = more
 bits). Weights: ``assets/learned/<arch>/q<i>.safetensors`` + ``manifest.json`` (or
 ``$FCM_LEARNED_DIR/<arch>/``).
 
@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..byteio import ByteReader, encode_varint
-from ..codecs.base import FrameCodec, QualitySpec
+from ..codecs.base import Codec, QualitySpec
+from ..coding.base import FEATURES, Decoded, Encoded, FeatureCoder
 from ..errors import BitstreamError, ParameterError, WeightsError
 
 MAGIC = 0xFC
@@ -134,48 +134,27 @@ def _safe_padding(stream: bytes, num_symbols: int) -> bytes:
 
 # ----- results ------------------------------------------------------------------------------
 
-@dataclass
-class LearnedEncoded:
-    """What ``encode_features`` returns (the pipeline reads data/frames/header_bytes/bits_estimated)."""
-
-    data: bytes  # the complete bitstream; rate = len(data) * 8
-    header_bytes: int  # everything but the rANS payload (header, lengths, checksum)
-    bits_estimated: float  # likelihood estimate of the payload + the exact header bits
-    payload_bits_estimated: float  # -log2 likelihoods of y and z on the same input
-    quality: int
-    features_hat: dict[str, torch.Tensor]  # the encoder-side reconstruction
-    y_hat: torch.Tensor  # the quantised latent the encoder coded
-    frames: None = None
-
-    @property
-    def bits(self) -> int:
-        return len(self.data) * 8
-
-    @property
-    def payload_bytes(self) -> int:
-        return len(self.data) - self.header_bytes
-
-
-@dataclass
-class LearnedDecoded:
-    features: dict[str, torch.Tensor]
-    quality: int
-    y_hat: torch.Tensor
-    frames: None = None
+def learned_encoded(data: bytes, header_bytes: int, quality: int, payload_bits_estimated: float,
+                    features_hat: dict[str, torch.Tensor], y_hat: torch.Tensor) -> Encoded:
+    """The ``Encoded`` of a learned codec: ``bits_estimated`` = likelihood estimate of the
+    payload + the exact header bits; ``extra`` keeps the payload estimate alone, the
+    encoder-side reconstruction ``features_hat`` and the quantised latent ``y_hat``."""
+    return Encoded(bitstream=data, quality=quality, header_bytes=header_bytes,
+                   bits_estimated=payload_bits_estimated + 8 * header_bytes,
+                   extra={"payload_bits_estimated": payload_bits_estimated, "features_hat": features_hat,
+                          "y_hat": y_hat})
 
 
 # ----- the codec ----------------------------------------------------------------------------
 
-class LearnedCodecBase(FrameCodec):
+class LearnedCodecBase(Codec, FeatureCoder):
     """Shared machinery: weights folder, manifest, per-quality network cache, container."""
 
     arch: str = ""
-    codes_features = True
+    consumes = FEATURES
     supports_images = False
-    direct = False
     lossless = False
     detects_truncation = True
-    bit_depths = (8,)  # unused (no packing); kept so generic code that asks gets an answer
     train_hint = "fcm train-codec"
 
     def __init__(self, weights_dir: str | Path | None = None):
@@ -332,27 +311,21 @@ class LearnedCodecBase(FrameCodec):
 
     def to_json(self) -> dict[str, Any]:
         d = super().to_json()
-        d.update({"codes_features": self.codes_features, "direct": self.direct, "arch": self.arch,
-                  "bit_depths": []})
+        d.update({"codes_features": self.consumes == FEATURES, "direct": self.consumes != FEATURES,
+                  "arch": self.arch})
         if self._manifest is not None:
             m = self._manifest
             d.update({"model": m["model"], "split": m["split"], "tensor": m["tensor"], "shape": m["shape"],
                       "lambdas": [q["lambda"] for q in m["qualities"]], "loss": m.get("loss")})
         return d
 
-    # Frame coding is not what these codecs do.
-    def _encode(self, frame: np.ndarray, bit_depth: int, quality: float) -> bytes:
-        raise ParameterError(f"{self.name} is a learned feature codec: use encode_features (no frame packing)")
-
-    def _decode(self, data: bytes, bit_depth: int, shape: tuple[int, int]) -> np.ndarray:
-        raise ParameterError(f"{self.name} is a learned feature codec: use decode_features (no frame packing)")
-
 
 class LearnedFeatureCodec(LearnedCodecBase):
     """A learned codec of the split tensor (see the module docstring)."""
 
-    def encode_features(self, features: dict[str, torch.Tensor], quality) -> LearnedEncoded:
+    def encode(self, source: dict[str, torch.Tensor], quality=None, *, channel_weights=None) -> Encoded:
         q = self.check_quality(quality)
+        features = source
         self.require_available()
         name, x = self._check_features(features)
         net = self._net(q)
@@ -363,11 +336,11 @@ class LearnedFeatureCodec(LearnedCodecBase):
         data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(x.shape[1:]),
                                          out["strings"])
         payload_est = float(sum(est.values()))
-        return LearnedEncoded(data=data, header_bytes=header_bytes, bits_estimated=payload_est + 8 * header_bytes,
-                              payload_bits_estimated=payload_est, quality=q, features_hat={name: out["x_hat"]},
-                              y_hat=out["y_hat"])
+        return learned_encoded(data, header_bytes, q, payload_est, {name: out["x_hat"]}, out["y_hat"])
 
-    def decode_features(self, data: bytes) -> LearnedDecoded:
+    def decode(self, bitstream: bytes) -> Decoded:
+        data = bitstream
+
         def run():
             hdr, net = self._parse(data)
             c, h, w = hdr.shape
@@ -376,10 +349,13 @@ class LearnedFeatureCodec(LearnedCodecBase):
                 raise BitstreamError(f"{self.name}: stream shape {c}x{h}x{w} does not fit {self.trained_for()}")
             with self._lock:
                 out = self._decode_strings(net, hdr.strings, h, w)
-            return LearnedDecoded(features={m["tensor"]: out["x_hat"]}, quality=hdr.quality, y_hat=out["y_hat"])
+            return Decoded(features={m["tensor"]: out["x_hat"]}, extra={"quality": hdr.quality, "y_hat": out["y_hat"]})
 
         return self._guarded_decode(run)
 
+    def edge_macs(self, head_macs: int | None, quality=None) -> int | None:
+        """The head's MACs plus this codec's analysis transform (it runs on the edge too)."""
+        return None if head_macs is None else head_macs + self.encoder_macs(quality)
 
     def encoder_macs(self, quality=None) -> int:
         """MACs of this codec's encoder on the trained tensor size (add the head's for the edge)."""

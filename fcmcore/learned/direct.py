@@ -45,9 +45,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BitstreamError, ParameterError, WeightsError
-from .codec import CODEC_IDS, LearnedCodecBase, LearnedDecoded, LearnedEncoded, pack_stream
+from ..coding.base import MODEL_INPUT, Decoded, Encoded
+from ..models.base import INPUT
+from .codec import CODEC_IDS, LearnedCodecBase, learned_encoded, pack_stream
 
-PREFIX_STAGES = 2  # Conv + expanded_conv of the detector, frozen
+PREFIX_STAGES = 2  # Conv + expanded_conv of the detector, frozen (recorded in manifests)
+PREFIX_CUT = "expanded_conv"  # the cut after those two stages
 STUDENT_FILE = "student.safetensors"
 
 
@@ -89,12 +92,12 @@ class _PConv(nn.Module):
         self.macs = 0  # of the last forward, per sample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..models.ssd_mobilenet_v2 import _same_pads
+        from ..models.ssd_mobilenet_v2 import same_pads
 
         h, w = x.shape[-2:]
         k = self.weight.shape[-1]
-        top, bottom = _same_pads(h, k, self.stride)
-        left, right = _same_pads(w, k, self.stride)
+        top, bottom = same_pads(h, k, self.stride)
+        left, right = same_pads(w, k, self.stride)
         x = F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0, 1, self.groups)
         oc, icg, kh, kw = self.weight.shape
         self.macs = x.shape[-1] * x.shape[-2] * oc * icg * kh * kw
@@ -146,12 +149,12 @@ class ThinStudent(nn.Module):
         each block's projection is then refitted by least squares so that the thinned block,
         fed the thinned student's own input, reproduces the detector's block output (channel
         pruning with reconstruction, block by block: errors do not compound)."""
-        stop = model._stage_index[model.split_point(split).name] + 1
+        stages = student_stages(model, split)
         specs, weights = [], []
-        for i in range(PREFIX_STAGES, stop):
-            st = model._stages[i]
+        for name in stages:
+            st = model.stage_module(name)
             if not hasattr(st, "project"):
-                raise ParameterError(f"direct: stage {model._stage_names[i]} is not an inverted residual block")
+                raise ParameterError(f"direct: stage {name} is not an inverted residual block")
             dw, pr, ex = st.depthwise, st.project, st.expand
             mid = dw.weight.shape[0]
             score = dw.weight.flatten(1).norm(dim=1) * pr.weight.flatten(1).norm(dim=0)
@@ -175,10 +178,10 @@ class ThinStudent(nn.Module):
                 blk.project.bias.copy_(pr.bias)
             if calib is not None:
                 gen = torch.Generator().manual_seed(seed)
-                start = PREFIX_STAGES
                 x_t = x_s = calib
+                cuts = [PREFIX_CUT] + stages
                 for j, blk in enumerate(net.blocks):
-                    y_t, _ = model._stages[start + j](x_t)
+                    y_t = model.run_between({cuts[j]: x_t}, cuts[j], cuts[j + 1])[cuts[j + 1]]
                     e_s = blk.depthwise(blk.expand(x_s) if blk.expand is not None else x_s)
                     target = y_t - x_s if blk.residual else y_t
                     a_mat = e_s.permute(0, 2, 3, 1).reshape(-1, e_s.shape[1])
@@ -199,13 +202,20 @@ def build_student(info: dict[str, Any]) -> nn.Module:
 
 
 def prefix(model, x: torch.Tensor) -> torch.Tensor:
-    """The detector's first ``PREFIX_STAGES`` stages (frozen; no gradient needed)."""
-    maps: list[torch.Tensor] = []
-    return model._run(x, maps, 0, PREFIX_STAGES)
+    """The detector's stages up to ``PREFIX_CUT`` (frozen; no gradient needed)."""
+    return model.run_between({INPUT: x}, INPUT, PREFIX_CUT)[PREFIX_CUT]
 
 
 def prefix_macs(model) -> int:
-    return int(sum(model._stage_macs[:PREFIX_STAGES]))
+    return int(model.macs_between(INPUT, PREFIX_CUT))
+
+
+def student_stages(model, split: str) -> list[str]:
+    """The detector's stages the student replaces: after ``PREFIX_CUT`` up to ``split``."""
+    cuts = model.cut_points()
+    if PREFIX_CUT not in cuts:
+        raise ParameterError(f"direct: model {model.name} has no stage {PREFIX_CUT!r}")
+    return cuts[cuts.index(PREFIX_CUT) + 1: cuts.index(model.split_point(split).name) + 1]
 
 
 # ----- the codec ------------------------------------------------------------------------------
@@ -217,8 +227,7 @@ class DirectCodec(LearnedCodecBase):
     arch = "direct"
     description = ("direct coding: light student (detector stem + depthwise convs) from the image to the "
                    "split latent, coded with a hyperprior entropy model")
-    direct = True
-    codes_features = False
+    consumes = MODEL_INPUT  # replaces the head: reads the model input, not the split tensors
     supports_images = False
     train_hint = "fcm train-direct"
 
@@ -277,10 +286,11 @@ class DirectCodec(LearnedCodecBase):
         with torch.inference_mode():
             return net.denormalize(self._student_normalized(self._check_input(x), net))
 
-    def encode_image_to_features(self, x: torch.Tensor, quality) -> LearnedEncoded:
+    def encode(self, source: torch.Tensor, quality=None, *, channel_weights=None) -> Encoded:
+        """``source``: the model input (1, 3, 300, 300), what the head would have seen."""
         q = self.check_quality(quality)
         self.require_available()
-        x = self._check_input(x)
+        x = self._check_input(source)
         net = self._net(q)
         with self._lock, torch.inference_mode():
             s = self._student_normalized(x, net)
@@ -289,11 +299,11 @@ class DirectCodec(LearnedCodecBase):
         h, w = s.shape[-2:]
         data, header_bytes = pack_stream(CODEC_IDS["direct"], q, self._fingerprints[q], (s.shape[1], h, w), out["strings"])
         payload = float(sum(est.values()))
-        return LearnedEncoded(data=data, header_bytes=header_bytes, bits_estimated=payload + 8 * header_bytes,
-                              payload_bits_estimated=payload, quality=q,
-                              features_hat={self.manifest["tensor"]: out["x_hat"]}, y_hat=out["y_hat"])
+        return learned_encoded(data, header_bytes, q, payload, {self.manifest["tensor"]: out["x_hat"]}, out["y_hat"])
 
-    def decode_features(self, data: bytes) -> LearnedDecoded:
+    def decode(self, bitstream: bytes) -> Decoded:
+        data = bitstream
+
         def run():
             hdr, net = self._parse(data)
             c, h, w = hdr.shape
@@ -302,12 +312,13 @@ class DirectCodec(LearnedCodecBase):
                 raise BitstreamError(f"direct: stream shape {c}x{h}x{w}, expected {'x'.join(map(str, m['shape']))}")
             with self._lock:
                 out = self._decode_strings(net, hdr.strings, h, w)
-            return LearnedDecoded(features={m["tensor"]: out["x_hat"]}, quality=hdr.quality, y_hat=out["y_hat"])
+            return Decoded(features={m["tensor"]: out["x_hat"]}, extra={"quality": hdr.quality, "y_hat": out["y_hat"]})
 
         return self._guarded_decode(run)
 
-    def edge_macs(self, quality: int | None = None) -> int:
-        """MACs on the edge: detector stem + student + the codec's encoder (g_a, hyper-prior)."""
+    def edge_macs(self, head_macs: int | None = None, quality: int | None = None) -> int:
+        """MACs on the edge: detector stem + student + the codec's encoder (g_a, hyper-prior);
+        the detector's head does not run (``head_macs`` is not counted)."""
         self.require_available()
         q = self.check_quality(quality)
         shape = tuple(self.manifest.get("input_shape", (3, 300, 300)))

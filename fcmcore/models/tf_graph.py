@@ -248,10 +248,12 @@ def parse_graph_def(data: bytes) -> Graph:
     return Graph(nodes)
 
 
+MAX_GRAPH_BYTES = 1 << 30  # frozen detector graphs are tens of MB
+
+
 def read_graph_def(path: str | Path) -> Graph:
     """Read a frozen graph file (.pb). Raises ``WeightsError`` if missing or corrupt."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
+    from ..imageio import read_regular_file
+
+    data = read_regular_file(path, MAX_GRAPH_BYTES, label=f"weights file {path}", error=WeightsError)
     return parse_graph_def(data)

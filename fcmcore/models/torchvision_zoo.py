@@ -26,7 +26,8 @@ gives bit-identical detections to ``detect`` (the uncut ``model(image)``).
 Weights: ``pretrained=True`` loads torchvision's COCO weights from the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch``). A missing file raises
 ``WeightsError`` at once, naming the file and the command that fetches it; nothing is
-downloaded from here. ``pretrained=False`` builds random weights (tests).
+downloaded from here. The file is read with ``torch.load(weights_only=True)``: plain tensors
+only, so a planted ``.pth`` cannot run code; one that needs pickle is refused. ``pretrained=False`` builds random weights (tests).
 
 Labels are COCO category ids: torchvision's detection models predict indices into
 ``weights.meta["categories"]``, whose index is the COCO category id (1..90). The ten ids
@@ -37,10 +38,13 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import numpy as np
@@ -106,6 +110,70 @@ def _weights_hint(name: str) -> str:
     )
 
 
+MAX_WEIGHTS_BYTES = 2 << 30  # the largest COCO detector here is ~170 MB
+_hub_lock = threading.Lock()
+
+
+def load_weights_file(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.pth``, read as data only (``torch.load(weights_only=True)``):
+    tensors, numbers, strings and containers. A file that needs pickle to rebuild anything
+    else (which could run code) is refused, as is anything that is not a regular file."""
+    from ..imageio import open_regular_file
+
+    with open_regular_file(path, MAX_WEIGHTS_BYTES, label=f"{name}: weights file {path}", error=WeightsError) as f:
+        return _state_dict_from(f, path, name)
+
+
+def _state_dict_from(f, path: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Unsupported global" in text or "Unsupported class" in text:
+            found = text[text.index("Unsupported"):].split(" was not")[0].split(".")[0][:80]
+            raise WeightsError(
+                f"{name}: weights file {path} holds objects that need pickle to load ({found}), which "
+                f"could run code: refused (only plain tensors are read). Delete it and fetch it again "
+                + _weights_hint(name)
+            ) from None
+        raise WeightsError(f"{name}: cannot load weights {path} (corrupt or not a checkpoint); delete it and "
+                           "fetch it again " + _weights_hint(name)) from None
+    except Exception as exc:  # truncated / corrupt / not a torch file
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise WeightsError(
+            f"{name}: cannot load weights {path} ({type(exc).__name__}: {reason}); "
+            "delete it and fetch it again " + _weights_hint(name)
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{name}: weights file {path} is not a state dict of tensors; delete it and fetch "
+                           "it again " + _weights_hint(name))
+    return state
+
+
+@contextmanager
+def _safe_hub_loading(spec_name: str, path: Path) -> Iterator[None]:
+    """While the torchvision builder runs, its weights come from ``load_weights_file``.
+
+    The builders configure the network from the weights enum (class count, frozen batch
+    norms) and then call ``weights.get_state_dict()``, which unpickles the cached file with
+    ``weights_only=False``. Routing that one call keeps torchvision's exact architecture
+    while the file is only ever read as tensors. Any other URL is refused (no download)."""
+    import torchvision.models._api as api
+
+    def safe_state_dict(url: str, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if os.path.basename(urlparse(url).path) != path.name:
+            raise WeightsError(f"{spec_name}: unexpected extra weights {url} requested; nothing is downloaded")
+        return load_weights_file(path, spec_name)
+
+    with _hub_lock:
+        original = api.load_state_dict_from_url
+        api.load_state_dict_from_url = safe_state_dict
+        try:
+            yield
+        finally:
+            api.load_state_dict_from_url = original
+
+
 def _build(spec: _Spec, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     import torchvision.models.detection as tvd
 
@@ -116,16 +184,19 @@ def _build(spec: _Spec, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
         except TypeError as exc:  # an unknown builder keyword
             raise ParameterError(f"{spec.name}: {exc}") from None
     path = weights_file(spec.name)
-    if not path.is_file():  # fail fast: never let torchvision try (and hang on) a download
+    if not os.path.lexists(path):  # fail fast: never let torchvision try (and hang on) a download
         raise WeightsError(
             f"{spec.name}: pretrained weights file {path} is missing " + _weights_hint(spec.name)
         )
     try:
-        return builder(weights=_weights_enum(spec.name).DEFAULT, **kwargs)
+        with _safe_hub_loading(spec.name, path):
+            return builder(weights=_weights_enum(spec.name).DEFAULT, **kwargs)
+    except WeightsError:
+        raise
     except TypeError as exc:
         raise ParameterError(f"{spec.name}: {exc}") from None
-    except Exception as exc:  # truncated / corrupt / wrong file
-        reason = (str(exc).strip().splitlines() or [""])[0]
+    except Exception as exc:  # a state dict for another architecture
+        reason = (str(exc).strip().splitlines() or [""])[0][:160]
         raise WeightsError(
             f"{spec.name}: cannot load weights {path} ({type(exc).__name__}: {reason}); "
             "delete it and fetch it again " + _weights_hint(spec.name)

@@ -154,11 +154,15 @@ class FittedWrapper(FeatureWrapper):
         return path
 
 
+MAX_WRAPPER_BYTES = 1 << 30  # wrappers are a few MB; safetensors maps the file, never unpickles
+
+
 def read_file(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(metadata, tensors) of a wrapper file; WeightsError for anything unreadable."""
+    from ..imageio import check_regular_file
+
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise WeightsError(f"wrapper file {p}: no such file")
+    check_regular_file(p, MAX_WRAPPER_BYTES, label=f"wrapper file {p}", error=WeightsError)
     try:
         from safetensors import safe_open
 

@@ -27,52 +27,46 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
+from ..models import load_model
+from ..models.base import Features, SplitModel
 from .fitted import WEIGHT_TARGETS
+
+DEEP_CUT = "map0"  # SSD's first prediction map (expansion inside expanded_conv_13)
 
 
 def tail_function(model_name: str, split: str, target: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A differentiable map from the split's trunk tensor to ``target``'s output, running the
-    frozen detector's stages directly (the model's ``tail`` runs under inference mode)."""
+    """A differentiable map from the split's trunk tensor to ``target``'s output through the
+    frozen detector (``SplitModel.run_between`` / ``predict``; the model's ``tail`` runs
+    under inference mode)."""
     if target not in WEIGHT_TARGETS:
         raise ParameterError(f"importance target must be one of {', '.join(WEIGHT_TARGETS)}, not {target!r}")
     if target == "post":
         return lambda x: x
-    from ..models import load_model
-    from ..models import ssd_mobilenet_v2 as ssd
-
     model = load_model(model_name)
-    if not isinstance(model, ssd.SSDMobileNetV2):
-        raise ParameterError(f"{target!r} importance weights need the frozen tail of ssd_mobilenet_v2, not {model_name}")
-    stage = model._split_stage(split)
-    if len(model.split_point(split).tensors) != 1:
+    tensors = model.split_point(split).tensors
+    if len(tensors) != 1:
         raise ParameterError(f"split {split} carries several tensors; wrappers are trained on single-tensor splits")
-    stages = model._stages
+    trunk = next(iter(tensors))
     if target == "deep":
-        if stage >= ssd._MAP0_STAGE:
+        cuts = model.cut_points()
+        if DEEP_CUT not in cuts:
+            raise ParameterError(f"'deep' targets SSD's prediction map 0; {model_name} has no cut {DEEP_CUT!r}")
+        if cuts.index(DEEP_CUT) < cuts.index(split):
             raise ParameterError(f"'deep' targets prediction map 0 (inside expanded_conv_13); split {split} is past it")
-
-        def deep(x: torch.Tensor) -> torch.Tensor:
-            for i in range(stage + 1, ssd._MAP0_STAGE):
-                x, _ = stages[i](x)
-            return stages[ssd._MAP0_STAGE].expand(x)
-
-        return deep
+        return lambda x: model.run_between({trunk: x}, split, DEEP_CUT)[DEEP_CUT]
 
     def task(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat(detector_outputs(model, x, stage), dim=-1)
+        return torch.cat(detector_outputs(model, {trunk: x}, split), dim=-1)
 
     return task
 
 
-def detector_outputs(model, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class logits (N, anchors*91), box regressions (N, anchors*4)) from the trunk after
-    ``stage``: the same convolutions as the model's ``_predict``, without decoding/NMS."""
-    maps: list[torch.Tensor] = []
-    model._run(x, maps, stage + 1, len(model._stages))
-    n = x.shape[0]
-    logits = torch.cat([c(m).permute(0, 2, 3, 1).reshape(n, -1) for m, c in zip(maps, model._cls)], 1)
-    boxes = torch.cat([b(m).permute(0, 2, 3, 1).reshape(n, -1) for m, b in zip(maps, model._box)], 1)
-    return logits, boxes
+def detector_outputs(model: SplitModel, features: Features, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class logits (N, anchors*K), box regressions (N, anchors*4)) from the features at
+    ``split``: the detector's raw outputs (``SplitModel.predict``), flattened per sample."""
+    raw = model.predict(features, split)
+    n = raw["cls_logits"].shape[0]
+    return raw["cls_logits"].reshape(n, -1), raw["bbox_regression"].reshape(n, -1)
 
 
 def hutchinson_weights(g: Callable[[torch.Tensor], torch.Tensor], zs: Iterable[torch.Tensor], probes: int = 4,

@@ -146,14 +146,14 @@ def make_distortion(loss: str, model_name: str, split: str, feat_var: float):
     from ..models import load_model
 
     model = load_model(model_name)
-    stage = model._split_stage(split)
     tail_function(model_name, split, "task")  # validates the model/split
+    trunk = next(iter(model.split_point(split).tensors))
 
     def task_loss(x_hat, x):
         n = x.shape[0]
         with torch.no_grad():
-            t_logits, t_boxes = detector_outputs(model, x, stage)
-        logits, boxes = detector_outputs(model, x_hat, stage)
+            t_logits, t_boxes = detector_outputs(model, {trunk: x}, split)
+        logits, boxes = detector_outputs(model, {trunk: x_hat}, split)
         t_logits, logits = t_logits.view(n, -1, 91), logits.view(n, -1, 91)
         kl = _bernoulli_kl(t_logits[..., 1:], logits[..., 1:]).sum(-1).mean()
         fg = torch.sigmoid(t_logits[..., 1:]).amax(-1)  # (n, anchors)

@@ -1,0 +1,93 @@
+"""Packed-frame coding: each tensor tiled into a 2-D frame, coded by a ``FrameCodec``,
+wrapped in the ``fcmcore.bitstream`` container (header: shapes, ranges, bit depth, gains).
+
+Wrapper-aware RDO (``rdo``, see ``coding.rdo``) turns the wrapper's per-channel importance
+``w_c`` (mean 1) into an allocation: ``wa`` -> packing gains sqrt(w_c) (every codec);
+``wa-qp`` -> per-tile QP offsets -3 log2(w_c), centred (codecs with per-region QP: HEVC).
+With ``quant="channel"`` each channel's own range already scales its step, so the weights
+are multiplied by range_c^2 to make the feature-domain steps follow w_c alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..bitstream import decode_features, encode_features
+from ..codecs.base import FrameCodec
+from ..errors import ParameterError
+from ..packing import MODES
+from .base import Decoded, Encoded, FeatureCoder, Features
+from .rdo import bits_per_channel, qp_offsets_from_weights
+
+RDO_MODES = ("sse", "wa", "wa-qp")
+
+
+class PackedFrameCoder(FeatureCoder):
+    """Features -> packed frames -> ``codec`` -> one container bitstream, and back."""
+
+    def __init__(self, codec: FrameCodec, *, bit_depth: int | None = None, quant: str = "tensor",
+                 rdo: str = "sse", expect: dict[str, tuple[int, ...]] | None = None):
+        if quant not in MODES:
+            raise ParameterError(f"quant must be one of {', '.join(MODES)}, not {quant!r}")
+        if rdo not in RDO_MODES:
+            raise ParameterError(f"rdo must be one of {', '.join(RDO_MODES)}, not {rdo!r}")
+        self.codec = codec
+        self.name = codec.name
+        self.bit_depth = check_bit_depth(codec, bit_depth)
+        self.quant, self.rdo = quant, rdo
+        # The receiver knows the split's tensors: a stream declaring others is refused
+        # before anything is allocated (fcmcore.bitstream, ``expect=``).
+        self.expect = expect
+        if rdo == "wa-qp" and not getattr(codec, "supports_qp_offsets", False):
+            raise ParameterError(f"--rdo wa-qp needs per-region QP control (hevc); {codec.name} has none: use --rdo wa")
+        self.uses_channel_weights = rdo != "sse"
+
+    def check_quality(self, quality):
+        return self.codec.check_quality(quality)
+
+    def encode(self, source: Features, quality=None, *, channel_weights=None) -> Encoded:
+        q = self.check_quality(quality)
+        gains, qp_offsets = self._allocation(source, channel_weights)
+        enc = encode_features(source, self.codec, q, bit_depth=self.bit_depth, mode=self.quant,
+                              gains=gains, qp_offsets=qp_offsets)
+        return Encoded(bitstream=enc.data, quality=q, header_bytes=enc.header_bytes, frames=enc.frames,
+                       bit_depth=enc.bit_depth,
+                       extra={"payload_bytes": enc.payload_bytes, "container": enc, "qp_offsets": qp_offsets})
+
+    def measure_bits_per_channel(self, encoded: Encoded) -> dict[str, list[int]]:
+        """Leave-one-out bits of every channel tile (``coding.rdo.bits_per_channel``)."""
+        return bits_per_channel(encoded.extra["container"], self.codec, encoded.quality,
+                                encoded.extra["qp_offsets"])
+
+    def decode(self, bitstream: bytes) -> Decoded:
+        dec = decode_features(bitstream, self.codec, expect=self.expect)
+        return Decoded(features=dec.features, frames=dec.frames, extra={"packed": dec.packed})
+
+    def _allocation(self, reduced: Features, weights):
+        """(per-channel packing gains, per-channel QP offsets), (None, None) for SSE RDO."""
+        if self.rdo == "sse":
+            return None, None
+        if weights is None:
+            raise ParameterError(f"--rdo {self.rdo} needs importance weights for every coded channel")
+        eff = {}
+        for name, w in weights.items():
+            w = np.asarray(w, dtype=np.float64)
+            if self.quant == "channel":
+                t = reduced[name].detach().to(torch.float64)
+                span = (t.amax(dim=(0, 2, 3)) - t.amin(dim=(0, 2, 3))).numpy()
+                w = w * np.maximum(span, 1e-12) ** 2
+            eff[name] = w
+        if self.rdo == "wa":
+            return {name: np.sqrt(w) for name, w in eff.items()}, None
+        return None, {name: qp_offsets_from_weights(w) for name, w in eff.items()}
+
+
+def check_bit_depth(codec: FrameCodec, bit_depth: int | None) -> int:
+    """The packing bit depth for ``codec`` (None -> its highest); ParameterError otherwise."""
+    if bit_depth is None:
+        return codec.default_bit_depth()
+    if bit_depth not in codec.bit_depths:
+        raise ParameterError(f"{codec.name} codes {', '.join(map(str, codec.bit_depths))}-bit frames, "
+                             f"not {bit_depth}-bit")
+    return int(bit_depth)

@@ -1,0 +1,129 @@
+"""Quality grids whose curves overlap: ``--qualities auto`` and the default grids.
+
+A BD figure only means something over the part of the range both curves cover; two codecs at
+the same nominal qualities can land on rates a decade apart (HEVC at QP 22..47 on full images
+is 0.08-1.9 bpp, on ``expanded_conv_9`` features 0.009-0.3 bpp). ``auto_qualities`` picks,
+for each configuration, the qualities whose rates span one *common* bpp range:
+
+1. on a few probe images, the mean bpp at both ends of each codec's quality range gives the
+   rates it can reach; the common range is their intersection, cut to ``MAX_DECADES`` above
+   its low end (the low end is where accuracy falls off, the knee the curves must show; far
+   above it accuracy is flat);
+2. ``n_points`` target rates log-spaced over that range; per configuration and target, the
+   quality whose mean probe bpp is closest (``equal_rate.bisect_quality``, evaluations shared
+   between targets).
+
+``default_qualities(codec)``: a fixed grid of at least 6 points per codec for when no probe is
+wanted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError, ParameterError
+
+N_POINTS = 6
+PROBE_IMAGES = 3
+MAX_DECADES = 2.3
+
+_DEFAULT_GRIDS = {  # >= 6 points, spanning the knee and the flat part on coco96
+    "hevc": [22, 27, 32, 37, 42, 47], "hevc-slow": [22, 27, 32, 37, 42, 47],
+    "vvc": [22, 27, 32, 37, 42, 47, 52], "vvc-slow": [22, 27, 32, 37, 42, 47, 52],
+    "jpeg": [5, 10, 20, 35, 55, 75, 90], "webp": [5, 15, 30, 50, 70, 90],
+    "avif": [5, 15, 30, 50, 70, 90], "jpegxl": [10, 30, 50, 70, 85, 95],
+    "jpeg2000": [0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
+}
+
+
+def default_qualities(codec_name: str, n_points: int = N_POINTS) -> list[float]:
+    """A fixed grid of at least ``n_points`` qualities for ``codec_name``."""
+    from ..codecs import get_codec
+
+    if codec_name in _DEFAULT_GRIDS and len(_DEFAULT_GRIDS[codec_name]) >= n_points:
+        return list(_DEFAULT_GRIDS[codec_name])
+    spec = get_codec(codec_name).quality
+    values = np.linspace(spec.lo, spec.hi, n_points + 2)[1:-1]
+    if spec.integer:
+        values = sorted({int(round(v)) for v in values})
+    return [float(v) for v in values]
+
+
+def _fewest_most(spec) -> tuple[float, float]:
+    lo, hi = float(spec.lo), float(spec.hi)
+    return (lo, hi) if spec.higher_is_better else (hi, lo)
+
+
+def auto_qualities(dataset, configs: Sequence[Any], *, n_points: int = N_POINTS, probe_images: int = PROBE_IMAGES,
+                   bpp_range: tuple[float, float] | None = None) -> tuple[list[list[float]], dict[str, Any]]:
+    """Per configuration (``PipelineConfig`` with a codec), ``n_points`` qualities spanning one
+    common bpp range. Returns (qualities per config, {"bpp_range", "probe_images", "targets"})."""
+    from ..codecs import get_codec
+    from ..imageio import decode_image_bytes
+    from ..pipeline import run_from_head, run_head
+    from .equal_rate import bisect_quality
+
+    if n_points < 2:
+        raise ParameterError(f"auto qualities need at least 2 points, got {n_points}")
+    images = []
+    for im in dataset.images:
+        try:
+            images.append(decode_image_bytes(im.path.read_bytes(), im.file_name))
+        except (OSError, InputError):
+            continue
+        if len(images) >= probe_images:
+            break
+    if not images:
+        raise InputError(f"dataset {dataset.name}: no readable image to probe rates on")
+    probes = []
+    for config in configs:
+        if config.codec is None:
+            raise ParameterError("auto qualities need a codec")
+        heads = [run_head(img, config.model, config.split) for img in images]
+        memo: dict[float, float] = {}
+
+        def bpp_of(q: float, config=config, heads=heads, memo=memo) -> float:
+            if q not in memo:
+                memo[q] = float(np.mean([run_from_head(h, config.with_quality(q)).bpp for h in heads]))
+            return memo[q]
+
+        spec = get_codec(config.codec).quality
+        few, most = _fewest_most(spec)
+        probes.append((config, spec, bpp_of, bpp_of(few), bpp_of(most)))
+    if bpp_range is None:
+        lo = max(p[3] for p in probes)
+        hi = min(p[4] for p in probes)
+        if not (hi > lo > 0):
+            raise ParameterError("the configurations reach no common rate range; give qualities by hand")
+        hi = min(hi, lo * 10 ** MAX_DECADES)
+    else:
+        lo, hi = (float(v) for v in bpp_range)
+    targets = [float(t) for t in np.geomspace(lo, hi, n_points)]
+    out = []
+    for config, spec, bpp_of, _, _ in probes:
+        qs = []
+        for t in targets:
+            q = bisect_quality(spec, bpp_of, t)
+            if q not in qs:
+                qs.append(q)
+        out.append([float(q) if not spec.integer else float(int(q)) for q in qs])
+    return out, {"bpp_range": [lo, hi], "probe_images": len(images), "targets": targets}
+
+
+def parse_qualities(text: str | None) -> str | list[float] | None:
+    """``--qualities``: "auto", "default", or comma-separated numbers."""
+    if text is None:
+        return None
+    t = str(text).strip().lower()
+    if t in ("auto", "default"):
+        return t
+    try:
+        values = [float(v) for v in t.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise ParameterError(f"--qualities must be comma-separated numbers, 'auto' or 'default', got {text!r}") from None
+    if not values or any(math.isnan(v) for v in values):
+        raise ParameterError(f"--qualities: give at least one number, got {text!r}")
+    return values
