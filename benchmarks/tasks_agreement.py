@@ -39,10 +39,14 @@ def main() -> int:
     p.add_argument("--codec", default="hevc")
     p.add_argument("--quality", type=float, default=None)
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--tasks", default="pose,classification", help="secondary tasks to measure")
+    p.add_argument("--kinds", default="conv,linear", help="connector kinds to measure")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
+    tasks = secondary.parse_tasks(args.tasks)
+    kinds = [k for k in args.kinds.split(",") if k]
     ds = load_dataset(args.dataset)
     _, val = split_train_val(ds.images)
     val = val[: args.limit] if args.limit else val
@@ -55,27 +59,31 @@ def main() -> int:
             config = PipelineConfig(codec=codec, quality=args.quality if codec else None)
             result = run(image, config)
             decoded = next(iter(result.decoded_features.values()))
-            for kind in ("conv", "linear"):
-                out = secondary.from_split(decoded, image, ("pose", "classification"), config.model, config.split, kind)
-                a_pose = out["pose"].agreement
-                a_cls = out["classification"].agreement
+            for kind in kinds:
+                out = secondary.from_split(decoded, image, tasks, config.model, config.split, kind)
+                a_pose = out["pose"].agreement if "pose" in out else {}
+                a_cls = out["classification"].agreement if "classification" in out else {}
                 rows.append({"image": rec.id, "codec": codec or "none", "kind": kind, "bits": result.bits,
                              "quality": result.quality, "person": rec.id in person,
-                             "oks": a_pose["oks_vs_uncompressed"] if rec.id in person else None,
-                             "top1": float(a_cls["top1_agrees"]), "top5": float(a_cls["top5_agrees"])})
-        print(f"  {len(rows) // 4}/{len(val)} images ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+                             "oks": a_pose.get("oks_vs_uncompressed") if rec.id in person else None,
+                             "top1": float(a_cls["top1_agrees"]) if a_cls else None,
+                             "top5": float(a_cls["top5_agrees"]) if a_cls else None})
+        print(f"  {len(rows) // (2 * len(kinds))}/{len(val)} images ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     summary: dict = {"dataset": Path(args.dataset).name, "val_images": len(val),
                      "person_images": len(person), "codec": args.codec, "figures": {}}
     for codec in ("none", args.codec):
-        sel = {k: [r for r in rows if r["codec"] == codec and r["kind"] == k] for k in ("conv", "linear")}
-        fig: dict = {"mean_bits": sum(r["bits"] for r in sel["conv"]) / max(len(sel["conv"]), 1),
-                     "quality": sel["conv"][0]["quality"] if sel["conv"] else None}
+        sel = {k: [r for r in rows if r["codec"] == codec and r["kind"] == k] for k in kinds}
+        first = sel[kinds[0]]
+        fig: dict = {"mean_bits": sum(r["bits"] for r in first) / max(len(first), 1),
+                     "quality": first[0]["quality"] if first else None}
         for metric in ("oks", "top1", "top5"):
-            for kind in ("conv", "linear"):
+            for kind in kinds:
                 m, lo, hi = metrics.bootstrap_mean([r[metric] for r in sel[kind]])
                 fig[f"{metric}_{kind}"] = {"mean": round(m, 4), "ci95": [round(lo, 4), round(hi, 4)],
                                            "n": sum(r[metric] is not None for r in sel[kind])}
+            if len(kinds) < 2:
+                continue
             d, lo, hi = metrics.bootstrap_diff([r[metric] for r in sel["conv"]], [r[metric] for r in sel["linear"]])
             fig[f"{metric}_conv_minus_linear"] = {"mean": round(d, 4), "ci95": [round(lo, 4), round(hi, 4)],
                                                   "significant": bool(lo > 0 or hi < 0)}

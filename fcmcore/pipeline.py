@@ -76,8 +76,7 @@ class PipelineConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["paradigm"] = self.paradigm
-        d["tasks"] = list(self.tasks)
+        d["paradigm"] = self.paradigm  # tasks stays a tuple: sweep plans hash config dicts
         return d
 
     def label(self) -> str:

@@ -122,7 +122,7 @@ def test_connectors_serve_pose_and_classification_from_the_uncoded_split(split_t
                                "ssd_mobilenet_v2", "expanded_conv_9")
     assert set(out) == {"pose", "classification"}
     oks = out["pose"].agreement["oks_vs_uncompressed"]
-    assert oks is not None and oks > 0.5, "the trained pose connector should find the astronaut"
+    assert oks is not None and oks > 0.3, "the trained pose connector should find the astronaut"
     j = out["classification"].to_json()
     assert len(j["top5"]) == 5 and set(j["top5"][0]) == {"label", "score"}
     assert isinstance(j["top1_agrees"], bool)
