@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "fcmcore.wrappers.commands",  # train-wrapper
     "fcmcore.learned.commands",  # train-codec
     "fcmcore.video.commands",  # video
+    "fcmcore.tasks.commands",  # train-connector
 ]
 
 

@@ -54,10 +54,15 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, single_quality: bool =
     p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="min-max range per tensor or per channel")
     p.add_argument("--wrapper", default="none", help="wrapper NAME[:PATH] (see `fcm wrappers`)")
     p.add_argument("--rdo", default="sse", choices=["sse", "wa", "wa-qp"], help="SSE, or wrapper-aware RDO by tile gains (wa) / HEVC QP offsets (wa-qp)")
+    p.add_argument("--tasks", default="detection",
+                   help="comma-separated tasks served from the one bitstream: detection,pose,classification")
+    p.add_argument("--connector", default="conv", choices=["conv", "linear"],
+                   help="secondary tasks: the trained connector (conv) or the naive projection (linear)")
 
 
 def config_from_args(args: argparse.Namespace, quality=None):
     from .pipeline import PipelineConfig
+    from .tasks.secondary import parse_tasks
 
     split = None if str(args.split).lower() == "none" else args.split
     codec = None if args.codec in (None, "", "none") else args.codec
@@ -73,6 +78,8 @@ def config_from_args(args: argparse.Namespace, quality=None):
         wrapper=args.wrapper or "none",
         rdo=args.rdo,
         bits_per_channel=getattr(args, "bits_per_channel", False),
+        tasks=parse_tasks(getattr(args, "tasks", None)),
+        connector=getattr(args, "connector", "conv"),
     )
 
 

@@ -57,6 +57,15 @@ class PipelineConfig:
     rdo: str = "sse"  # "sse" (plain codec RDO), "wa" (wrapper-aware: per-tile gains at packing)
     # or "wa-qp" (wrapper-aware: per-tile QP offsets inside the codec, HEVC only); see coding.rdo
     bits_per_channel: bool = False  # measure bits per channel tile (leave-one-out: k extra encodes)
+    # Tasks served from the one bitstream: "detection" always; "pose" / "classification" read
+    # the decoded split tensor through their connectors (fcmcore.tasks), or the decoded image
+    # in the full-input paradigm. connector: "conv" (trained) or "linear" (naive projection).
+    tasks: tuple[str, ...] = ("detection",)
+    connector: str = "conv"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, (list, str)):  # from JSON / a CLI string: keep the config hashable
+            object.__setattr__(self, "tasks", tuple(self.tasks.split(",") if isinstance(self.tasks, str) else self.tasks))
 
     @property
     def paradigm(self) -> str:
@@ -67,7 +76,7 @@ class PipelineConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["paradigm"] = self.paradigm
+        d["paradigm"] = self.paradigm  # tasks stays a tuple: sweep plans hash config dicts
         return d
 
     def label(self) -> str:
@@ -158,6 +167,8 @@ class PipelineResult:
         for key in ("bits_per_channel", "edge_macs"):
             if key in self.extra:
                 out[key] = self.extra[key]
+        if self.extra.get("tasks"):
+            out["tasks"] = {name: outcome.to_json() for name, outcome in self.extra["tasks"].items()}
         return out
 
 
@@ -187,6 +198,13 @@ def _validate(config: PipelineConfig) -> None:
             if given:
                 raise ParameterError(f"{flag} applies to packed split features; full-input (split none) codes "
                                      "the 8-bit RGB image as it is")
+    from .tasks.secondary import CONNECTOR_KINDS, parse_tasks
+
+    if tuple(config.tasks) != parse_tasks(config.tasks):
+        raise ParameterError(f"tasks must be a subset of detection, pose, classification in that order, "
+                             f"with detection; got {config.tasks!r} (use fcmcore.tasks.secondary.parse_tasks)")
+    if config.connector not in CONNECTOR_KINDS:
+        raise ParameterError(f"connector must be one of {', '.join(CONNECTOR_KINDS)}, not {config.connector!r}")
 
 
 def run_head(image: Image.Image, model_name: str = DEFAULT_MODEL, split: str | None = DEFAULT_SPLIT) -> HeadOutput:
@@ -218,8 +236,37 @@ def run_from_head(head: HeadOutput, config: PipelineConfig, consumers: Consumers
     if config.split is None:
         if consumers:
             raise ParameterError("feature consumers need split features; full-input (split none) has none")
-        return _run_full_input(head, config)
-    return _run_split(head, config, consumers)
+        result = _run_full_input(head, config)
+    else:
+        result = _run_split(head, config, consumers)
+    if len(config.tasks) > 1:
+        _run_secondary(head, result)
+    return result
+
+
+def _run_secondary(head: HeadOutput, result: PipelineResult) -> None:
+    """Pose / classification from what the server decoded (no extra bits): the decoded split
+    tensor through each task's connector, or the decoded image (full-input). Their
+    uncompressed references are computed (and cached per image) for agreement, timed
+    apart from serving."""
+    from .tasks import secondary
+
+    config = result.config
+    with torch.inference_mode():
+        if config.split is None:
+            outcomes = secondary.from_image(result.decoded_image, head.image_rgb, config.tasks)
+        else:
+            decoded = result.decoded_features or {}
+            if len(decoded) != 1:
+                raise ParameterError(f"secondary tasks read a single-tensor split; {config.split} carries {len(decoded)}")
+            outcomes = secondary.from_split(next(iter(decoded.values())), head.image_rgb, config.tasks,
+                                            config.model, config.split, config.connector)
+    for outcome in outcomes.values():
+        for stage, ms in outcome.timings_ms.items():
+            result.timings_ms[stage] = ms
+    serving = [k for k in result.timings_ms if not k.endswith("_reference") and k != "total"]
+    result.timings_ms["total"] = sum(result.timings_ms[k] for k in serving)
+    result.extra["tasks"] = outcomes
 
 
 def run(image: Image.Image, config: PipelineConfig = PipelineConfig(), consumers: Consumers | None = None

@@ -103,6 +103,8 @@ def sources_for(config: Mapping[str, Any]) -> tuple[str, ...]:
     extra = []
     if config.get("wrapper") not in (None, "", "none"):
         extra.append("wrappers")
+    if len(config.get("tasks") or ()) > 1:
+        extra.append("tasks")
     codec = config.get("codec")
     if codec:
         try:
@@ -163,7 +165,15 @@ def result_key(image_sha256: str, config: Mapping[str, Any] | Any) -> str:
         "rdo": c.get("rdo"),
         "code": code_version(sources_for(c)),
     }
+    parts.update(_task_key_parts(c))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _task_key_parts(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Secondary tasks (fcmcore.tasks) in the key; nothing for detection-only configs."""
+    from ..tasks.evaluation import key_parts
+
+    return key_parts(config)
 
 
 def default_cache_path() -> Path:

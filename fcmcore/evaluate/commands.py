@@ -70,8 +70,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "Points off the increasing rate-mAP front are dropped, and reported.")
     p.add_argument("results", nargs="+", help="results JSON files (from fcm sweep / fcm layers)")
     p.add_argument("--anchor", required=True, help="name of the anchor curve (exact, or a unique part of it)")
-    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref", "f1"],
-                   help="quality axis (f1: the agreement F1 of video sweeps)")
+    p.add_argument("--metric", default="mAP",
+                   choices=["mAP", "mAP50", "mAP_vs_ref", "f1", "pose_oks", "cls_top1", "cls_top5"],
+                   help="quality axis (f1: the agreement F1 of video sweeps; pose_oks, cls_top1, cls_top5: "
+                        "secondary tasks of sweeps run with --tasks)")
     p.add_argument("--resamples", type=int, default=1000,
                    help="paired bootstrap resamples of the images for the 95%% intervals (0: no intervals)")
     p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
@@ -105,7 +107,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "the uncompressed reference as a dashed line; with --anchor, a BD-rate chart too.")
     p.add_argument("results", nargs="+", help="results JSON files")
     p.add_argument("-o", "--out", required=True, help="chart file: .html (or .png/.svg with vl-convert-python)")
-    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref"], help="y axis")
+    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref", "pose_oks", "cls_top1", "cls_top5"], help="y axis")
     p.add_argument("--anchor", default=None, help="also chart BD-rate against this curve")
     p.add_argument("--title", default=None, help="chart title")
     p.set_defaults(func=cmd_plot)

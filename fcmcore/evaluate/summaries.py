@@ -104,6 +104,7 @@ def summarise(dataset: Dataset, image_ids: list[int], spec: RunSpec, recs: dict[
         for k, v in r["timings_ms"].items():
             stages[k].append(v)
     point["timings_ms"] = {k: round(_mean(v), 3) for k, v in stages.items()}
+    point.update(_task_summary(dataset, image_ids, rows))
     point["num_images"] = len(rows)
     point["cached_images"] = sum(1 for r in rows if r.get("cached"))
     point["images"] = [
@@ -120,3 +121,10 @@ def summarise(dataset: Dataset, image_ids: list[int], spec: RunSpec, recs: dict[
     if vs_ref_eval is not None:
         point["coco_eval_vs_ref"] = vs_ref_eval
     return point
+
+
+def _task_summary(dataset: Dataset, image_ids: list[int], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Secondary-task means of one point (pose_oks, cls_top1, cls_top5), {} for detection only."""
+    from ..tasks.evaluation import summarise_tasks
+
+    return summarise_tasks(dataset, image_ids, rows)

@@ -369,6 +369,9 @@ def _assemble(dataset: Dataset, plan: _Plan, runs: _Runs) -> dict[str, Any]:
         }
         if c.mode == "target_bpp":
             results["target_bpp"] = [p["target_bpp"] for p in pts]
+        for key in ("pose_oks", "cls_top1", "cls_top5"):  # secondary tasks (fcmcore.tasks.evaluation)
+            if pts and key in pts[0]:
+                results[key] = [p.get(key) for p in pts]
         out_curves.append({"name": c.name, "config": c.base.to_json(), "mode": c.mode, "results": results,
                            "reference": ref_doc, "points": pts})
     return {"curves": out_curves, "resamples": N_RESAMPLES, "seed": SEED}

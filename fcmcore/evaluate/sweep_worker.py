@@ -55,7 +55,15 @@ def record_from_result(result, image_id: int) -> dict[str, Any]:
         "timings_ms": {k: float(v) for k, v in result.timings_ms.items()},
         "detections": [[int(d.category_id), float(d.score), *(float(v) for v in d.box), d.label]
                        for d in result.detections],
+        **_task_record(result),
     }
+
+
+def _task_record(result) -> dict[str, Any]:
+    """Secondary-task agreement of one run (fcmcore.tasks), {} for detection only."""
+    from ..tasks.evaluation import record_tasks
+
+    return record_tasks(result)
 
 
 def _number(v: Any) -> bool:

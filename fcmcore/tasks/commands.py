@@ -1,0 +1,95 @@
+"""``fcm train-connector``: distil a connector from the detector's split to a task network."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-connector",
+        help="train a connector from the detector's split tensor to a pose / classification network",
+        description="Distil a small connector (target network frozen, its features and outputs on the "
+        "original image as teachers, proxy-codec noise on the input) on the dataset's train images.",
+    )
+    p.add_argument("--dataset", required=True, help="COCO-style dataset folder (train images: datasplit)")
+    p.add_argument("--split", default="expanded_conv_9", help="detector split the connector reads")
+    p.add_argument("--task", required=True, choices=["pose", "classification"])
+    p.add_argument("--out", required=True, help="output .safetensors path")
+    p.add_argument("--model", default="ssd_mobilenet_v2", help="detector")
+    p.add_argument("--target", default=None, help="task network layer to feed (default: fpn / blocks_11)")
+    p.add_argument("--kind", default="conv", choices=["conv", "linear"],
+                   help="conv: the trained connector; linear: resize + least-squares 1x1 map (the naive baseline)")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--augment", type=int, default=3, help="random views per train image")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--hidden", type=int, default=96, help="connector channels before the resize")
+    p.add_argument("--mid", type=int, default=None, help="connector channels after the resize (default: hidden)")
+    p.add_argument("--output-weight", type=float, default=1.0,
+                   help="weight of the output-distillation term against the feature term (0: features only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_connector)
+
+
+def cached_bank(args: argparse.Namespace, target: str):
+    """The training bank, kept in the result cache: the conv connector and the linear
+    baseline are fitted on the very same views, and a re-run skips the slow part."""
+    import hashlib
+    from pathlib import Path
+
+    import torch
+
+    from ..paths import cache_dir
+    from .training import TaskBank, build_bank
+
+    key = "|".join(map(str, (Path(args.dataset).resolve(), args.task, target, args.model, args.split,
+                             args.augment, args.seed, 1)))
+    path = cache_dir() / "connector-banks" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".pt")
+    if path.is_file():
+        print(f"bank: cached {path.name}", file=sys.stderr)
+        return TaskBank(**torch.load(path))
+    bank = build_bank(args.dataset, args.task, target, args.model, args.split, args.augment, args.seed,
+                      log=lambda m: print(m, file=sys.stderr))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(vars(bank), path)
+    return bank
+
+
+def cmd_train_connector(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ParameterError
+    from ..paths import portable
+    from . import connectors
+    from .training import build_bank, default_target, meta_for, train_connector
+
+    for name in ("epochs", "augment", "batch", "hidden"):
+        if getattr(args, name) < (0 if name == "augment" else 1):
+            raise ParameterError(f"--{name} must be positive, got {getattr(args, name)}")
+    target = args.target or default_target(args.task)
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    print(f"bank: {args.dataset} train images + {args.augment} views each, {args.model} @ {args.split} -> "
+          f"{args.task} @ {target}", file=sys.stderr)
+    bank = cached_bank(args, target)
+    module, info = train_connector(bank, args.task, target, kind=args.kind, epochs=args.epochs, batch=args.batch,
+                                   lr=args.lr, hidden=args.hidden, mid=args.mid, output_weight=args.output_weight,
+                                   seed=args.seed,
+                                   log=lambda m: print(m, file=sys.stderr))
+    argv = ["fcm", "train-connector", "--dataset", portable(args.dataset), "--split", args.split, "--task", args.task,
+            "--out", portable(args.out), "--kind", args.kind, "--target", target, "--epochs", str(args.epochs),
+            "--augment", str(args.augment), "--hidden", str(args.hidden)]
+    if args.mid:
+        argv += ["--mid", str(args.mid)]
+    argv += ["--output-weight", f"{args.output_weight:g}", "--seed", str(args.seed)]
+    extra = {"cpu_seconds": round(time.process_time() - cpu0, 1), "wall_seconds": round(time.perf_counter() - wall0, 1),
+             "torch_threads": torch.get_num_threads(), "size_bytes": connectors.size_bytes(module), **info}
+    meta = meta_for(args.task, target, args.model, args.split, args.kind, bank, args.seed, shlex.join(argv),
+                    args.dataset, extra)
+    path = connectors.save(module, meta, args.out)
+    print(f"saved {path} ({extra['size_bytes']:,} bytes, {extra['cpu_seconds']:.0f} CPU s)")
+    return 0

@@ -1,0 +1,67 @@
+"""Hooks that let sweeps record and summarise secondary tasks (called from
+``fcmcore.evaluate``): per-image agreement in each record, means per point, and the
+cache-key parts that make a run with tasks distinct from one without."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping, Sequence
+
+# Per-point metric names (results lists in a sweep document; `fcm bdrate --metric`).
+TASK_METRICS = ("pose_oks", "cls_top1", "cls_top5")
+PERSON_CATEGORY = 1  # COCO "person"
+
+
+def record_tasks(result) -> dict[str, Any]:
+    """{"tasks": {"pose_oks": v | None, "cls_top1": 0/1, "cls_top5": 0/1}} for a result
+    that served secondary tasks, else {}."""
+    outcomes = result.extra.get("tasks") if getattr(result, "extra", None) else None
+    if not outcomes:
+        return {}
+    row: dict[str, Any] = {}
+    if "pose" in outcomes:
+        row["pose_oks"] = outcomes["pose"].agreement["oks_vs_uncompressed"]
+    if "classification" in outcomes:
+        a = outcomes["classification"].agreement
+        row["cls_top1"], row["cls_top5"] = float(a["top1_agrees"]), float(a["top5_agrees"])
+    return {"tasks": row}
+
+
+def summarise_tasks(dataset, image_ids: Sequence[int], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Means over images of each task metric present in ``rows``. Pose OKS counts the images
+    with a person: a COCO person annotation when the dataset has annotations, and a
+    defined OKS (>= 4 confident reference keypoints)."""
+    if not any("tasks" in r for r in rows):
+        return {}
+    people = None
+    if getattr(dataset, "has_annotations", False):
+        people = {i for i in image_ids
+                  if any(a.get("category_id") == PERSON_CATEGORY for a in dataset.annotations_for(i))}
+    out: dict[str, Any] = {}
+    for key in TASK_METRICS:
+        vals = [r["tasks"].get(key) for r, i in zip(rows, image_ids) if "tasks" in r
+                and (key != "pose_oks" or people is None or i in people)]
+        vals = [float(v) for v in vals if v is not None]
+        if any(key in r.get("tasks", {}) for r in rows):
+            out[key] = sum(vals) / len(vals) if vals else None
+            out[f"{key}_images"] = len(vals)
+    return out
+
+
+def key_parts(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Extra cache-key parts for a config that serves secondary tasks (none otherwise, so
+    detection-only keys are unchanged): the tasks, the connector kind and the bundled
+    connector files' contents."""
+    tasks = tuple(config.get("tasks") or ("detection",))
+    if len(tasks) <= 1:
+        return {}
+    parts: dict[str, Any] = {"tasks": list(tasks), "connector": config.get("connector", "conv")}
+    if config.get("split") is not None:
+        from .connectors import default_path
+
+        h = hashlib.sha256()
+        for task in tasks[1:]:
+            path = default_path(task, config["model"], config["split"], parts["connector"])
+            h.update(path.read_bytes() if path.is_file() else b"missing")
+        parts["connectors"] = h.hexdigest()[:16]
+    return parts
