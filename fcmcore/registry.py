@@ -71,3 +71,4 @@ FILL = "fcmcore.builtins"
 MODELS: Registry = Registry("model", fill=FILL)  # SplitModel factories
 CODECS: Registry = Registry("codec", fill=FILL)  # Codec classes (FrameCodec or learned FeatureCoder)
 WRAPPERS: Registry = Registry("wrapper", fill=FILL)  # (model_name, split, path) -> FeatureWrapper
+TASK_NETWORKS: Registry = Registry("task", fill=FILL)  # secondary-task networks (pose, classification)

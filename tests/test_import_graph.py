@@ -7,8 +7,10 @@ no arrow from a lower stage to a higher one. Lower stages are what higher ones b
     3 coding        coding (the feature-coder stage)
     4 learned       learned (learned codecs: FeatureCoders)
     5 wrappers      wrappers
+  5.5 tasks         secondary-task connectors beside the tail (train on wrappers' proxy codec)
     6 pipeline      pipeline
     7 evaluate      evaluate
+  7.5 on evaluate   video (sequences), inspect (measurements the app shows)
     8 entry points  commands, cli, builtins (fills the registries), every *commands module
 """
 
@@ -25,9 +27,9 @@ RANKS = {
     "bitstream": 2,
     "coding": 3,
     "learned": 4,
-    "wrappers": 5,
+    "wrappers": 5, "tasks": 5.5,
     "pipeline": 6,
-    "evaluate": 7, "video": 7,
+    "evaluate": 7, "video": 7.5, "inspect": 7.5,
     "commands": 8, "cli": 8, "builtins": 8,
 }
 

@@ -55,6 +55,7 @@ from compressai.models.base import CompressionModel, get_scale_table
 from compressai.ops import quantize_ste
 
 from .fastcoding import FastDecoder, FastEncoder
+from .layers import LatentResidualPrediction, _hyper, conv, deconv  # noqa: F401 (shared with scar)
 
 ARCHS = ("factorized", "hyperprior", "context", "scar")
 
@@ -64,14 +65,6 @@ def initial_gain(lam: float) -> float:
     minimising R + lam * D with D = step^2 / 12 and dR/dD = -1 / (2 ln2 D) gives
     D = 1 / (2 ln2 lam), i.e. step = sqrt(6 / (ln2 lam))."""
     return math.sqrt(math.log(2) * lam / 6.0)
-
-
-def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
-
-
-def deconv(cin: int, cout: int, k: int = 3, stride: int = 2) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
 
 
 @dataclass
@@ -107,35 +100,6 @@ class CodecConfig:
 
 
 # ----- the three entropy models --------------------------------------------------------------
-
-def _hyper(M: int, Nh: int, out: int) -> HyperLatentCodec:
-    h_a = nn.Sequential(conv(M, Nh, 3), nn.LeakyReLU(inplace=True), conv(Nh, Nh, 3, stride=2))
-    h_s = nn.Sequential(deconv(Nh, Nh, 3, 2), nn.LeakyReLU(inplace=True), conv(Nh, out, 3))
-    return HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(Nh), h_a=h_a, h_s=h_s, quantizer="ste")
-
-
-class LatentResidualPrediction(nn.Module):
-    """LRP per channel group: a bounded correction of the quantised latent, predicted from
-    the hyper params and the groups decoded so far (both known to the decoder)."""
-
-    def __init__(self, side_channels: int, groups: list[int], hidden: int = 48):
-        super().__init__()
-        self.groups = list(groups)
-        acc = 0
-        self.nets = nn.ModuleList()
-        for g in self.groups:
-            acc += g
-            self.nets.append(nn.Sequential(conv(side_channels + acc, hidden, 1), nn.LeakyReLU(inplace=True),
-                                           conv(hidden, g, 3)))
-
-    def forward(self, y_hat: Tensor, side_params: Tensor) -> Tensor:
-        out, acc = [], 0
-        for g, net in zip(self.groups, self.nets):
-            acc += g
-            r = 0.5 * torch.tanh(net(torch.cat([side_params, y_hat[:, :acc]], dim=1)))
-            out.append(y_hat[:, acc - g:acc] + r)
-        return torch.cat(out, dim=1)
-
 
 def _context_codec(M: int, Nh: int, groups: list[int]) -> tuple[HyperLatentCodec, ChannelGroupsLatentCodec]:
     side = M  # hyper params channels (ELIC uses 2M; M keeps the encoder's MACs down)

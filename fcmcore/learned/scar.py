@@ -33,6 +33,8 @@ from torch import Tensor, nn
 from compressai.entropy_models import GaussianConditional
 from compressai.ops import quantize_ste
 
+from .layers import LatentResidualPrediction, _hyper
+
 # Width of the attention blocks; part of the stored weights' shapes (changing them needs new weights).
 DIM = 48
 HEADS = 4
@@ -127,8 +129,6 @@ class ScarEntropyModel(nn.Module):
 
     def __init__(self, M: int, Nh: int, groups: list[int]):
         super().__init__()
-        from .models import LatentResidualPrediction, _hyper
-
         self.groups = list(groups)
         d = DIM
         self.hyper = _hyper(M, Nh, M)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .base import ImageMeta
+from ..registry import TASK_NETWORKS
 from .task_network import TaskNetwork, TaskSplit, bundled_model_file
 
 _SCOPE = "efficientnet-lite3/model/"
@@ -46,6 +47,7 @@ class Classification:
         return self.top5[0][0]
 
 
+@TASK_NETWORKS.register("classification")
 class EfficientNetLite3(TaskNetwork):
     name = "efficientnet_lite3"
     task = "classification"

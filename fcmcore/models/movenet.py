@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .base import ImageMeta
+from ..registry import TASK_NETWORKS
 from .task_network import TaskNetwork, TaskSplit
 
 KEYPOINT_NAMES = (
@@ -55,6 +56,7 @@ class Pose:
         return [[round(x, 2), round(y, 2), round(s, 4)] for x, y, s in self.keypoints]
 
 
+@TASK_NETWORKS.register("pose")
 class MoveNetLightning(TaskNetwork):
     name = "movenet_lightning"
     task = "pose"

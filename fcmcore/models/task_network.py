@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from ..errors import ParameterError, UnknownNameError, WeightsError
+from ..registry import TASK_NETWORKS
 from .base import ImageMeta
 from .tflite_graph import TFLiteFile, TFLiteGraph
 
@@ -168,13 +169,8 @@ _lock = threading.Lock()
 def load_task_network(task: str) -> TaskNetwork:
     """The network for ``task`` ("pose" or "classification"), built once per process
     (weights read from the installed package on first use)."""
-    from .efficientnet_lite import EfficientNetLite3
-    from .movenet import MoveNetLightning
-
-    classes = {"pose": MoveNetLightning, "classification": EfficientNetLite3}
-    if task not in classes:
-        raise UnknownNameError(f"unknown task {task!r}; known: {', '.join(classes)}")
+    factory = TASK_NETWORKS.factory(task)  # UnknownNameError lists the known tasks
     with _lock:
         if task not in _cache:
-            _cache[task] = classes[task]()
+            _cache[task] = factory()
         return _cache[task]

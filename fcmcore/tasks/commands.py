@@ -41,8 +41,8 @@ def cached_bank(args: argparse.Namespace, target: str):
     import hashlib
     from pathlib import Path
 
-    import torch
-
+    from ..checkpoints import load_checkpoint, save_checkpoint
+    from ..errors import WeightsError
     from ..paths import cache_dir
     from .training import TaskBank, build_bank
 
@@ -50,12 +50,18 @@ def cached_bank(args: argparse.Namespace, target: str):
                              args.augment, args.seed, 1)))
     path = cache_dir() / "connector-banks" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".pt")
     if path.is_file():
-        print(f"bank: cached {path.name}", file=sys.stderr)
-        return TaskBank(**torch.load(path))
-    bank = build_bank(args.dataset, args.task, target, args.model, args.split, args.augment, args.seed,
+        try:  # tensors and plain data only: a cached bank never unpickles code
+            bank = TaskBank(**load_checkpoint(path))
+            print(f"bank: cached {path.name}", file=sys.stderr)
+            return bank
+        except (WeightsError, TypeError) as exc:  # damaged or of another layout: rebuild it
+            print(f"warning: cached bank {path.name} not usable ({exc}); rebuilding", file=sys.stderr)
+    from ..evaluate.datasets import load_dataset
+
+    bank = build_bank(load_dataset(args.dataset), args.task, target, args.model, args.split, args.augment, args.seed,
                       log=lambda m: print(m, file=sys.stderr))
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(vars(bank), path)
+    save_checkpoint(vars(bank), path)
     return bank
 
 

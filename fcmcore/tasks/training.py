@@ -48,10 +48,11 @@ class TaskBank:
     val_images: int
 
 
-def build_bank(dataset: str | Path, task: str, target: str, model_name: str, split: str,
+def build_bank(dataset, task: str, target: str, model_name: str, split: str,
                augment: int = 3, seed: int = 0, log: Callable[[str], None] | None = print) -> TaskBank:
+    """``dataset``: a loaded ``fcmcore.evaluate.Dataset`` (the command loads it, so training
+    never imports the evaluation stage)."""
     from ..datasplit import split_train_val
-    from ..evaluate.datasets import load_dataset
     from ..imageio import load_image
     from ..models import load_model
     from ..wrappers.training import _augment
@@ -63,9 +64,9 @@ def build_bank(dataset: str | Path, task: str, target: str, model_name: str, spl
     tensor = next(iter(sp.tensors))
     net = load_task_network(task)
     net.split(target)  # UnknownNameError early
-    train, val = split_train_val(load_dataset(dataset).images)
+    train, val = split_train_val(dataset.images)
     if not train or not val:
-        raise ParameterError(f"dataset {dataset}: needs at least 4 images for a train/val split")
+        raise ParameterError(f"dataset {dataset.root}: needs at least 4 images for a train/val split")
     rng = np.random.default_rng(seed)
 
     def pair(image) -> tuple[torch.Tensor, torch.Tensor]:
