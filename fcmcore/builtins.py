@@ -6,18 +6,25 @@ when first used."""
 
 from __future__ import annotations
 
-# isort: off
-from .models import ssd_mobilenet_v2  # noqa: F401  (the offline default first)
-from .models import torchvision_zoo  # noqa: F401
-from .models import movenet  # noqa: F401  (pose)
-from .models import efficientnet_lite  # noqa: F401  (classification)
-from .codecs import pillow_codecs  # noqa: F401  (jpeg, webp, avif, png, jpeg2000)
-from .codecs import jpegxl  # noqa: F401
-from .codecs import hevc  # noqa: F401
-from .codecs import vvc  # noqa: F401
-from .learned import codec  # noqa: F401  (factorized, hyperprior, context, scar)
-from .learned import direct  # noqa: F401
-from .wrappers import base  # noqa: F401  (none)
-from .wrappers import linear  # noqa: F401  (truncate, pca)
-from .wrappers import learned  # noqa: F401
-# isort: on
+import importlib
+
+# The order registries list their names in (``Registry.names``), whatever was imported first.
+MODULES = (
+    "fcmcore.models.ssd_mobilenet_v2",  # the offline default first
+    "fcmcore.models.torchvision_zoo",
+    "fcmcore.models.movenet",  # pose
+    "fcmcore.models.efficientnet_lite",  # classification
+    "fcmcore.codecs.pillow_codecs",  # jpeg, webp, avif, png, jpeg2000
+    "fcmcore.codecs.jpegxl",
+    "fcmcore.codecs.hevc",
+    "fcmcore.codecs.vvc",
+    "fcmcore.learned.codec",  # factorized, hyperprior, context, scar
+    "fcmcore.learned.direct",
+    "fcmcore.wrappers.base",  # none
+    "fcmcore.wrappers.linear",  # truncate, pca
+    "fcmcore.wrappers.learned",
+)
+
+for _module in MODULES:
+    importlib.import_module(_module)
+del _module

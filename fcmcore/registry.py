@@ -28,11 +28,20 @@ class Registry(Generic[T]):
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
         self._fill_module = fill  # imported once before the first look-up (see the module docstring)
+        self._module_order: tuple[str, ...] = ()
 
     def _fill(self) -> None:
         if self._fill_module is not None:
             module, self._fill_module = self._fill_module, None
-            importlib.import_module(module)
+            self._module_order = tuple(getattr(importlib.import_module(module), "MODULES", ()))
+
+    def _ordered(self) -> list[str]:
+        """Names in the fill module's order (``MODULES``; then registration order), whichever
+        module happened to be imported first: ``fcm models`` lists the offline default first."""
+        order = {m: i for i, m in enumerate(self._module_order)}
+        ranked = sorted(enumerate(self._factories.items()),
+                        key=lambda t: (order.get(getattr(t[1][1], "__module__", ""), len(order)), t[0]))
+        return [name for _, (name, _) in ranked]
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
@@ -45,14 +54,14 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         self._fill()
-        return list(self._factories)
+        return self._ordered()
 
     def factory(self, name: str) -> Callable[..., T]:
         self._fill()
         try:
             return self._factories[name]
         except KeyError:
-            known = ", ".join(self._factories) or "none"
+            known = ", ".join(self._ordered()) or "none"
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def create(self, name: str, *args, **kwargs) -> T:
@@ -64,7 +73,7 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         self._fill()
-        return iter(list(self._factories))
+        return iter(self._ordered())
 
 
 FILL = "fcmcore.builtins"
