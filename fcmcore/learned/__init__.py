@@ -8,7 +8,9 @@ Codecs registered by :func:`register_codecs` (names as in the CODECS registry):
   (``consumes = MODEL_INPUT``); ``encode(model_input, quality)`` / ``decode(bitstream)``.
 
 Modules: ``models`` (architectures), ``train`` (``fcm train-codec``), ``codec`` (registry
-adapters and the bitstream), ``direct`` (student + ``fcm train-direct``), ``commands``.
+adapters and the bitstream), ``direct`` (the direct-coding codec), ``direct_student`` (its
+student network), ``direct_training`` (``fcm train-direct``), ``scar`` (the SC-AR entropy model),
+``layers`` (shared layers), ``fastcoding`` (rANS coders), ``commands``.
 Nothing here imports CompressAI at import time: a machine without it still lists the
 codecs, as unavailable with a reason.
 """

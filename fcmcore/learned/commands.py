@@ -97,7 +97,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
 
 
 def cmd_train_direct(args: argparse.Namespace) -> int:
-    from .direct import DirectTrainConfig, train_direct
+    from .direct_training import DirectTrainConfig, train_direct
     from .train import command_line
 
     kw = {}
