@@ -132,7 +132,9 @@ def test_first_screen_shows_every_columns_results(server):
                 assert "Traceback" not in body and "Unexpected error" not in body
                 expect(page.locator("[data-testid='stException']")).to_have_count(0)
                 # the page's settings are in the URL from the start
-                assert "A=ssd_mobilenet_v2" in page.url.replace("%2F", "/") and "tab=maps" in page.url
+                # (the address bar follows the script's messages: wait for it rather than race it)
+                expect(page).to_have_url(re.compile(r"[?&]A=ssd_mobilenet_v2(%2F|/)"), timeout=RENDER_TIMEOUT_MS)
+                expect(page).to_have_url(re.compile(r"[?&]tab=maps"), timeout=RENDER_TIMEOUT_MS)
                 page.screenshot(path=str(SCREENSHOT_DIR / f"first_load_{width}x{height}.png"))
                 page.close()
         finally:

@@ -47,6 +47,7 @@ def _page() -> None:
     if ss.get(keys.TAB) not in TAB_LABELS:
         ss[keys.TAB] = TAB_LABELS[0]
     tabs = st.tabs(TAB_LABELS, key=keys.TAB, on_change="rerun")
+    url.sync()  # early, so the address bar is right while the tabs render; again at the end for late changes
     rd_doc = None
     with tabs[0]:
         if tabs[0].open:
