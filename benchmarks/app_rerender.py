@@ -106,13 +106,28 @@ def column_slider(page, column: int):
     return page.locator("[data-testid='stMain'] [data-testid='stSlider'] input[type='range']").nth(column)
 
 
+def column_label(page, column: int) -> str:
+    """The column's settings button text, e.g. 'hevc @ expanded_conv_9'."""
+    text = page.locator("[data-testid='stPopoverButton']:visible").nth(column + 1).inner_text()
+    return next(line.strip().removeprefix("tune ").strip() for line in text.splitlines() if "@" in line)
+
+
 def pick_in_popover(page, column: int, box: str, option: str) -> None:
     """Open column's settings popover, choose ``option`` in its ``box`` selectbox."""
     page.locator("[data-testid='stPopoverButton']:visible").nth(column + 1).click()  # +1: the Link popover comes first
-    combo = page.get_by_role("combobox", name=box).last
+    combo = page.get_by_role("combobox", name=box, exact=True).last
+    combo.wait_for(state="visible")
     combo.click()
+    page.get_by_role("listbox").first.wait_for(state="visible")  # typed keys must reach the open list
     page.keyboard.type(option)  # the list is virtualised: filter it, then take the match
     page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}\b")).first.click()
+
+
+def expect_label(page, column: int, codec: str, split: str) -> None:
+    """Fail loudly if a pick landed somewhere else (a timing of the wrong change is worthless)."""
+    label = column_label(page, column)
+    if label != f"{codec} @ {split}":
+        raise RuntimeError(f"column {column} shows {label!r}, expected {codec} @ {split}")
 
 
 def close_popover(page) -> None:
@@ -214,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(time_until_bits_change(page, 0, lambda: pick_in_popover(page, 0, "Codec", codec)))
                 idle(page)
                 close_popover(page)
+                expect_label(page, 0, codec, "expanded_conv_9")
             out["codec (frame)"] = {"runs_s": runs, "fcmcore_ms": fcmcore_ms("expanded_conv_9", "jpeg", [75, 75, 75])}
             shot("after_codec")
             runs = []
@@ -221,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(time_until_bits_change(page, 0, lambda: pick_in_popover(page, 0, "Codec", codec)))
                 idle(page)
                 close_popover(page)
+                expect_label(page, 0, codec, "expanded_conv_9")
             out["codec (learned)"] = {"runs_s": runs, "fcmcore_ms": fcmcore_ms("expanded_conv_9", "hyperprior", [3, 3, 3])}
             pick_in_popover(page, 0, "Codec", "hevc")
             idle(page)
