@@ -18,7 +18,7 @@ import streamlit as st
 from fcmcore.evaluate.metrics import MatchResult, match_detections
 from fcmcore.pipeline import DEFAULT_CODEC, DEFAULT_SPLIT, RDO_MODES, PipelineConfig, PipelineResult
 
-from . import compute, fmt, inputs, keys, state, trace, url
+from . import compute, draw, fmt, inputs, keys, state, trace, url
 
 RDO_LABELS = {"sse": "sse (plain)", "wa": "wa (tile gains)", "wa-qp": "wa-qp (HEVC QP offsets)"}
 IMAGE_MAX_HEIGHT = 300  # CSS px: every column's picture is at most this tall (first screen at 1280x800)
@@ -241,9 +241,35 @@ def column_result(outcome: ColumnOutcome, shown: inputs.LoadedImage, threshold: 
     st.markdown(fmt.cost_text(res, compact=compact))
     labels = ", ".join(f"{d.label} {d.score:.2f}" for d in res.shown(threshold)) or "nothing above the threshold"
     st.caption(f"Detections: {labels}")
+    tasks_caption(compute.task_overlay(res), state.served_tasks(state.column_values(outcome.cid))[1], compact)
     outcome.details = f"{config.label()}{quality}. " + fmt.timing_text(res)
     if extra := fmt.cost_details(res):
         outcome.details += f". {extra}"
+
+
+def tasks_caption(view: dict[str, Any], not_served: list[str], compact: bool) -> None:
+    """Pose and classes served from this column's bits, coloured by agreement with the uncompressed run."""
+    hexes = {draw.MATCHED: draw.COLOURS_HEX["matched"], draw.FALSE: draw.COLOURS_HEX["false"],
+             draw.MISSED: draw.COLOURS_HEX["missed"]}
+    lines = []
+    if pose := view.get("pose"):
+        oks = pose["oks"]
+        colour = hexes.get(draw.agreement_colour(oks), "#888")
+        value = "no person in either run" if oks is None else f"OKS {oks:.2f} vs uncompressed"
+        lines.append(f"Pose: <b style='color:{colour}'>{value}</b>"
+                     + ("" if compact else " (skeleton on the picture; white dots: uncompressed)"))
+    if cls := view.get("classification"):
+        shown = cls["top5"][:3] if compact else cls["top5"]
+        names = ", ".join(
+            f"<span style='color:{draw.COLOURS_HEX['matched'] if c['in_reference_top5'] else draw.COLOURS_HEX['missed']}'>"
+            f"{fmt.html_escape(c['label'])} {c['score']:.2f}</span>" for c in shown)
+        agrees = "top-1 agrees" if cls["top1_agrees"] else \
+            f"top-1 differs (uncompressed: {fmt.html_escape(cls['reference_top5'][0]['label'])})"
+        lines.append(f"Classes: {names} · <b>{agrees}</b>")
+    lines += [f"Not served: {fmt.html_escape(n)}" for n in not_served]
+    if lines:
+        st.markdown("<div style='font-size:0.85rem;line-height:1.35'>" + "<br>".join(lines) + "</div>",
+                    unsafe_allow_html=True)
 
 
 def quality_control(cid: int, outcome: ColumnOutcome) -> None:
