@@ -5,6 +5,7 @@ no arrow from a lower stage to a higher one. Lower stages are what higher ones b
     1 stages        models, codecs, packing
     2 container     bitstream
     3 coding        coding (the feature-coder stage)
+  3.5 training      training (feature banks, augmentation, proxy codec, resumable state)
     4 learned       learned (learned codecs: FeatureCoders)
     5 wrappers      wrappers
   5.5 tasks         secondary-task connectors beside the tail (train on wrappers' proxy codec)
@@ -25,7 +26,7 @@ RANKS = {
     "__init__": 0,
     "models": 1, "codecs": 1, "packing": 1,
     "bitstream": 2,
-    "coding": 3,
+    "coding": 3, "training": 3.5,
     "learned": 4,
     "wrappers": 5, "tasks": 5.5,
     "pipeline": 6,
