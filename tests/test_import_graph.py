@@ -12,7 +12,7 @@ no arrow from a lower stage to a higher one. Lower stages are what higher ones b
     6 pipeline      pipeline
     7 evaluate      evaluate
   7.5 on evaluate   video (sequences), inspect (measurements the app shows)
-    8 entry points  commands, cli, builtins (fills the registries), every *commands module
+    8 entry points  cli (the fcm command: one module per group of sub-commands), builtins (fills the registries)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ RANKS = {
     "wrappers": 5, "tasks": 5.5,
     "pipeline": 6,
     "evaluate": 7, "video": 7.5, "inspect": 7.5,
-    "commands": 8, "cli": 8, "builtins": 8,
+    "cli": 8, "builtins": 8,
 }
 
 
@@ -75,8 +75,6 @@ def _graph() -> dict[str, set[str]]:
 
 def _stage(module: str) -> str:
     parts = module.split(".")
-    if parts[-1].endswith("commands"):
-        return "commands"  # command modules are the CLI layer wherever they live
     return parts[1] if len(parts) > 1 else "__init__"
 
 

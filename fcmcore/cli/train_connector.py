@@ -43,7 +43,7 @@ def cached_bank(args: argparse.Namespace, target: str):
 
     from ..paths import cache_dir
     from ..training import cached_bank as cached
-    from .training import TaskBank, build_bank
+    from ..tasks.training import TaskBank, build_bank
 
     key = "|".join(map(str, (Path(args.dataset).resolve(), args.task, target, args.model, args.split,
                              args.augment, args.seed, 1)))
@@ -70,8 +70,8 @@ def cmd_train_connector(args: argparse.Namespace) -> int:
 
     from ..errors import ParameterError
     from ..paths import portable
-    from . import connectors
-    from .training import build_bank, default_target, meta_for, train_connector
+    from ..tasks import connectors
+    from ..tasks.training import build_bank, default_target, meta_for, train_connector
 
     for name in ("epochs", "augment", "batch", "hidden"):
         if getattr(args, name) < (0 if name == "augment" else 1):

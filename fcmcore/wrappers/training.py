@@ -141,7 +141,7 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
                   seed: int = 0, log: Callable[[str], None] | None = print):
     from compressai.entropy_models import EntropyBottleneck
 
-    from .learned import LearnedNets, LearnedWrapper, pca_init
+    from .convnet import LearnedNets, LearnedWrapper, pca_init
 
     torch.manual_seed(seed)
     _, c, h, w = bank.train.shape
