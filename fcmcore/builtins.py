@@ -22,7 +22,7 @@ MODULES = (
     "fcmcore.learned.direct",
     "fcmcore.wrappers.base",  # none
     "fcmcore.wrappers.linear",  # truncate, pca
-    "fcmcore.wrappers.learned",
+    "fcmcore.wrappers.convnet",
 )
 
 for _module in MODULES:

@@ -98,7 +98,7 @@ def test_per_channel_chart_shows_bits_when_the_result_has_them():
 
 def test_cli_command_reproduces_the_column_config():
     from fcmcore.cli import build_parser
-    from fcmcore.commands import config_from_args
+    from fcmcore.cli.detect import config_from_args
 
     entry = inputs.sample_entry("astronaut")
     configs = [

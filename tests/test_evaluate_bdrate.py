@@ -22,7 +22,7 @@ def run_cli(argv, monkeypatch):
     import fcmcore.cli as cli
 
     # only the modules this suite needs (others may not be installed in every checkout)
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.commands", "fcmcore.evaluate.commands"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
     return cli.main(argv)
 
 

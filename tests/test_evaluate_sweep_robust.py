@@ -25,7 +25,7 @@ def _private_cache(tmp_path, monkeypatch):
 def run_cli(argv, monkeypatch):
     import fcmcore.cli as cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.commands", "fcmcore.evaluate.commands"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
     return cli.main(argv)
 
 

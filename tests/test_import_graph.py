@@ -5,13 +5,14 @@ no arrow from a lower stage to a higher one. Lower stages are what higher ones b
     1 stages        models, codecs, packing
     2 container     bitstream
     3 coding        coding (the feature-coder stage)
+  3.5 training      training (feature banks, augmentation, proxy codec, resumable state)
     4 learned       learned (learned codecs: FeatureCoders)
     5 wrappers      wrappers
   5.5 tasks         secondary-task connectors beside the tail (train on wrappers' proxy codec)
     6 pipeline      pipeline
     7 evaluate      evaluate
   7.5 on evaluate   video (sequences), inspect (measurements the app shows)
-    8 entry points  commands, cli, builtins (fills the registries), every *commands module
+    8 entry points  cli (the fcm command: one module per group of sub-commands), builtins (fills the registries)
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ RANKS = {
     "__init__": 0,
     "models": 1, "codecs": 1, "packing": 1,
     "bitstream": 2,
-    "coding": 3,
+    "coding": 3, "training": 3.5,
     "learned": 4,
     "wrappers": 5, "tasks": 5.5,
     "pipeline": 6,
     "evaluate": 7, "video": 7.5, "inspect": 7.5,
-    "commands": 8, "cli": 8, "builtins": 8,
+    "cli": 8, "builtins": 8,
 }
 
 
@@ -74,8 +75,6 @@ def _graph() -> dict[str, set[str]]:
 
 def _stage(module: str) -> str:
     parts = module.split(".")
-    if parts[-1].endswith("commands"):
-        return "commands"  # command modules are the CLI layer wherever they live
     return parts[1] if len(parts) > 1 else "__init__"
 
 

@@ -10,7 +10,7 @@ import torch
 
 from fcmcore.errors import ParameterError, UnknownNameError, WeightsError
 from fcmcore.wrappers import WRAPPERS, default_path, load_wrapper
-from fcmcore.wrappers.learned import LearnedNets, LearnedWrapper
+from fcmcore.wrappers.convnet import LearnedNets, LearnedWrapper
 from fcmcore.wrappers.linear import PCAWrapper, TruncateWrapper
 
 MODEL, SPLIT, C, H = "ssd_mobilenet_v2", "expanded_conv_9", 64, 19
@@ -107,7 +107,7 @@ def test_learned_roundtrip_and_downsampling(tmp_path):
 
 
 def test_pca_init_starts_learned_at_pca():
-    from fcmcore.wrappers.learned import pca_init
+    from fcmcore.wrappers.convnet import pca_init
 
     x = _features()
     nets = LearnedNets(C, 5, hidden=8)

@@ -10,7 +10,7 @@ Codecs registered by :func:`register_codecs` (names as in the CODECS registry):
 Modules: ``models`` (architectures), ``train`` (``fcm train-codec``), ``codec`` (registry
 adapters and the bitstream), ``direct`` (the direct-coding codec), ``direct_student`` (its
 student network), ``direct_training`` (``fcm train-direct``), ``scar`` (the SC-AR entropy model),
-``layers`` (shared layers), ``fastcoding`` (rANS coders), ``commands``.
+``layers`` (shared layers), ``fastcoding`` (rANS coders); the commands are ``fcmcore.cli.train_codec``.
 Nothing here imports CompressAI at import time: a machine without it still lists the
 codecs, as unavailable with a reason.
 """

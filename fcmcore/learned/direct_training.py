@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError, WeightsError
-from ..checkpoints import load_checkpoint, save_checkpoint
+from ..training import restore_train_state, save_train_state
 from .direct_student import (PREFIX_STAGES, STUDENT_FILE, StudentTrunk, ThinStudent, load_student, prefix, prefix_macs,
                              save_student, student_macs)
 
@@ -128,12 +128,7 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
         start = 0
         if cfg.resume and ckpt.exists():
-            st = load_checkpoint(ckpt)
-            student.load_state_dict(st["net"])
-            opt.load_state_dict(st["opt"])
-            sched.load_state_dict(st["sched"])
-            gen.set_state(st["gen"])
-            start, distill_cpu = st["epoch"], st["cpu_s"]
+            start, distill_cpu = restore_train_state(ckpt, gen=gen, net=student, opt=opt, sched=sched)
         t0 = time.process_time()
         bar = tqdm(total=total, initial=start * steps, desc="direct: distil student", disable=not progress)
         for epoch in range(start, cfg.distill_epochs):
@@ -151,9 +146,8 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
                 run += loss.item()
                 bar.update(1)
                 bar.set_postfix(mse=f"{run / (s + 1):.4f}")
-            save_checkpoint({"net": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "gen": gen.get_state(), "epoch": epoch + 1,
-                        "cpu_s": distill_cpu + time.process_time() - t0}, ckpt)
+            save_train_state(ckpt, epoch=epoch + 1, cpu_s=distill_cpu + time.process_time() - t0, gen=gen,
+                             global_rng=False, net=student, opt=opt, sched=sched)
         bar.close()
         distill_cpu += time.process_time() - t0
         save_student(student, student_path)

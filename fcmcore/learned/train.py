@@ -43,10 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
-from ..checkpoints import load_checkpoint, save_checkpoint
-from ..datasplit import split_train_val
-from ..errors import InputError, ParameterError, WeightsError
+from ..errors import ParameterError
+from ..models import load_model
+from ..paths import cache_dir
+from ..training import augment as augment_view
+from ..training import cached_bank, collect_views, feature_extractor, restore_train_state, save_train_state
+from ..training import single_tensor, train_val_records
 from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain, load_stored_state, stored_state
 
 BANK_VERSION = 2
@@ -58,44 +62,19 @@ MANIFEST = "manifest.json"
 # ----- data -----------------------------------------------------------------------------------
 
 def dataset_images(dataset) -> tuple[list[Path], list[Path], Any]:
-    """(train image paths, val image paths, dataset) with the project's one split. ``dataset``
-    is a loaded dataset (``fcmcore.evaluate.load_dataset``: anything whose ``images`` have
-    ``id`` and ``path``); the command layer loads it, so training never imports evaluate."""
-    if not hasattr(dataset, "images"):
-        raise ParameterError(f"expected a loaded dataset (fcmcore.evaluate.load_dataset), got {type(dataset).__name__}")
-    images = sorted(dataset.images, key=lambda im: im.id)
-    train, val = split_train_val(images)
+    """(train image paths, val image paths, dataset) with the project's one split
+    (``training.train_val_records``)."""
+    train, val = train_val_records(dataset)
     return [im.path for im in train], [im.path for im in val], dataset
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """One random variant: crop (35-100 % area, aspect 3/4..4/3), flip, sometimes zoom out."""
-    w, h = image.size
-    area = rng.uniform(0.35, 1.0) * w * h
-    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-    cw = int(round(min(w, math.sqrt(area * aspect))))
-    ch = int(round(min(h, math.sqrt(area / aspect))))
-    x0 = int(rng.integers(0, w - cw + 1))
-    y0 = int(rng.integers(0, h - ch + 1))
-    out = image.crop((x0, y0, x0 + cw, y0 + ch))
-    if rng.random() < 0.5:
-        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if rng.random() < 0.25:  # zoom out: objects smaller than in the photos
-        s = rng.uniform(1.1, 1.6)
-        canvas = Image.new("RGB", (int(out.width * s), int(out.height * s)), (124, 116, 104))
-        canvas.paste(out, (int(rng.integers(0, canvas.width - out.width + 1)),
-                           int(rng.integers(0, canvas.height - out.height + 1))))
-        out = canvas
-    return out
+    """One random variant by the codecs' recipe (``training.augment``, "crop35-zoom")."""
+    return augment_view(image, rng, "crop35-zoom")
 
 
 def _trunk_name(model, split: str) -> str:
-    sp = model.split_point(split)
-    if len(sp.tensors) != 1:
-        raise ParameterError(
-            f"learned codecs code single-tensor splits; {split} of {model.name} carries "
-            f"{', '.join(sp.tensors)}")
-    return next(iter(sp.tensors))
+    return single_tensor(model, split, "learned codecs")
 
 
 def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
@@ -119,58 +98,42 @@ def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], tor
 
 def build_bank(model_name: str, dataset, split: str, variants: int, seed: int,
                keep_images: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Features (float16) of ``variants`` augmentations of every train image, and of the val
-    images as they are. With ``keep_images`` also the model inputs (uint8, 300x300) for
-    direct coding. Cached on disk, keyed by everything that changes it."""
-    from tqdm import tqdm
-
-    from ..imageio import load_image
-    from ..models import load_model
-    from ..paths import cache_dir
-
+    """Features (float16) of ``variants`` augmentations of every train image (variant 0 is
+    the image itself; layout image by image), and of the val images as they are. With
+    ``keep_images`` also the model inputs (uint8, 300x300) for direct coding. Cached on
+    disk, keyed by everything that changes it."""
     if variants < 1:
         raise ParameterError("variants must be >= 1")
     model = load_model(model_name)
     name = _trunk_name(model, split)
-    train, val, _ = dataset_images(dataset)
-    if not train or not val:
-        raise InputError(f"{getattr(dataset, 'name', dataset)}: need train and val images (got {len(train)} and {len(val)})")
+    train, val = train_val_records(dataset)
+    paths = [im.path for im in train + val]
     key = hashlib.sha256(json.dumps({
         "v": BANK_VERSION, "model": model_name, "split": split, "variants": variants, "seed": seed,
-        "images": [str(p.resolve()) for p in train + val], "keep_images": keep_images,
-        "sizes": [p.stat().st_size for p in train + val],
+        "images": [str(p.resolve()) for p in paths], "keep_images": keep_images,
+        "sizes": [p.stat().st_size for p in paths],
     }).encode()).hexdigest()[:16]
-    path = cache_dir() / "learned_banks" / f"{model_name}_{split}_{key}.pt"
-    if path.exists():
-        try:
-            return load_checkpoint(path)
-        except WeightsError:  # a broken (or foreign) cache file: rebuild
-            pass
-    rng = np.random.default_rng(seed)
-    feats, imgs = [], []
+    head = feature_extractor(model, split, name, keep_input=True)
 
-    def run(pil):
-        x, _ = model.preprocess(pil)
-        f = model.head(x, split)[name].clone().half()
+    def run(pil) -> tuple[torch.Tensor, torch.Tensor]:
+        f, x = head(pil)
+        return f.half(), ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+    def build() -> dict[str, Any]:
+        bar = tqdm(total=len(train), desc=f"feature bank ({len(train)} images x {variants})", disable=not progress)
+        per_image = collect_views(train, run, variants - 1, np.random.default_rng(seed), "crop35-zoom",
+                                  lambda done, total: bar.update(1))
+        bar.close()
+        items = [v for views in per_image for v in views]
+        vals = [views[0] for views in collect_views(val, run)]
+        bank = {"train": torch.stack([f for f, _ in items]), "val": torch.stack([f for f, _ in vals]), "tensor": name,
+                "num_train_images": len(train), "num_val_images": len(val), "variants": variants}
         if keep_images:
-            imgs.append(((x[0] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).clone())
-        return f
+            bank["train_images"] = torch.stack([x for _, x in items])
+            bank["val_images"] = torch.stack([x for _, x in vals])
+        return bank
 
-    items = [(p, v) for p in train for v in range(variants)]
-    for p, v in tqdm(items, desc=f"feature bank ({len(train)} images x {variants})", disable=not progress):
-        image = load_image(p)
-        feats.append(run(image if v == 0 else augment(image, rng)))
-    n_train_imgs = len(imgs)
-    val_feats = [run(load_image(p)) for p in val]
-    bank = {
-        "train": torch.cat(feats), "val": torch.cat(val_feats), "tensor": name,
-        "num_train_images": len(train), "num_val_images": len(val), "variants": variants,
-    }
-    if keep_images:
-        bank["train_images"] = torch.stack(imgs[:n_train_imgs])
-        bank["val_images"] = torch.stack(imgs[n_train_imgs:])
-    save_checkpoint(bank, path)
-    return bank
+    return cached_bank(cache_dir() / "learned_banks" / f"{model_name}_{split}_{key}.pt", build)[0]
 
 
 # ----- training -------------------------------------------------------------------------------
@@ -372,10 +335,6 @@ def evaluate_val(net: FeatureCodecNet, val: torch.Tensor, deep=None, deep_std=No
 def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """Train one network per lambda on ``dataset`` (loaded from ``cfg.dataset``, see
     ``dataset_images``); write the weights and the manifest; return the manifest."""
-    from tqdm import tqdm
-
-    from ..models import load_model
-
     cfg.validate()
     _codec_config(cfg, 64)  # bad widths or groups: fail before any work (the real C comes later)
     torch.set_num_threads(cfg.threads)
@@ -433,14 +392,8 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
         start_epoch, cpu_used = 0, 0.0
         ckpt = _checkpoint_path(out, lam)
         if cfg.resume and ckpt.exists():
-            st = load_checkpoint(ckpt)
-            net.load_state_dict(st["net"], strict=False)
-            opt.load_state_dict(st["opt"])
-            aux_opt.load_state_dict(st["aux_opt"])
-            sched.load_state_dict(st["sched"])
-            gen.set_state(st["gen"])
-            torch.set_rng_state(st["rng"])
-            start_epoch, cpu_used = st["epoch"], st["cpu_s"]
+            start_epoch, cpu_used = restore_train_state(ckpt, gen=gen, strict=False, net=net, opt=opt,
+                                                        aux_opt=aux_opt, sched=sched)
         t0 = time.process_time()
         net.train()
         bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, disable=not progress,
@@ -469,9 +422,8 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
                                 mse=f"{sums[2] / (s + 1):.4f}")
             log = {"loss": sums[0] / steps_per_epoch, "bits_per_value": sums[1] / steps_per_epoch,
                    "distortion": sums[2] / steps_per_epoch}
-            save_checkpoint({"net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                        "epoch": epoch + 1, "cpu_s": cpu_used + time.process_time() - t0}, ckpt)
+            save_train_state(ckpt, epoch=epoch + 1, cpu_s=cpu_used + time.process_time() - t0, gen=gen,
+                             net=net, opt=opt, aux_opt=aux_opt, sched=sched)
         bar.close()
         cpu_used += time.process_time() - t0
         net.eval()

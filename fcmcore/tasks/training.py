@@ -2,7 +2,7 @@
 
 Data: the dataset's train images (``datasplit.split_train_val``: every 4th image by id is
 validation and never trained on), each plus ``augment`` random views (flip, crop of
-50-100 % of the area; ``wrappers.training._augment``). For every view the bank holds the
+50-100 % of the area; ``training.augment``, recipe "crop50"). For every view the bank holds the
 detector's split tensor (the connector's input) and the frozen task network's tensor at
 the target layer (the feature teacher) on the *same* view.
 
@@ -14,7 +14,7 @@ through the frozen rest of the task network:
 * classification: KL(teacher softmax || student softmax) on the logits.
 
 The connector's input gets the proxy-codec noise the wrappers train with
-(``wrappers.training``): uniform noise of step ``range / 2**b`` per sample, ``b`` drawn in
+(``training.proxy``): uniform noise of step ``range / 2**b`` per sample, ``b`` drawn in
 [3.5, 7] bits, i.e. min-max packing from near lossless down to where detection breaks.
 """
 
@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError
+from ..models import load_model
 from ..models.task_network import TaskNetwork, load_task_network
+from ..training import collect_views, feature_extractor, log_every, proxy_noise, single_tensor, train_val_records
 from .connectors import DEFAULT_TARGETS, Connector, LinearProjection
 
-BITS_RANGE = (3.5, 7.0)
 KINDS = ("conv", "linear")
 
 
@@ -51,53 +52,25 @@ class TaskBank:
 def build_bank(dataset, task: str, target: str, model_name: str, split: str,
                augment: int = 3, seed: int = 0, log: Callable[[str], None] | None = print) -> TaskBank:
     """``dataset``: a loaded ``fcmcore.evaluate.Dataset`` (the command loads it, so training
-    never imports the evaluation stage)."""
-    from ..datasplit import split_train_val
-    from ..imageio import load_image
-    from ..models import load_model
-    from ..wrappers.training import _augment
-
+    never imports the evaluation stage). Layout: image by image, the plain view then its
+    ``augment`` random views ("crop50", ``training.augment``)."""
     detector = load_model(model_name)
-    sp = detector.split_point(split)
-    if len(sp.tensors) != 1:
-        raise ParameterError(f"split {split} carries {len(sp.tensors)} tensors; connectors read single-tensor splits")
-    tensor = next(iter(sp.tensors))
+    tensor = single_tensor(detector, split, "connectors")
     net = load_task_network(task)
     net.split(target)  # UnknownNameError early
-    train, val = split_train_val(dataset.images)
-    if not train or not val:
-        raise ParameterError(f"dataset {dataset.root}: needs at least 4 images for a train/val split")
-    rng = np.random.default_rng(seed)
+    train, val = train_val_records(dataset)
+    head = feature_extractor(detector, split, tensor)
 
     def pair(image) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            x, _ = detector.preprocess(image)
-            a = detector.head(x, split)[tensor][0].clone()
             b = net.features(image, target)[0].clone()
-        return a, b
+        return head(image), b
 
-    t0 = time.perf_counter()
-    ins, outs = [], []
-    for i, rec in enumerate(train):
-        image = load_image(rec.path)
-        for view in [image] + [_augment(image, rng) for _ in range(augment)]:
-            a, b = pair(view)
-            ins.append(a)
-            outs.append(b)
-        if log and (i + 1) % 24 == 0:
-            log(f"  bank: {i + 1}/{len(train)} train images ({time.perf_counter() - t0:.0f} s)")
-    vin, vout = zip(*(pair(load_image(rec.path)) for rec in val))
+    per_image = collect_views(train, pair, augment, np.random.default_rng(seed), "crop50",
+                              log_every(24, log, "bank", time.perf_counter()))
+    ins, outs = zip(*(p for views in per_image for p in views))
+    vin, vout = zip(*(views[0] for views in collect_views(val, pair)))
     return TaskBank(torch.stack(ins), torch.stack(outs), torch.stack(vin), torch.stack(vout), len(train), len(val))
-
-
-def proxy_noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """The proxy codec: per-sample uniform quantisation noise of min-max packing."""
-    n = x.shape[0]
-    bits = BITS_RANGE[0] + (BITS_RANGE[1] - BITS_RANGE[0]) * torch.rand(n, generator=gen)
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    step = ((hi - lo) / 2.0 ** bits.view(-1, 1, 1, 1)).clamp_min(1e-6)
-    return x + (torch.rand(x.shape, generator=gen) - 0.5) * step
 
 
 def _fc_output(net: TaskNetwork) -> int:

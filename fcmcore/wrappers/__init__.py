@@ -12,7 +12,7 @@ from .base import FeatureWrapper, IdentityWrapper
 from .fitted import FittedWrapper, default_path
 
 # A factory takes (model_name, split, path_or_None) and returns a fitted FeatureWrapper;
-# each is registered next to its wrapper (base: none; linear: truncate, pca; learned).
+# each is registered next to its wrapper (base: none; linear: truncate, pca; convnet: learned).
 
 
 def parse_wrapper_spec(spec: str | None) -> tuple[str, str | None]:

@@ -33,12 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError
+from ..models import load_model
+from ..training import BITS_RANGE, augment as augment_view, collect_views, feature_extractor, log_every
+from ..training import proxy_step, random_bits, single_tensor, train_val_records
 from .fitted import FittedWrapper
 from .importance import WEIGHT_TARGETS, detector_outputs, estimate_weights, tail_function
 
 METHODS = ("learned", "pca", "truncate")
 LOSSES = ("feature", "deep", "task")
-BITS_RANGE = (3.5, 7.0)
 
 
 @dataclass
@@ -52,57 +54,26 @@ class FeatureBank:
 
 
 def _augment(image, rng: np.random.Generator):
-    from PIL import Image
-
-    w, h = image.size
-    if rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    area = rng.uniform(0.5, 1.0) * w * h
-    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-    cw = int(round(min(w, math.sqrt(area * aspect))))
-    ch = int(round(min(h, math.sqrt(area / aspect))))
-    x0 = int(rng.integers(0, w - cw + 1))
-    y0 = int(rng.integers(0, h - ch + 1))
-    return image.crop((x0, y0, x0 + cw, y0 + ch))
+    """One random view by the wrappers' recipe (``training.augment``, "crop50")."""
+    return augment_view(image, rng, "crop50")
 
 
 def build_bank(dataset, model_name: str, split: str, augment: int = 4, seed: int = 0,
                log: Callable[[str], None] | None = print) -> FeatureBank:
     """Head features of the train images of ``dataset`` (loaded, ``fcmcore.evaluate.load_dataset``:
-    the command layer loads it) (+ ``augment`` views each) and of its val images."""
-    from ..datasplit import split_train_val
-    from ..imageio import load_image
-    from ..models import load_model
-
+    the command layer loads it) (+ ``augment`` views each) and of its val images. Layout:
+    ``train`` is every plain view, then the random views image by image."""
     model = load_model(model_name)
-    sp = model.split_point(split)
-    if len(sp.tensors) != 1:
-        raise ParameterError(f"split {split} carries {len(sp.tensors)} tensors; wrappers are trained on single-tensor splits")
-    tensor = next(iter(sp.tensors))
-    train, val = split_train_val(dataset.images)
-    if not train or not val:
-        raise ParameterError(f"dataset {dataset.name}: needs at least 4 images for a train/val split")
-    rng = np.random.default_rng(seed)
-
-    def head(image) -> torch.Tensor:
-        x, _ = model.preprocess(image)
-        return model.head(x, split)[tensor][0]
-
-    t0 = time.perf_counter()
-    plain, views, vals = [], [], []
-    for i, rec in enumerate(train):
-        image = load_image(rec.path)
-        plain.append(head(image))
-        views.extend(head(_augment(image, rng)) for _ in range(augment))
-        if log and (i + 1) % 24 == 0:
-            log(f"  features: {i + 1}/{len(train)} train images ({time.perf_counter() - t0:.0f} s)")
-    for rec in val:
-        vals.append(head(load_image(rec.path)))
-    # torch.stack outside inference mode: ordinary tensors, usable with autograd
-    plain_t = torch.stack([t.clone() for t in plain])
-    all_train = torch.cat([plain_t, torch.stack([t.clone() for t in views])]) if views else plain_t
-    return FeatureBank(tensor, all_train, plain_t, torch.stack([t.clone() for t in vals]),
-                       [r.id for r in train], [r.id for r in val])
+    tensor = single_tensor(model, split, "wrappers")
+    train, val = train_val_records(dataset)
+    extract = feature_extractor(model, split, tensor)
+    per_image = collect_views(train, extract, augment, np.random.default_rng(seed), "crop50",
+                              log_every(24, log, "features", time.perf_counter()))
+    plain_t = torch.stack([views[0] for views in per_image])
+    rand = [v for views in per_image for v in views[1:]]
+    all_train = torch.cat([plain_t, torch.stack(rand)]) if rand else plain_t
+    vals = torch.stack([views[0] for views in collect_views(val, extract)])
+    return FeatureBank(tensor, all_train, plain_t, vals, [r.id for r in train], [r.id for r in val])
 
 
 def base_meta(method: str, model_name: str, split: str, bank: FeatureBank, k: int, seed: int,
@@ -142,8 +113,6 @@ def make_distortion(loss: str, model_name: str, split: str, feat_var: float):
             return F.mse_loss(deep(x_hat), target) / target.var().clamp_min(1e-8) + 0.1 * feature(x_hat, x)
 
         return deep_loss
-    from ..models import load_model
-
     model = load_model(model_name)
     tail_function(model_name, split, "task")  # validates the model/split
     trunk = next(iter(model.split_point(split).tensors))
@@ -163,11 +132,7 @@ def make_distortion(loss: str, model_name: str, split: str, feat_var: float):
     return task_loss
 
 
-def _proxy_step(z: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """Per-sample quantisation step of tensor min-max packing at ``bits`` effective bits."""
-    lo = z.amin(dim=(1, 2, 3), keepdim=True)
-    hi = z.amax(dim=(1, 2, 3), keepdim=True)
-    return ((hi - lo) / (2.0 ** bits.view(-1, 1, 1, 1))).clamp_min(1e-6)
+_proxy_step = proxy_step  # the proxy codec (``training.proxy``), under its old name
 
 
 # -- training --------------------------------------------------------------------------------
@@ -176,7 +141,7 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
                   seed: int = 0, log: Callable[[str], None] | None = print):
     from compressai.entropy_models import EntropyBottleneck
 
-    from .learned import LearnedNets, LearnedWrapper, pca_init
+    from .convnet import LearnedNets, LearnedWrapper, pca_init
 
     torch.manual_seed(seed)
     _, c, h, w = bank.train.shape
@@ -198,7 +163,7 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
 
     def run(x: torch.Tensor, bits: torch.Tensor, train: bool):
         z = nets.pre(x)
-        step = _proxy_step(z, bits)
+        step = proxy_step(z, bits)
         y_hat, lik = eb(z / step, training=train)
         rate = -torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()  # bits per coded value
         x_hat = nets.post(y_hat * step)
@@ -212,7 +177,7 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
         nb = 0
         for i in range(0, len(order), batch):
             x = bank.train[order[i:i + batch]]
-            bits = BITS_RANGE[0] + (BITS_RANGE[1] - BITS_RANGE[0]) * torch.rand(x.shape[0], generator=gen)
+            bits = random_bits(x.shape[0], gen)
             d, r = run(x, bits, True)
             loss_v = d + lam * r
             opt.zero_grad()
@@ -247,7 +212,7 @@ def validate_learned(nets, eb, bank: FeatureBank, dist_fn) -> dict[str, float]:
     for i in range(0, bank.val.shape[0], 8):
         x = bank.val[i:i + 8]
         z = nets.pre(x)
-        step = _proxy_step(z, torch.full((x.shape[0],), 5.0))
+        step = proxy_step(z, torch.full((x.shape[0],), 5.0))
         y_hat, lik = eb(z / step, training=False)
         rs.append(float(-torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()))
         ds.append(float(dist_fn(nets.post(y_hat * step), x)))

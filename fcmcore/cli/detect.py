@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import ParameterError
+from ..errors import ParameterError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +61,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, single_quality: bool =
 
 
 def config_from_args(args: argparse.Namespace, quality=None):
-    from .pipeline import PipelineConfig
-    from .tasks.secondary import parse_tasks
+    from ..pipeline import PipelineConfig
+    from ..tasks.secondary import parse_tasks
 
     split = None if str(args.split).lower() == "none" else args.split
     codec = None if args.codec in (None, "", "none") else args.codec
@@ -84,7 +84,7 @@ def config_from_args(args: argparse.Namespace, quality=None):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODELS
+    from ..models import MODELS
 
     rows = []
     for name in MODELS:
@@ -100,7 +100,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from .models import DEFAULT_MODEL, load_model
+    from ..models import DEFAULT_MODEL, load_model
 
     model = load_model(args.model or DEFAULT_MODEL)
     rows = [sp.to_json() for sp in model.split_points()]
@@ -116,7 +116,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_codecs(args: argparse.Namespace) -> int:
-    from .codecs import list_codecs
+    from ..codecs import list_codecs
 
     rows = [c.to_json() for c in list_codecs()]
     if args.json:
@@ -132,7 +132,7 @@ def cmd_codecs(args: argparse.Namespace) -> int:
 
 
 def cmd_wrappers(args: argparse.Namespace) -> int:
-    from .wrappers import WRAPPERS
+    from ..wrappers import WRAPPERS
 
     rows = []
     for name in WRAPPERS:
@@ -147,8 +147,8 @@ def cmd_wrappers(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .imageio import load_image
-    from .pipeline import run
+    from ..imageio import load_image
+    from ..pipeline import run
 
     if not (0.0 <= args.score_threshold <= 1.0):
         raise ParameterError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")

@@ -41,28 +41,28 @@ def cached_bank(args: argparse.Namespace, target: str):
     import hashlib
     from pathlib import Path
 
-    from ..checkpoints import load_checkpoint, save_checkpoint
-    from ..errors import WeightsError
     from ..paths import cache_dir
-    from .training import TaskBank, build_bank
+    from ..training import cached_bank as cached
+    from ..tasks.training import TaskBank, build_bank
 
     key = "|".join(map(str, (Path(args.dataset).resolve(), args.task, target, args.model, args.split,
                              args.augment, args.seed, 1)))
     path = cache_dir() / "connector-banks" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".pt")
-    if path.is_file():
-        try:  # tensors and plain data only: a cached bank never unpickles code
-            bank = TaskBank(**load_checkpoint(path))
-            print(f"bank: cached {path.name}", file=sys.stderr)
-            return bank
-        except (WeightsError, TypeError) as exc:  # damaged or of another layout: rebuild it
-            print(f"warning: cached bank {path.name} not usable ({exc}); rebuilding", file=sys.stderr)
-    from ..evaluate.datasets import load_dataset
 
-    bank = build_bank(load_dataset(args.dataset), args.task, target, args.model, args.split, args.augment, args.seed,
-                      log=lambda m: print(m, file=sys.stderr))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(vars(bank), path)
-    return bank
+    def build() -> dict:
+        from ..evaluate.datasets import load_dataset
+
+        bank = build_bank(load_dataset(args.dataset), args.task, target, args.model, args.split, args.augment,
+                          args.seed, log=lambda m: print(m, file=sys.stderr))
+        return vars(bank)
+
+    # tensors and plain data only: a cached bank never unpickles code; damaged or of another layout: rebuilt
+    state, hit = cached(path, build, accept=lambda st: set(st) == set(TaskBank.__dataclass_fields__),
+                        on_stale=lambda why: print(f"warning: cached bank {path.name} not usable ({why}); rebuilding",
+                                                   file=sys.stderr))
+    if hit:
+        print(f"bank: cached {path.name}", file=sys.stderr)
+    return TaskBank(**state)
 
 
 def cmd_train_connector(args: argparse.Namespace) -> int:
@@ -70,8 +70,8 @@ def cmd_train_connector(args: argparse.Namespace) -> int:
 
     from ..errors import ParameterError
     from ..paths import portable
-    from . import connectors
-    from .training import build_bank, default_target, meta_for, train_connector
+    from ..tasks import connectors
+    from ..tasks.training import build_bank, default_target, meta_for, train_connector
 
     for name in ("epochs", "augment", "batch", "hidden"):
         if getattr(args, name) < (0 if name == "augment" else 1):

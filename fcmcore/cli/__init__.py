@@ -1,7 +1,9 @@
 """The ``fcm`` command line.
 
-Sub-commands live next to what they drive: each module in ``COMMAND_MODULES`` exposes
-``add_commands(subparsers)`` and sets ``func`` on its parsers. Every user error is an
+Each module of this package in ``COMMAND_MODULES`` defines the sub-commands of one part of
+fcmcore (``detect``: listings and ``fcm detect``; ``evaluate``: sweep/bdrate/layers/plot;
+``train_*``: the trainers; ``video``): it exposes ``add_commands(subparsers)`` and sets
+``func`` on its parsers. Every user error is an
 ``FCMError``: printed as one ``error: ...`` line with exit code 2, never a traceback.
 """
 
@@ -11,15 +13,15 @@ import argparse
 import importlib
 import sys
 
-from .errors import FCMError
+from ..errors import FCMError
 
 COMMAND_MODULES = [
-    "fcmcore.commands",  # models, splits, codecs, wrappers, detect
-    "fcmcore.evaluate.commands",  # sweep, bdrate, layers, plot
-    "fcmcore.wrappers.commands",  # train-wrapper
-    "fcmcore.learned.commands",  # train-codec
-    "fcmcore.video.commands",  # video
-    "fcmcore.tasks.commands",  # train-connector
+    "fcmcore.cli.detect",  # models, splits, codecs, wrappers, detect
+    "fcmcore.cli.evaluate",  # sweep, bdrate, layers, plot
+    "fcmcore.cli.train_wrapper",  # train-wrapper
+    "fcmcore.cli.train_codec",  # train-codec, train-direct
+    "fcmcore.cli.video",  # video
+    "fcmcore.cli.train_connector",  # train-connector
 ]
 
 
@@ -60,7 +62,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `fcm ... | head`
         return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -41,7 +41,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, dataset_required: bool = True
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from ..commands import add_pipeline_arguments
+    from .detect import add_pipeline_arguments
 
     p = sub.add_parser(
         "sweep", help="rate vs mAP over a dataset at several qualities",
@@ -58,7 +58,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="curve name (default: a readable form of the config)")
     p.add_argument("--out", required=True, help="results JSON to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    from ..video.commands import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
+    from .video import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
 
     add_sweep_video_arguments(p)
     p.set_defaults(func=cmd_sweep)
@@ -116,13 +116,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 # -- sweep --------------------------------------------------------------------------------
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..commands import config_from_args
-    from .datasets import load_dataset
-    from .results_io import check_output_path
-    from .sweep import CurveSpec, evaluate, save_results
+    from .detect import config_from_args
+    from ..evaluate.datasets import load_dataset
+    from ..evaluate.results_io import check_output_path
+    from ..evaluate.sweep import CurveSpec, evaluate, save_results
 
     if getattr(args, "video", None):
-        from ..video.commands import cmd_video_sweep
+        from .video import cmd_video_sweep
 
         return cmd_video_sweep(args)
     if not args.dataset:
@@ -151,7 +151,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _resolve_qualities(text: str, configs: list, dataset) -> list[list[float]]:
     """--qualities for each config: numbers as given, the codec's default grid, or auto."""
-    from .auto_qualities import auto_qualities, default_qualities, parse_qualities
+    from ..evaluate.auto_qualities import auto_qualities, default_qualities, parse_qualities
 
     q = parse_qualities(text)
     if q == "default":
@@ -216,7 +216,7 @@ def format_sweep(doc: dict[str, Any]) -> str:
 # -- bdrate -------------------------------------------------------------------------------
 
 def _collect_curves(paths: list[str]) -> list[dict[str, Any]]:
-    from .sweep import load_results
+    from ..evaluate.sweep import load_results
 
     curves = []
     for path in paths:
@@ -238,8 +238,8 @@ def resolve_anchor(curves: list[dict[str, Any]], anchor: str) -> str:
 
 
 def cmd_bdrate(args: argparse.Namespace) -> int:
-    from .bdrate import bd_table
-    from .bootstrap import bd_table_with_ci, format_ci_table
+    from ..evaluate.bdrate import bd_table
+    from ..evaluate.bootstrap import bd_table_with_ci, format_ci_table
 
     if args.resamples < 0 or (0 < args.resamples < 100):
         raise ParameterError(f"--resamples must be 0 (no intervals) or at least 100, got {args.resamples}")
@@ -262,11 +262,11 @@ def cmd_bdrate(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..pipeline import PipelineConfig
-    from .bdrate import bd_table
-    from .datasets import load_dataset
-    from .sweep import CurveSpec, evaluate, save_results
+    from ..evaluate.bdrate import bd_table
+    from ..evaluate.datasets import load_dataset
+    from ..evaluate.sweep import CurveSpec, evaluate, save_results
 
-    from .results_io import check_output_path
+    from ..evaluate.results_io import check_output_path
 
     if args.out:
         check_output_path(args.out)
@@ -289,7 +289,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     _warn_failures(doc)
     anchor = doc["curves"][0]["name"]
     rows, notes = bd_table(doc["curves"], anchor)
-    from .bootstrap import bd_table_with_ci
+    from ..evaluate.bootstrap import bd_table_with_ci
 
     cis = {r.name: r for r in bd_table_with_ci(doc["curves"], anchor)}
     notes = list(dict.fromkeys(notes + [n for r in cis.values() for n in r.notes]))
@@ -298,7 +298,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         save_results(doc, args.out)
     chart_path = args.chart or (str(Path(args.out).with_suffix(".html")) if args.out else None)
     if chart_path:
-        from .charts import layers_chart, save_chart
+        from ..evaluate.charts import layers_chart, save_chart
 
         save_chart(layers_chart(doc, rows), chart_path)
     for note in notes:
@@ -355,7 +355,7 @@ def format_layers(table: dict[str, Any], doc: dict[str, Any]) -> str:
 def cmd_plot(args: argparse.Namespace) -> int:
     import altair as alt
 
-    from .charts import bd_chart, rd_chart, save_chart
+    from ..evaluate.charts import bd_chart, rd_chart, save_chart
 
     curves = _collect_curves(args.results)
     names = [c["name"] for c in curves]
@@ -364,7 +364,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise InputError(f"curve names repeat across files: {', '.join(map(repr, dup))} (use --name when sweeping)")
     chart = rd_chart(curves, args.metric, title=args.title)
     if args.anchor:
-        from .bdrate import bd_table
+        from ..evaluate.bdrate import bd_table
 
         anchor = resolve_anchor(curves, args.anchor)
         rows, notes = bd_table(curves, anchor, args.metric)

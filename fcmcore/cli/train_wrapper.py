@@ -12,8 +12,8 @@ from ..paths import portable
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from .fitted import RDO_WEIGHT_MODES
-    from .training import LOSSES, METHODS
+    from ..wrappers.fitted import RDO_WEIGHT_MODES
+    from ..wrappers.training import LOSSES, METHODS
 
     p = sub.add_parser(
         "train-wrapper",
@@ -45,7 +45,7 @@ def cmd_train_wrapper(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ParameterError
-    from .training import train_wrapper
+    from ..wrappers.training import train_wrapper
 
     if not args.out.endswith(".safetensors"):
         raise ParameterError("--out must end with .safetensors")

@@ -75,7 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train_codec(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, command_line, train_codec
+    from ..learned.train import TrainConfig, command_line, train_codec
 
     kw = {}
     if args.channels:
@@ -97,8 +97,8 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
 
 
 def cmd_train_direct(args: argparse.Namespace) -> int:
-    from .direct_training import DirectTrainConfig, train_direct
-    from .train import command_line
+    from ..learned.direct_training import DirectTrainConfig, train_direct
+    from ..learned.train import command_line
 
     kw = {}
     for name in ("epochs", "finetune_epochs", "distill_epochs"):

@@ -56,8 +56,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace, quality=None):
-    from .run import VideoConfig
-    from .sequence import SEQUENCE_CODERS
+    from ..video.run import VideoConfig
+    from ..video.sequence import SEQUENCE_CODERS
 
     split = None if str(args.split).lower() == "none" else args.split
     codec = args.codec
@@ -105,9 +105,9 @@ def result_json(result, metrics: dict[str, Any], clip) -> dict[str, Any]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from .clip import read_clip
-    from .metrics import annotation_map, clip_metrics, load_video_annotations
-    from .run import compute_heads, reference_detections, run_video, stream_heads, validate
+    from ..video.clip import read_clip
+    from ..video.metrics import annotation_map, clip_metrics, load_video_annotations
+    from ..video.run import compute_heads, reference_detections, run_video, stream_heads, validate
 
     config = validate(config_from_args(args))  # bad options fail before decoding anything
     gt = load_video_annotations(args.annotations) if args.annotations else None
@@ -126,7 +126,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         metrics.update(annotation_map(result.detections, gt, result.indices))
     doc = result_json(result, metrics, clip)
     if args.out:
-        from .annotate import write_annotated
+        from ..video.annotate import write_annotated
 
         frames = result.decoded_frames if result.decoded_frames is not None else clip.frames
         write_annotated(args.out, frames, result.detections, result.fps, result.frame_bits)
@@ -157,7 +157,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 def cmd_video_sweep(args: argparse.Namespace) -> int:
     """``fcm sweep --video CLIP|FOLDER``: one curve (config at each quality) over the clip(s)."""
     from ..evaluate.sweep import save_results
-    from .sweep import video_sweep
+    from ..video.sweep import video_sweep
 
     if not args.qualities:
         raise ParameterError("fcm sweep --video takes --qualities (target rates are for image datasets)")
