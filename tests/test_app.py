@@ -817,3 +817,16 @@ def test_pose_is_drawn_in_its_agreement_colour():
     img = np.asarray(draw.detections_image(rgb, [], [], [], pose=pose))
     assert tuple(img[100, 100]) == draw.MISSED, "a disagreeing pose is red"
     assert tuple(img[10, 190]) == (40, 40, 40), "away from the skeleton the image is untouched"
+
+
+@pytest.mark.slow
+def test_rd_tab_offers_the_picked_tasks_metrics(fresh_cache):
+    at = run(new_app(img="astronaut", show="astronaut", tasks="pose,classification",
+                     A="ssd_mobilenet_v2/expanded_conv_9/hevc/32/none/sse", B="ssd_mobilenet_v2/expanded_conv_9/hevc/45/none/sse"))
+    at = open_tab(at, "rd", **{keys.RD_SOURCE: SIDEBAR_IMAGES})
+    options = at.selectbox(key=keys.RD_METRIC).options
+    assert any(o.startswith("pose: OKS") for o in options) and any(o.startswith("classification: top-1") for o in options), options
+    at.selectbox(key=keys.RD_METRIC).set_value("cls_top1")
+    run(at)
+    assert any("top-1 agreement with the uncompressed EfficientNet" in m.value for m in at.markdown)
+    assert at.get("vega_lite_chart")
