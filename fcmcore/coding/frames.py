@@ -1,9 +1,12 @@
 """Packed-frame coding: each tensor tiled into a 2-D frame, coded by a ``FrameCodec``,
 wrapped in the ``fcmcore.bitstream`` container (header: shapes, ranges, bit depth, gains).
 
-Wrapper-aware RDO (``rdo``, see ``coding.rdo``) turns the wrapper's per-channel importance
-``w_c`` (mean 1) into an allocation: ``wa`` -> packing gains sqrt(w_c) (every codec);
-``wa-qp`` -> per-tile QP offsets -3 log2(w_c), centred (codecs with per-region QP: HEVC).
+Wrapper-aware RDO (``rdo``, see ``coding.rdo``) turns the wrapper's importance (mean 1;
+per channel ``w_c``, or per position / per sample) into an allocation: ``wa`` -> packing
+gains sqrt(w_c) (every codec, channel weights only); ``wa-qp`` -> QP offsets -3 log2(w),
+centred, per tile or per QP block (codecs with per-region QP: HEVC); ``sse-qp`` -> the same
+encoder path with zero offsets (the anchor of ``wa-qp``). ``tile_pad``: tiles padded to
+the QP block grid (``packing``).
 With ``quant="channel"`` each channel's own range already scales its step, so the weights
 are multiplied by range_c^2 to make the feature-domain steps follow w_c alone.
 """
@@ -18,7 +21,7 @@ from ..codecs.base import FrameCodec
 from ..errors import ParameterError
 from ..packing import MODES
 from .base import Decoded, Encoded, FeatureCoder, Features
-from .rdo import bits_per_channel, block_qp_offsets, qp_offsets_from_weights
+from .rdo import bits_per_block, bits_per_channel, block_qp_offsets, qp_offsets_from_weights
 
 RDO_MODES = ("sse", "wa", "wa-qp", "sse-qp")
 QP_MODES = ("wa-qp", "sse-qp")  # coded through the codec's per-region QP path
@@ -63,6 +66,12 @@ class PackedFrameCoder(FeatureCoder):
         """Leave-one-out bits of every channel tile (``coding.rdo.bits_per_channel``)."""
         return bits_per_channel(encoded.extra["container"], self.codec, encoded.quality,
                                 encoded.extra["qp_offsets"])
+
+    def measure_bits_per_block(self, encoded: Encoded, block: int | None = None) -> dict[str, np.ndarray]:
+        """Leave-one-out bits of every QP block of every packed frame (``coding.rdo.bits_per_block``)."""
+        block = int(block or getattr(self.codec, "roi_block", 8))
+        return bits_per_block(encoded.extra["container"], self.codec, encoded.quality, encoded.extra["qp_offsets"],
+                              block)
 
     def decode(self, bitstream: bytes) -> Decoded:
         dec = decode_features(bitstream, self.codec, expect=self.expect)

@@ -231,6 +231,25 @@ def copy_with_rdo_weights(src: str | Path, out: str | Path, rdo_weights: str) ->
     return out
 
 
+def write_importance_maps(path: str | Path, maps: dict[str, np.ndarray]) -> Path:
+    """Rewrite wrapper file ``path`` with fixed per-sample importance maps
+    (``importance_map.<target>``, (k, h, w) each) added or replaced; parameters and
+    metadata unchanged (the readable ``.json`` copy is untouched: it holds no tensors)."""
+    meta, tensors = read_file(path)
+    k = int(meta["k"])
+    for target, m in maps.items():
+        m = torch.as_tensor(np.asarray(m), dtype=torch.float32).contiguous()
+        if target not in WEIGHT_TARGETS or m.dim() != 3 or m.shape[0] != k or bool((m < 0).any()):
+            raise ParameterError(f"importance map {target!r} must be ({k}, h, w) and >= 0, got {tuple(m.shape)}")
+        tensors[MAP_PREFIX + target] = m
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    path.chmod(0o644)
+    return path
+
+
 def check_against_model(meta: dict[str, Any], path: Path, method: str, model_name: str, split: str) -> None:
     """The file must be a ``method`` wrapper fitted for this model, split and channel count."""
     if meta["method"] != method:
