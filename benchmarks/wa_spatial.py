@@ -12,7 +12,8 @@ Curves (HEVC, x265 medium, 10-bit tensor packing; ``--wrapper`` NAME or NAME:PAT
     sse-qp pad8    CRF + aq-mode + ROI path with an all-zero map: the anchor of every QP-map curve
     wa gains       per-tile gains sqrt(w_c) (channel, fixed): the codec-agnostic baseline
     wa-qp <kind>/<source> pad8   per-block QP offsets, kind channel|spatial|both, source fixed|image
-    (``--set steps`` adds sse-qp and wa-qp channel/fixed without padding: what padding changes)
+    (``--set steps|all|short`` add gains, sse-qp and wa-qp channel/fixed without padding: what
+    padding changes; ``short`` leaves out both/fixed and channel/image)
 
 ``--images val``: the 24 validation images (every 4th by id; no bundled wrapper trained on
 them); ``all``: all 96 (the bundled wrappers were fitted on the other 72, so 72 are
@@ -57,13 +58,15 @@ def curves_for(split: str, wrapper: str, qualities: list[float], which: str) -> 
     out = [CurveSpec(base, qualities, name="sse"),
            CurveSpec(replace(base, tile_pad=8), qualities, name="sse pad8"),
            CurveSpec(replace(base, rdo="sse-qp", tile_pad=8), qualities, name="sse-qp pad8")]
-    if which in ("steps", "all"):
+    if which in ("steps", "all", "short"):
         out.append(CurveSpec(replace(base, rdo="wa", wa_source="fixed"), qualities, name="wa gains channel/fixed"))
         out.append(CurveSpec(replace(base, rdo="sse-qp"), qualities, name="sse-qp"))
         out.append(CurveSpec(replace(base, rdo="wa-qp", wa_source="fixed"), qualities, name="wa-qp channel/fixed"))
     for source in ("fixed", "image"):
         for kind in ("channel", "spatial", "both"):
             if which == "fixed" and source == "image":
+                continue
+            if which == "short" and (kind, source) in (("both", "fixed"), ("channel", "image")):
                 continue
             cfg = replace(base, rdo="wa-qp", wa_weights=kind, wa_source=source, tile_pad=8)
             out.append(CurveSpec(cfg, qualities, name=f"wa-qp {kind}/{source} pad8"))
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrapper", default="pca")
     ap.add_argument("--images", default="val", choices=["val", "all"])
     ap.add_argument("--qualities", default="26,29,32,35,38,41,44,47")
-    ap.add_argument("--set", default="steps", choices=["steps", "all", "fixed", "kinds"])
+    ap.add_argument("--set", default="steps", choices=["steps", "all", "fixed", "kinds", "short"])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

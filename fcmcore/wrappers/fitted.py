@@ -137,14 +137,30 @@ class FittedWrapper(FeatureWrapper):
             return {self.tensor: w / w.mean()}
         if per_image:
             z = self._get(reduced, self.k, "reduced")
-            with torch.inference_mode(False):  # the pipeline runs under inference mode: autograd is needed here
-                m = estimate_maps(self, [z.detach().clone().float()], target=target, probes=4, seed=0)
+            m = self._image_map(z, target)
         elif target in self.importance_maps:
             m = self.importance_maps[target].double().numpy()
         else:
             raise WeightsError(f"wrapper file has no fixed {target!r} importance map (spatial weights): add one with "
                                "`python benchmarks/wa_importance.py --attach`, or use --wa-source image")
         return {self.tensor: weights_of_kind(m, kind)}
+
+    def _image_map(self, z: torch.Tensor, target: str) -> np.ndarray:
+        """Per-image map of ``z`` (4 probes, seed 0: deterministic), remembered for the last few
+        tensors: a sweep codes one image at several QPs from the same reduced tensor."""
+        import hashlib
+
+        key = (target, hashlib.sha1(z.detach().float().contiguous().numpy().tobytes()).hexdigest())
+        hit = self._image_maps.get(key) if hasattr(self, "_image_maps") else None
+        if hit is not None:
+            return hit
+        with torch.inference_mode(False):  # the pipeline runs under inference mode: autograd is needed here
+            m = estimate_maps(self, [z.detach().clone().float()], target=target, probes=4, seed=0)
+        cache = self.__dict__.setdefault("_image_maps", {})
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        cache[key] = m
+        return m
 
     def _fixed_channel(self, target: str) -> np.ndarray:
         if target in self.importance:
