@@ -13,6 +13,12 @@ trained on) with
 and prints BD-rate / BD-mAP of every WA curve against the same codec's SSE curve, and of
 HEVC + WA against VVC + SSE.
 
+``--overhead`` only times the encoder side of WA-RDO in one run (no sweep): per image and
+QP, the encode with plain SSE (constant QP), with ``sse-qp`` (the ROI path, zero map) and the
+WA extras: weights (fixed: a lookup; per image: Hutchinson through the tail), the QP map and
+the ``wa-qp`` encode (each the minimum of 3 runs; per-image weights recomputed for every
+encode), and prints the overhead as a ratio of encode time.
+
 ``--proxy`` adds the diagnosis: for the same curves it measures, per image and point, the
 distortion WA-RDO actually optimises, i.e. the MSE of the detector's raw outputs ("task":
 class logits + box regressions) and of prediction map 0 ("deep") against the uncompressed
@@ -117,6 +123,52 @@ def proxy_bd(summary: dict, comparisons: list[tuple[str, str]]) -> list[dict]:
     return rows
 
 
+def overhead(ds, split: str, wrapper_spec: str, qualities: list[float], images: int = 8, repeats: int = 3) -> dict:
+    """Encoder-side time of WA-RDO vs SSE in one run (see ``--overhead``)."""
+    import time
+
+    import numpy as np
+
+    from fcmcore.imageio import load_image
+    from fcmcore.pipeline import make_coder, run_head, weights_for
+    from fcmcore.wrappers import load_wrapper
+
+    rows = {}
+    variants = [("sse", "channel", "wrapper", 0), ("sse-qp", "channel", "wrapper", 8),
+                ("wa-qp", "channel", "fixed", 8), ("wa-qp", "spatial", "fixed", 8),
+                ("wa-qp", "spatial", "image", 8), ("wa-qp", "both", "image", 8)]
+    wrapper = load_wrapper(wrapper_spec, "ssd_mobilenet_v2", split)
+    for rec in ds.images[:images]:
+        head = run_head(load_image(rec.path), "ssd_mobilenet_v2", split)
+        with torch.no_grad():
+            reduced = wrapper.pre(head.features)
+        for q in qualities:
+            for rdo, kind, source, pad in variants:
+                cfg = PipelineConfig(split=split, codec="hevc", quality=q, wrapper=wrapper_spec, rdo=rdo,
+                                     wa_weights=kind, wa_source=source, tile_pad=pad)
+                coder = make_coder(cfg, reduced)
+                best_w = best_e = float("inf")
+                for _ in range(repeats):  # the minimum of a few runs: the machine is shared
+                    wrapper.__dict__.pop("_image_maps", None)  # one image = one encode: no reuse across QPs
+                    t0 = time.perf_counter()
+                    w = weights_for(wrapper, reduced, cfg) if coder.uses_channel_weights else None
+                    t1 = time.perf_counter()
+                    coder.encode(reduced, q, channel_weights=w)  # QP map + encode
+                    t2 = time.perf_counter()
+                    best_w, best_e = min(best_w, t1 - t0), min(best_e, t2 - t1)
+                r = rows.setdefault(f"{rdo} {kind}/{source} pad{pad}" if rdo == "wa-qp" else f"{rdo} pad{pad}",
+                                    {"weights_s": 0.0, "encode_s": 0.0})
+                r["weights_s"] += best_w
+                r["encode_s"] += best_e
+    base = rows["sse pad0"]["encode_s"]
+    anchor = rows["sse-qp pad8"]["encode_s"]
+    for r in rows.values():
+        total = r["weights_s"] + r["encode_s"]
+        r["ratio_vs_sse"] = round(total / base, 3)
+        r["ratio_vs_sse_qp"] = round(total / anchor, 3)
+    return {"images": min(images, len(ds.images)), "qualities": qualities, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(shared_dir() / "datasets" / "coco96"))
@@ -129,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--proxy", action="store_true", help="also BD-rate on task/deep/feature distortion (diagnosis)")
     ap.add_argument("--proxy-only", action="store_true", help="only the --proxy part (no mAP sweep)")
+    ap.add_argument("--overhead", action="store_true", help="only time WA-RDO's encoder overhead (one run)")
+    ap.add_argument("--overhead-images", type=int, default=8)
     ap.add_argument("--out", default=None, help="results JSON (default assets/wrappers/results/wa_rdo_<split>.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -139,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     variants_dir.mkdir(parents=True, exist_ok=True)
     ds = val_dataset(Path(args.dataset))
     qualities = [float(q) for q in args.qualities.split(",")]
+    if args.overhead:
+        spec = args.wrappers.split(",")[0]
+        rep = overhead(ds, args.split, spec, qualities, args.overhead_images)
+        print(f"WA-RDO encoder overhead, {spec} @ {args.split}, {rep['images']} val images x {len(qualities)} QPs "
+              "(time = weights + QP map + encode, summed)")
+        print(f"  {'variant':28s} {'weights s':>9s} {'encode s':>9s} {'/ sse':>7s} {'/ sse-qp':>9s}")
+        for name, r in rep["rows"].items():
+            print(f"  {name:28s} {r['weights_s']:9.2f} {r['encode_s']:9.2f} {r['ratio_vs_sse']:7.3f} "
+                  f"{r['ratio_vs_sse_qp']:9.3f}")
+        return 0
     codecs = [c for c in args.codecs.split(",") if c]
     targets = [t for t in args.weights.split(",") if t]
 

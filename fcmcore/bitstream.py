@@ -16,8 +16,10 @@ Layout (version 2; integers are unsigned LEB128 varints unless said otherwise)::
     varint    number of tensors (>= 1)
     per tensor, in order:
       u8      name length n (1..255), then n bytes of UTF-8 name
-      u8      flags: bit 0 gains present; bit 1 shape has a batch dim (1, C, H, W); others 0
+      u8      flags: bit 0 gains present; bit 1 shape has a batch dim (1, C, H, W);
+              bit 2 tiles padded (a u8 block size B in 2..64 follows W); others 0
       varint  C, H, W
+      [u8     B: every tile is edge-padded to multiples of B (``packing``, tile padding)]
       f16 LE  ranges: tensor mode min, max; channel mode C mins then C maxs
       f16 LE  C gains (when flag bit 0)
       varint  payload length in bytes
@@ -52,7 +54,8 @@ import torch
 from .codecs.base import FrameCodec
 from .byteio import ByteReader, encode_varint
 from .errors import BitstreamError, CodecUnavailableError, FCMError, ParameterError
-from .packing import BIT_DEPTHS, MODES, PackedTensor, grid_for, pack_tensor, tile_channels, unpack_tensor
+from .packing import (BIT_DEPTHS, MAX_PAD, MODES, PackedTensor, grid_for, pack_tensor, pad_tiles, padded_tile,
+                      tile_channels, unpack_tensor)
 
 VERSION = 2
 MAX_SIDE = 1 << 16  # frame side limit (samples), a guard against absurd headers
@@ -95,12 +98,13 @@ class TensorHeader:
     maxs: np.ndarray
     gains: np.ndarray | None
     payload_bytes: int
+    pad: int = 0
 
     @property
     def frame_shape(self) -> tuple[int, int]:
         c, h, w = self.shape[-3:]
         rows, cols = grid_for(c)
-        return rows * h, cols * w
+        return rows * padded_tile(h, self.pad), cols * padded_tile(w, self.pad)
 
 
 @dataclass
@@ -123,8 +127,10 @@ def _f16(a: np.ndarray) -> bytes:
 def _tensor_header(p: PackedTensor, payload_len: int) -> bytes:
     name = p.name.encode("utf-8")
     c, h, w = p.chw
-    flags = (1 if p.gains is not None else 0) | (2 if len(p.shape) == 4 else 0)
+    flags = (1 if p.gains is not None else 0) | (2 if len(p.shape) == 4 else 0) | (4 if p.pad else 0)
     out = bytes([len(name)]) + name + bytes([flags]) + encode_varint(c) + encode_varint(h) + encode_varint(w)
+    if p.pad:
+        out += bytes([p.pad])
     if p.mode == "tensor":
         out += _f16(np.concatenate([p.mins, p.maxs]))
     else:
@@ -142,13 +148,16 @@ def encode_features(
     mode: str = "tensor",
     gains: dict[str, np.ndarray] | None = None,
     qp_offsets: dict[str, np.ndarray] | None = None,
+    pad: int = 0,
 ) -> EncodedFeatures:
     """Pack every tensor into a frame, code it with ``codec`` at ``quality`` (None = the
     codec's default) and wrap all in one bitstream. ``bit_depth`` defaults to
     ``codec.default_bit_depth()``; ``gains`` maps tensor names to per-channel gains
     (see ``packing``); ``qp_offsets`` maps tensor names to a QP offset per channel tile, for
     codecs with per-region QP (``codec.supports_qp_offsets``: HEVC); the offsets live inside
-    the codec stream, so the container and the decoder are unchanged."""
+    the codec stream, so the container and the decoder are unchanged. A tensor's offsets are
+    C values (one per tile) or a (C, H, W) array (one per position; averaged over the
+    codec's QP blocks). ``pad``: tiles padded to multiples of ``pad`` (see ``packing``)."""
     if not isinstance(features, dict) or not features:
         raise ParameterError("encode_features needs a non-empty dict of name -> tensor")
     if bit_depth is None:
@@ -177,7 +186,7 @@ def encode_features(
     for name, t in features.items():
         if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= 255:
             raise ParameterError(f"tensor names must be 1..255 bytes of UTF-8, got {name!r}")
-        p = pack_tensor(t, name, bit_depth, mode, gains.get(name))
+        p = pack_tensor(t, name, bit_depth, mode, gains.get(name), pad=pad)
         c, h, w = p.chw
         fh, fw = p.frame.shape
         if max(fh, fw) > MAX_SIDE or c * h * w > MAX_VALUES:
@@ -202,13 +211,16 @@ def encode_features(
 
 
 def qp_map_for(p: PackedTensor, offsets) -> np.ndarray:
-    """Per-sample QP offset map of ``p``'s frame: channel c's tile gets ``offsets[c]``,
-    unused tiles 0."""
+    """Per-sample QP offset map of ``p``'s frame: channel c's tile gets ``offsets[c]``
+    (C values) or ``offsets[c, y, x]`` per position ((C, H, W) values; padding samples
+    take their edge's offset), unused tiles 0."""
     c, h, w = p.chw
-    off = np.asarray(offsets, dtype=np.float64).reshape(-1)
-    if off.shape != (c,) or not np.all(np.isfinite(off)):
-        raise ParameterError(f"{p.name}: expected {c} finite QP offsets (one per channel), got {off.size}")
-    return tile_channels(np.repeat(off, h * w).reshape(c, h, w), fill=0.0)
+    off = np.asarray(offsets, dtype=np.float64)
+    if off.size == c:
+        off = np.repeat(off.reshape(-1), h * w).reshape(c, h, w)
+    if off.shape != (c, h, w) or not np.all(np.isfinite(off)):
+        raise ParameterError(f"{p.name}: expected {c} or {c}x{h}x{w} finite QP offsets, got shape {off.shape}")
+    return tile_channels(pad_tiles(off, p.pad), fill=0.0)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -278,20 +290,26 @@ def read_header(data: bytes, *, expect: Expect | None = None, max_samples: int |
             raise BitstreamError(f"stream holds tensor {name!r}, expected {', '.join(map(repr, expect))}")
         names.add(name)
         flags = r.u8("flags")
-        if flags >> 2:
+        if flags >> 3:
             raise BitstreamError(f"corrupt header: {name}: reserved flag bits set ({flags:#04x})")
         c = r.varint("channel count", MAX_VALUES)
         h = r.varint("height", MAX_SIDE)
         w = r.varint("width", MAX_SIDE)
         if min(c, h, w) < 1 or c * h * w > MAX_VALUES:
             raise BitstreamError(f"corrupt header: {name}: impossible shape {(c, h, w)}")
+        pad = 0
+        if flags & 4:
+            pad = r.u8("tile padding")
+            if not 2 <= pad <= MAX_PAD:
+                raise BitstreamError(f"corrupt header: {name}: tile padding {pad} outside 2..{MAX_PAD}")
         rows, cols = grid_for(c)
-        if rows * h > MAX_SIDE or cols * w > MAX_SIDE:
+        th_, tw_ = padded_tile(h, pad), padded_tile(w, pad)
+        if rows * th_ > MAX_SIDE or cols * tw_ > MAX_SIDE:
             raise BitstreamError(f"corrupt header: {name}: frame too large")
         shape = (1, c, h, w) if flags & 2 else (c, h, w)
         if expect is not None:
             _check_expected(name, shape, expect)
-        samples += rows * h * cols * w
+        samples += rows * th_ * cols * tw_
         if samples > max_samples:
             raise BitstreamError(
                 f"{name}: stream declares {samples:,} frame samples, over the {max_samples:,} limit "
@@ -310,7 +328,7 @@ def read_header(data: bytes, *, expect: Expect | None = None, max_samples: int |
         plen = r.varint("payload length", len(data))
         if plen < 1:
             raise BitstreamError(f"corrupt header: {name}: empty payload")
-        tensors.append(TensorHeader(name, shape, mins, maxs, gains, plen))
+        tensors.append(TensorHeader(name, shape, mins, maxs, gains, plen, pad))
     total = r.pos + sum(t.payload_bytes for t in tensors) + CRC_BYTES
     if total > len(data):
         raise BitstreamError(f"bitstream truncated: {len(data)} bytes, header announces {total}")
@@ -354,7 +372,7 @@ def decode_features(data: bytes, codec: FrameCodec, *, expect: Expect | None = N
             raise BitstreamError(f"{th.name}: {e}") from None
         c = th.shape[-3]
         p = PackedTensor(
-            th.name, th.shape, header.bit_depth, header.mode, th.mins, th.maxs, th.gains, grid_for(c), frame
+            th.name, th.shape, header.bit_depth, header.mode, th.mins, th.maxs, th.gains, grid_for(c), frame, th.pad
         )
         frames[th.name] = frame
         packed[th.name] = p

@@ -72,14 +72,56 @@ class PackedTensor:
     gains: np.ndarray | None
     grid: tuple[int, int]
     frame: np.ndarray
+    pad: int = 0  # tiles padded to multiples of ``pad`` samples (0: not padded)
 
     @property
     def chw(self) -> tuple[int, int, int]:
         c, h, w = self.shape[-3:]
         return int(c), int(h), int(w)
 
+    @property
+    def tile_hw(self) -> tuple[int, int]:
+        """(height, width) of one tile in the frame (padded when ``pad``)."""
+        _, h, w = self.chw
+        return padded_tile(h, self.pad), padded_tile(w, self.pad)
+
     def tile_rect(self, channel: int) -> tuple[int, int, int, int]:
-        return tile_rect(channel, self.shape, self.grid)
+        """(y, x, h, w) of channel ``channel``'s whole tile (padding included)."""
+        c = self.chw[0]
+        return tile_rect(channel, (c, *self.tile_hw), self.grid)
+
+
+MAX_PAD = 64
+
+
+def padded_tile(n: int, pad: int) -> int:
+    """``n`` rounded up to a multiple of ``pad`` (``pad`` 0: ``n``)."""
+    return n if not pad else -(-int(n) // int(pad)) * int(pad)
+
+
+def check_pad(pad: int) -> int:
+    if pad is None:
+        return 0
+    if isinstance(pad, bool) or int(pad) != pad or not 0 <= int(pad) <= MAX_PAD:
+        raise ParameterError(f"tile padding must be an integer block size in [0, {MAX_PAD}], got {pad!r}")
+    return int(pad)
+
+
+def pad_tiles(arr: np.ndarray, pad: int, fill: str = "edge") -> np.ndarray:
+    """(C, H, W) -> (C, H', W') with H', W' multiples of ``pad``: by edge replication
+    (``fill="edge"``) or with each channel's rounded mean (``"mean"``, the packer's)."""
+    if not pad:
+        return arr
+    c, h, w = arr.shape
+    widths = ((0, 0), (0, padded_tile(h, pad) - h), (0, padded_tile(w, pad) - w))
+    if fill == "edge":
+        return np.pad(arr, widths, mode="edge")
+    if fill != "mean":
+        raise ParameterError(f"tile padding fill must be 'edge' or 'mean', not {fill!r}")
+    out = np.empty((c, h + widths[1][1], w + widths[2][1]), dtype=arr.dtype)
+    out[...] = np.rint(arr.reshape(c, -1).mean(axis=1)).astype(arr.dtype).reshape(c, 1, 1)
+    out[:, :h, :w] = arr
+    return out
 
 
 # -- tiling --------------------------------------------------------------------------------
@@ -226,9 +268,11 @@ def _as_chw(t) -> tuple[np.ndarray, tuple[int, ...]]:
     return arr, shape
 
 
-def pack_tensor(t, name: str, bit_depth: int, mode: str = "tensor", gains=None) -> PackedTensor:
-    """Quantise and tile a (1, C, H, W) (or (C, H, W)) float tensor into a frame."""
+def pack_tensor(t, name: str, bit_depth: int, mode: str = "tensor", gains=None, pad: int = 0) -> PackedTensor:
+    """Quantise and tile a (1, C, H, W) (or (C, H, W)) float tensor into a frame (tiles
+    padded to multiples of ``pad`` when given, see the module docstring)."""
     bit_depth = _check_bit_depth(bit_depth)
+    pad = check_pad(pad)
     if mode not in MODES:
         raise ParameterError(f"packing mode {mode!r} unknown; use 'tensor' or 'channel'")
     x, shape = _as_chw(t)
@@ -245,14 +289,14 @@ def pack_tensor(t, name: str, bit_depth: int, mode: str = "tensor", gains=None) 
     mins, maxs = f16_floor(lo_raw), f16_ceil(hi_raw)
     g16 = None if gains is None else check_gains(gains, c)
     q = quantise(x, mins, maxs, bit_depth, g16)
-    frame = tile_channels(q, fill=1 << (bit_depth - 1))
-    return PackedTensor(name, shape, bit_depth, mode, mins, maxs, g16, grid_for(c), frame)
+    frame = tile_channels(pad_tiles(q, pad, "mean"), fill=1 << (bit_depth - 1))
+    return PackedTensor(name, shape, bit_depth, mode, mins, maxs, g16, grid_for(c), frame, pad)
 
 
 def unpack_tensor(p: PackedTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Frame -> tensor of the original shape (float32 by default)."""
     c, h, w = p.chw
     frame = np.asarray(p.frame)
-    q = untile_channels(frame, c, h, w)
+    q = untile_channels(frame, c, *p.tile_hw)[:, :h, :w]
     x = dequantise(q, p.mins, p.maxs, p.bit_depth, p.gains)
     return torch.from_numpy(x.reshape(p.shape)).to(dtype)

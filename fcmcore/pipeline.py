@@ -39,7 +39,10 @@ DEFAULT_SPLIT = "expanded_conv_9"
 DEFAULT_CODEC = "hevc"
 DISPLAY_SCORE_THRESHOLD = 0.4
 QUANT_MODES = ("tensor", "channel")
-RDO_MODES = ("sse", "wa", "wa-qp")
+RDO_MODES = ("sse", "wa", "wa-qp", "sse-qp")
+WA_WEIGHTS = ("channel", "spatial", "both")  # = wrappers.importance.WEIGHT_KINDS
+WA_SOURCES = ("wrapper", "fixed", "image")  # = wrappers.importance.WEIGHT_SOURCES
+TILE_PADS = (0, 8, 16)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,11 @@ class PipelineConfig:
     quant: str = "tensor"  # min-max range per "tensor" or per "channel"
     wrapper: str = "none"  # "name" or "name:path"
     rdo: str = "sse"  # "sse" (plain codec RDO), "wa" (wrapper-aware: per-tile gains at packing)
-    # or "wa-qp" (wrapper-aware: per-tile QP offsets inside the codec, HEVC only); see coding.rdo
+    # or "wa-qp" (wrapper-aware: per-tile/per-block QP offsets inside the codec, HEVC only), or
+    # "sse-qp" (SSE through the same per-region-QP encoder path, zero offsets: wa-qp's anchor)
+    wa_weights: str = "channel"  # importance kind: per "channel", per "spatial" position, or "both"
+    wa_source: str = "wrapper"  # "fixed" (saved with the wrapper), "image" (per image), "wrapper" (as its file says)
+    tile_pad: int = 0  # pad packed tiles to multiples of 8/16 samples (QP blocks never straddle tiles)
     bits_per_channel: bool = False  # measure bits per channel tile (leave-one-out: k extra encodes)
     # Tasks served from the one bitstream: "detection" always; "pose" / "classification" read
     # the decoded split tensor through their connectors (fcmcore.tasks), or the decoded image
@@ -88,6 +95,10 @@ class PipelineConfig:
             extra += f" [{self.wrapper.split(':')[0]}]"
         if self.rdo != "sse":
             extra += f" {self.rdo}-rdo"
+        if self.rdo in ("wa", "wa-qp") and (self.wa_weights, self.wa_source) != ("channel", "wrapper"):
+            extra += f" [{self.wa_weights}/{self.wa_source}]"
+        if self.tile_pad:
+            extra += f" pad{self.tile_pad}"
         return f"{self.model} @ {where} + {what}{extra}"
 
 
@@ -151,6 +162,9 @@ class PipelineResult:
             "paradigm": self.config.paradigm,
             "wrapper": self.config.wrapper,
             "rdo": self.config.rdo,
+            "wa_weights": self.config.wa_weights,
+            "wa_source": self.config.wa_source,
+            "tile_pad": self.config.tile_pad,
             "bit_depth": self.extra.get("bit_depth"),
             "quant": self.config.quant if self.config.split else None,
             "feature_shape": next(iter(shapes.values())) if shapes else None,
@@ -184,6 +198,15 @@ def _validate(config: PipelineConfig) -> None:
         raise ParameterError(f"quant must be one of {', '.join(QUANT_MODES)}, not {config.quant!r}")
     if config.rdo not in RDO_MODES:
         raise ParameterError(f"rdo must be one of {', '.join(RDO_MODES)}, not {config.rdo!r}")
+    if config.wa_weights not in WA_WEIGHTS:
+        raise ParameterError(f"--wa-weights must be one of {', '.join(WA_WEIGHTS)}, not {config.wa_weights!r}")
+    if config.wa_source not in WA_SOURCES:
+        raise ParameterError(f"--wa-source must be one of {', '.join(WA_SOURCES)}, not {config.wa_source!r}")
+    if config.tile_pad not in TILE_PADS:
+        raise ParameterError(f"--tile-pad must be one of {', '.join(map(str, TILE_PADS))}, not {config.tile_pad!r}")
+    if config.wa_weights != "channel" and config.rdo == "wa":
+        raise ParameterError(f"--wa-weights {config.wa_weights} needs per-block QP offsets (--rdo wa-qp); "
+                             "per-tile gains (--rdo wa) take channel weights only")
     if config.codec is None and config.quality is not None:
         raise ParameterError(f"--quality {config.quality} needs a codec (--codec); nothing is coded")
     if config.bit_depth is not None and config.bit_depth not in BIT_DEPTHS:
@@ -295,7 +318,7 @@ def _run_split(head: HeadOutput, config: PipelineConfig, consumers: Consumers | 
             source = reduced
         weights = None
         if coder.uses_channel_weights:
-            weights = wrapper.channel_weights(reduced)
+            weights = weights_for(wrapper, reduced, config)
             if weights is None:
                 raise ParameterError(
                     f"--rdo {config.rdo} needs a wrapper with importance weights; {wrapper.name!r} has none")
@@ -348,7 +371,17 @@ def make_coder(config: PipelineConfig, reduced: Features) -> FeatureCoder:
             raise ParameterError(f"--rdo {config.rdo} needs a codec: uncompressed features are not quantised")
         return RawFeatureCoder.for_features(reduced)
     return coder_for(config.codec, bit_depth=config.bit_depth, quant=config.quant, rdo=config.rdo,
-                     expect={n: tuple(t.shape) for n, t in reduced.items()})
+                     expect={n: tuple(t.shape) for n, t in reduced.items()}, tile_pad=config.tile_pad)
+
+
+def weights_for(wrapper, reduced: Features, config: PipelineConfig):
+    """The wrapper's WA-RDO importance weights of ``config.wa_weights`` from
+    ``config.wa_source`` (None: the wrapper has none)."""
+    if hasattr(wrapper, "importance_weights"):
+        return wrapper.importance_weights(reduced, config.wa_weights, config.wa_source)
+    if (config.wa_weights, config.wa_source) != ("channel", "wrapper"):
+        return None
+    return wrapper.channel_weights(reduced)
 
 
 def _run_consumers(consumers: Consumers | None, features: Features, split: str, meta: ImageMeta,

@@ -830,3 +830,19 @@ def test_rd_tab_offers_the_picked_tasks_metrics(fresh_cache):
     run(at)
     assert any("top-1 agreement with the uncompressed EfficientNet" in m.value for m in at.markdown)
     assert at.get("vega_lite_chart")
+
+
+@pytest.mark.slow
+def test_bit_allocation_tab_offers_spatial_weights_and_per_block_heat_maps(fresh_cache):
+    at = run(new_app())
+    at.selectbox(key="c1.wrapper").set_value("pca")
+    run(at)
+    at.selectbox(key="c1.rdo").set_value("wa-qp")
+    run(at)
+    at = open_tab(at, "bits", **{keys.BA_COLUMN: "B", keys.BA_KIND: "spatial", keys.BA_SOURCE: "image",
+                                 keys.BA_PAD: True})
+    tab = at.tabs[1]
+    assert not at.exception and not [e.value for e in tab.error], [e.value for e in tab.error]
+    assert any("**sse-qp**" in t and "**wa-qp**" in t for t in texts(tab)), texts(tab)
+    specs = _chart_specs(tab)
+    assert any("QP offset (wa-qp)" in s and "error change" in s for s in specs), specs

@@ -18,7 +18,16 @@ EXPLAIN = (
     "channels, all alike (sse). After the wrapper's post-network some channels matter far more to the detector "
     "than others. WA-RDO weights each channel by its importance: `wa` scales the channel tiles before packing "
     "(any codec), `wa-qp` gives each tile its own HEVC QP offset. Important channels get more bits and less "
-    "error, unimportant ones fewer.")
+    "error, unimportant ones fewer. With **spatial** importance (or **both**: per coded sample) `wa-qp` gives "
+    "every 8x8 block of the packed frame its own offset, -3·log2(weight); `sse-qp` is the same encoder with "
+    "all offsets 0, the fair anchor. Padding tiles to the 8-grid keeps every block inside one channel.")
+SOURCES = {"wrapper": "wrapper file's choice", "fixed": "fixed (saved with the wrapper)",
+           "image": "this image (Jacobian at the encoder)"}
+HEAT = (
+    "**Per block** (8x8 blocks of the packed frame, one tile per channel): the importance weight the encoder "
+    "used, the QP offset it turns into (blue = finer), and where the error moved: log2 of WA's squared error "
+    "over the anchor's (blue = WA spent more there). Tick *bits per block* for measured leave-one-out bits "
+    "(one extra encode per block: seconds).")
 BARS = (
     "**Bits per channel** are measured, not estimated: the frame is coded again with that channel's tile "
     "flattened to its mean, and the bar is how many bits the stream shrank. A bar below zero means flattening "
@@ -40,6 +49,7 @@ def bit_allocation(outcomes: list[ColumnOutcome], shown: inputs.LoadedImage | No
                           format_func=lambda l: f"{l}: {usable[letters.index(l)].config.label()}")
     o = usable[letters.index(letter)]
     config = dataclasses.replace(o.config, quality=o.result.quality if o.result is not None else o.config.quality)
+    config = _weight_options(config)
     wa = compute.wa_mode(config)
     try:
         with st.spinner(f"Measuring bits per channel (sse and {wa}: one extra encode per channel)…"):
@@ -74,3 +84,50 @@ def bit_allocation(outcomes: list[ColumnOutcome], shown: inputs.LoadedImage | No
     if err_rows:
         st.caption("Per-channel squared error of the tensor the tail receives (after the post-wrapper), sse vs WA.")
         st.altair_chart(charts.error_chart(err_rows), width="stretch", key=keys.BA_ERROR)
+    _heat_maps(shown, config, alloc.get("blocks") or {}, list(runs))
+
+
+def _weight_options(config):
+    """The tab's own WA-RDO weight options (kind, source, tile padding) for the compared run."""
+    a, b, c = st.columns(3)
+    _sanitise(keys.BA_KIND, ["channel", "spatial", "both"], config.wa_weights)
+    _sanitise(keys.BA_SOURCE, ["wrapper", "fixed", "image"], config.wa_source)
+    kind = a.selectbox("Importance", ["channel", "spatial", "both"], key=keys.BA_KIND,
+                       help="per channel tile, per spatial position (shared by every tile), or per coded sample")
+    source = b.selectbox("Weights from", ["wrapper", "fixed", "image"], key=keys.BA_SOURCE,
+                         format_func=lambda v: SOURCES.get(v, str(v)))
+    pad = c.checkbox("Pad tiles to the 8x8 QP grid", key=keys.BA_PAD)
+    return dataclasses.replace(config, wa_weights=kind, wa_source=source, tile_pad=8 if pad else 0)
+
+
+def _heat_maps(shown, config, blocks: dict, modes: list[str]) -> None:
+    import numpy as np
+
+    if not blocks:
+        return
+    st.caption(HEAT)
+    with_bits = st.checkbox("Measure bits per block (leave-one-out)", key=keys.BA_BLOCKS)
+    bits = {}
+    if with_bits:
+        try:
+            with st.spinner("Measuring bits per block (one encode per block and run)…"):
+                bits = compute.bits_per_block(shown.entry.sha, shown.image, config)
+        except Exception as exc:
+            st.error(fmt.md_escape(compute.error_message(exc)))
+    anchor, wa = modes[0], modes[-1]
+    rows = []
+    for tensor, entry in blocks.items():
+        panels = {"weight": entry["weight"]}
+        if wa == "wa-qp":
+            panels[f"QP offset ({wa})"] = entry["qp_offset"]
+        err = entry.get("error", {})
+        if anchor in err and wa in err:
+            panels[f"error change log2({wa}/{anchor})"] = np.log2((err[wa] + 1e-3) / (err[anchor] + 1e-3))
+        if tensor in bits and anchor in bits[tensor] and wa in bits[tensor]:
+            panels[f"bits per block ({anchor})"] = bits[tensor][anchor]
+            panels[f"bits per block ({wa})"] = bits[tensor][wa]
+        for panel, arr in panels.items():
+            for (y, x), v in np.ndenumerate(np.asarray(arr, dtype=np.float64)):
+                rows.append({"tensor": tensor, "panel": panel, "x": int(x), "y": int(y), "value": float(v)})
+    if rows:
+        st.altair_chart(charts.block_heatmap(rows), key=keys.BA_HEAT)

@@ -4,6 +4,7 @@
   column's operating point as a ring with its letter, the references as labelled rules.
 * ``channel_chart``: per-channel MSE (and bits when measured) of one tensor, click = pick.
 * ``bit_allocation_chart``: importance weight over bits per channel, SSE vs WA side by side.
+* ``block_heatmap``: per-block maps over the packed frame (weight, QP offset, error / bits change).
 * ``error_chart``: per-channel MSE after decoding, SSE vs WA.
 
 Every chart sets its own padding and axis-title limits so nothing is clipped.
@@ -118,6 +119,26 @@ def bit_allocation_chart(rows: list[dict[str, Any]]):
         tooltip=["tensor:N", "channel:Q", "rdo:N", alt.Tooltip("bits:Q", format=",.0f"),
                  alt.Tooltip("weight:Q", format=".3g")]).properties(height=210)
     return alt.vconcat(weight, bits).properties(padding=PADDING)
+
+
+def block_heatmap(rows: list[dict[str, Any]]):
+    """Per-block heat maps over the packed frame, one panel per quantity (``panel``), side by
+    side: rows hold ``x``, ``y`` (block indices), ``value`` and ``panel``."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    charts = []
+    for panel in dict.fromkeys(df["panel"]):
+        sub = df[df["panel"] == panel]
+        diverging = panel.startswith(("QP offset", "error change", "bits change"))
+        scale = alt.Scale(scheme="redblue", domainMid=0) if diverging else alt.Scale(scheme="viridis")
+        charts.append(alt.Chart(sub).mark_rect().encode(
+            x=alt.X("x:O", axis=None), y=alt.Y("y:O", axis=None),
+            color=alt.Color("value:Q", title=None, scale=scale, legend=alt.Legend(orient="bottom")),
+            tooltip=["panel:N", "x:Q", "y:Q", alt.Tooltip("value:Q", format=".3g")],
+        ).properties(title=panel, width=170, height=170))
+    return alt.hconcat(*charts).resolve_scale(color="independent").properties(padding=PADDING)
 
 
 def error_chart(rows: list[dict[str, Any]]):

@@ -20,7 +20,8 @@ from fcmcore.pipeline import DEFAULT_CODEC, DEFAULT_SPLIT, RDO_MODES, PipelineCo
 
 from . import compute, draw, fmt, inputs, keys, state, trace, url
 
-RDO_LABELS = {"sse": "sse (plain)", "wa": "wa (tile gains)", "wa-qp": "wa-qp (HEVC QP offsets)"}
+RDO_LABELS = {"sse": "sse (plain)", "wa": "wa (tile gains)", "wa-qp": "wa-qp (HEVC QP offsets)",
+              "sse-qp": "sse-qp (HEVC QP path, zero offsets)"}
 IMAGE_MAX_HEIGHT = 300  # CSS px: every column's picture is at most this tall (first screen at 1280x800)
 RUN_ID = "_run"  # incremented by every whole-page run (fragment reruns leave it)
 

@@ -104,23 +104,99 @@ def result(sha: str, image: Image.Image, config: PipelineConfig) -> PipelineResu
 
 
 def wa_mode(config: PipelineConfig) -> str:
-    """The wrapper-aware mode compared with SSE in the bit-allocation view."""
-    return config.rdo if config.rdo != "sse" else "wa"
+    """The wrapper-aware mode compared with SSE in the bit-allocation view (spatial weights:
+    per-block QP offsets, ``wa-qp``)."""
+    if config.wa_weights != "channel":
+        return "wa-qp"
+    return config.rdo if config.rdo in ("wa", "wa-qp") else "wa"
+
+
+def anchor_mode(config: PipelineConfig) -> str:
+    """SSE through the same encoder path as ``wa_mode``: ``sse-qp`` for ``wa-qp``."""
+    return "sse-qp" if wa_mode(config) == "wa-qp" else "sse"
 
 
 def bit_allocation(sha: str, image: Image.Image, config: PipelineConfig) -> dict[str, Any]:
-    """Same configuration with rdo "sse" and with its WA mode, both measuring bits per channel
-    (cached like any result), plus the wrapper's per-channel importance weights."""
+    """Same configuration with SSE RDO (same encoder path) and with its WA mode, both measuring
+    bits per channel (cached like any result), plus the wrapper's importance weights: per
+    channel, and per QP block of the packed frame (``blocks``: weight, WA's QP offset and
+    each run's squared error per block)."""
     import torch
 
+    from fcmcore.pipeline import weights_for
+
     runs = {mode: result(sha, image, dataclasses.replace(config, rdo=mode, bits_per_channel=True))
-            for mode in ("sse", wa_mode(config))}
+            for mode in (anchor_mode(config), wa_mode(config))}
     w = wrapper(config.wrapper, config.model, config.split)
     h = head(sha, config.model, config.split, image)
     with torch.no_grad():
         reduced = w.pre(h.features)
-    weights = w.channel_weights(reduced) or {}
-    return {"runs": runs, "weights": {k: [float(x) for x in v] for k, v in weights.items()}}
+    wa_config = dataclasses.replace(config, rdo=wa_mode(config))
+    channel = weights_for(w, reduced, dataclasses.replace(wa_config, wa_weights="channel")) or {}
+    full = {}
+    if config.wa_weights != "channel":
+        full = weights_for(w, reduced, wa_config) or {}
+    blocks = _block_maps(runs, reduced, wa_config, channel, full)
+    return {"runs": runs, "weights": {k: [float(x) for x in v] for k, v in channel.items()}, "blocks": blocks}
+
+
+BLOCK = 8  # x265's QP groups (``HEVCCodec.roi_block``)
+
+
+def _block_maps(runs, reduced, wa_config, channel, full) -> dict[str, dict[str, Any]]:
+    """Per tensor: 2-D per-block arrays over the packed frame (weight, QP offset of the WA
+    run, squared error of each run)."""
+    import numpy as np
+
+    from fcmcore.coding.rdo import block_means
+    from fcmcore.packing import pad_tiles, tile_channels
+
+    out: dict[str, dict[str, Any]] = {}
+    for tensor, t in reduced.items():
+        k = t.shape[-3]
+        if tensor in full:
+            wmap = np.asarray(full[tensor], dtype=np.float64)
+            if wmap.ndim == 2:
+                wmap = np.broadcast_to(wmap, (k, *wmap.shape))
+        elif tensor in channel:
+            wmap = np.repeat(np.asarray(channel[tensor], dtype=np.float64), t.shape[-2] * t.shape[-1]).reshape(
+                k, t.shape[-2], t.shape[-1])
+        else:
+            continue
+        frame_w = tile_channels(pad_tiles(wmap, wa_config.tile_pad), fill=np.nan)
+        entry: dict[str, Any] = {"weight": block_means(np.nan_to_num(frame_w, nan=0.0), BLOCK), "error": {}}
+        wm = entry["weight"]
+        used = wm > 0  # unused tiles of the grid carry no weight and keep offset 0
+        logw = np.log2(np.where(used, wm, 1.0))
+        entry["qp_offset"] = np.where(used, np.clip(-3.0 * (logw - logw[used].mean()), -12, 12), 0.0)
+        for mode, res in runs.items():
+            orig, dec = (res.frames or {}).get(tensor), (res.decoded_frames or {}).get(tensor)
+            if orig is not None and dec is not None and orig.shape == dec.shape:
+                entry["error"][mode] = block_means((orig.astype(np.float64) - dec) ** 2, BLOCK)
+        out[tensor] = entry
+    return out
+
+
+def bits_per_block(sha: str, image: Image.Image, config: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """Leave-one-out bits of every 8x8 block of the packed frame, SSE and WA runs (one encode
+    per block each: seconds)."""
+    import torch
+
+    from fcmcore.pipeline import make_coder, weights_for
+
+    w = wrapper(config.wrapper, config.model, config.split)
+    h = head(sha, config.model, config.split, image)
+    out: dict[str, dict[str, Any]] = {}
+    with torch.no_grad():
+        reduced = w.pre(h.features)
+    for mode in (anchor_mode(config), wa_mode(config)):
+        cfg = dataclasses.replace(config, rdo=mode)
+        coder = make_coder(cfg, reduced)
+        weights = weights_for(w, reduced, cfg) if coder.uses_channel_weights else None
+        enc = coder.encode(reduced, coder.check_quality(cfg.quality), channel_weights=weights)
+        for tensor, bits in coder.measure_bits_per_block(enc, BLOCK).items():
+            out.setdefault(tensor, {})[mode] = bits
+    return out
 
 
 def reference(sha: str, image: Image.Image, model_name: str) -> PipelineResult:

@@ -53,7 +53,17 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, single_quality: bool =
     p.add_argument("--bits", dest="bit_depth", type=int, default=None, help="packing bit depth (default: codec's)")
     p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="min-max range per tensor or per channel")
     p.add_argument("--wrapper", default="none", help="wrapper NAME[:PATH] (see `fcm wrappers`)")
-    p.add_argument("--rdo", default="sse", choices=["sse", "wa", "wa-qp"], help="SSE, or wrapper-aware RDO by tile gains (wa) / HEVC QP offsets (wa-qp)")
+    p.add_argument("--rdo", default="sse", choices=["sse", "wa", "wa-qp", "sse-qp"],
+                   help="SSE, or wrapper-aware RDO by tile gains (wa) / HEVC QP offsets (wa-qp); "
+                        "sse-qp = SSE through wa-qp's encoder path with zero offsets (its like-for-like anchor)")
+    p.add_argument("--wa-weights", default="channel", choices=["channel", "spatial", "both"],
+                   help="WA-RDO importance per channel tile, per spatial position, or per coded sample (both); "
+                        "spatial kinds need --rdo wa-qp")
+    p.add_argument("--wa-source", default="wrapper", choices=["wrapper", "fixed", "image"],
+                   help="WA-RDO weights saved with the wrapper (fixed), re-estimated per image, or as the "
+                        "wrapper file's rdo_weights says (wrapper)")
+    p.add_argument("--tile-pad", type=int, default=0, choices=[0, 8, 16],
+                   help="pad packed tiles to multiples of 8/16 samples so QP blocks never straddle tiles")
     p.add_argument("--tasks", default="detection",
                    help="comma-separated tasks served from the one bitstream: detection,pose,classification")
     p.add_argument("--connector", default="conv", choices=["conv", "linear"],
@@ -77,6 +87,9 @@ def config_from_args(args: argparse.Namespace, quality=None):
         quant=args.quant,
         wrapper=args.wrapper or "none",
         rdo=args.rdo,
+        wa_weights=getattr(args, "wa_weights", "channel"),
+        wa_source=getattr(args, "wa_source", "wrapper"),
+        tile_pad=getattr(args, "tile_pad", 0),
         bits_per_channel=getattr(args, "bits_per_channel", False),
         tasks=parse_tasks(getattr(args, "tasks", None)),
         connector=getattr(args, "connector", "conv"),

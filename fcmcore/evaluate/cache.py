@@ -1,7 +1,7 @@
 """A result cache for sweeps: one pipeline run on one image -> its record, in SQLite.
 
 Key: SHA-256 of (image bytes hash, model, split, wrapper name + weights-file hash, codec,
-quality, bit depth, quant, rdo, code version). The code version hashes the sources a result
+quality, bit depth, quant, rdo [, WA weight kind/source, tile padding when not default], code version). The code version hashes the sources a result
 depends on (pipeline, packing, bitstream, models, codecs; the wrappers only when a wrapper
 is used; a codec's own package when it lives outside ``codecs/``), fcmcore's version, the
 record format and the versions of the packages that shape numbers (torch, av, pillow, ...):
@@ -165,6 +165,11 @@ def result_key(image_sha256: str, config: Mapping[str, Any] | Any) -> str:
         "rdo": c.get("rdo"),
         "code": code_version(sources_for(c)),
     }
+    # WA-RDO weight kind/source and tile padding: in the key only when not the default, so
+    # the keys of configurations that existed before these options stay what they were
+    for name, default in (("wa_weights", "channel"), ("wa_source", "wrapper"), ("tile_pad", 0)):
+        if c.get(name, default) != default:
+            parts[name] = c[name]
     parts.update(_task_key_parts(c))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -38,13 +38,16 @@ def resolve_config(config) -> tuple[Any, Any]:
     else:
         config = replace(config, quality=None, bit_depth=None)
     if config.split is None:
-        config = replace(config, quant="tensor", rdo="sse")
+        config = replace(config, quant="tensor", rdo="sse", tile_pad=0)
+    if config.rdo not in ("wa", "wa-qp"):  # no weights are used: one identity for every weight option
+        config = replace(config, wa_weights="channel", wa_source="wrapper")
     return config, codec
 
 
 def reference_config(config):
     """The uncompressed reference of a config: same model, split and wrapper, no codec."""
-    return replace(config, codec=None, quality=None, bit_depth=None, rdo="sse")
+    return replace(config, codec=None, quality=None, bit_depth=None, rdo="sse", wa_weights="channel",
+                   wa_source="wrapper", tile_pad=0)
 
 
 def config_dict(config) -> dict[str, Any]:

@@ -38,11 +38,12 @@ from ..models.base import Features
 from ..paths import ASSETS_DIR
 from ..models import load_model
 from .base import FeatureWrapper
-from .importance import WEIGHT_TARGETS, estimate_weights
+from .importance import WEIGHT_KINDS, WEIGHT_SOURCES, WEIGHT_TARGETS, estimate_maps, estimate_weights, weights_of_kind
 
 FORMAT = 1
 META_KEY = "fcm_wrapper"
 IMPORTANCE_PREFIX = "importance."
+MAP_PREFIX = "importance_map."  # fixed per-sample maps (k, h, w), for spatial weights
 # rdo_weights: "<target>" uses the fixed weights saved in the file (averaged over training
 # data); "image-<target>" re-estimates them on each image's reduced tensor.
 RDO_WEIGHT_MODES = WEIGHT_TARGETS + tuple(f"image-{t}" for t in WEIGHT_TARGETS)
@@ -67,6 +68,9 @@ class FittedWrapper(FeatureWrapper):
         self.channels_in: int = int(self.meta["channels_in"])
         self.k: int = int(self.meta["k"])
         self.importance: dict[str, torch.Tensor] = dict(importance or {})
+        # fixed per-sample importance maps (k, h, w) by target (``importance.hutchinson_maps``);
+        # loaded from ``importance_map.<target>`` tensors, see ``split_tensors``
+        self.importance_maps: dict[str, torch.Tensor] = {}
         self.rdo_weights: str = self.meta.get("rdo_weights", "post")
         self.path: Path | None = None
 
@@ -112,20 +116,58 @@ class FittedWrapper(FeatureWrapper):
 
     def channel_weights(self, reduced: Features) -> dict[str, np.ndarray] | None:
         """WA-RDO importance of each coded channel (mean 1), per ``rdo_weights``."""
+        return self.importance_weights(reduced, "channel", "wrapper")
+
+    def importance_weights(self, reduced: Features, kind: str = "channel", source: str = "wrapper"
+                           ) -> dict[str, np.ndarray]:
+        """WA-RDO importance (mean 1) of ``kind`` (channel: (k,), spatial: (h, w), both:
+        (k, h, w)) from ``source``: ``fixed`` = saved with the wrapper (averaged over its
+        training images), ``image`` = re-estimated on this image's reduced tensor,
+        ``wrapper`` = as the file's ``rdo_weights`` says. The target (post/deep/task) is the
+        file's ``rdo_weights`` without its ``image-`` prefix."""
+        if kind not in WEIGHT_KINDS:
+            raise ParameterError(f"--wa-weights must be one of {', '.join(WEIGHT_KINDS)}, not {kind!r}")
+        if source not in WEIGHT_SOURCES:
+            raise ParameterError(f"--wa-source must be one of {', '.join(WEIGHT_SOURCES)}, not {source!r}")
         mode = self.rdo_weights
-        if mode.startswith("image-"):
+        target = mode[len("image-"):] if mode.startswith("image-") else mode
+        per_image = source == "image" or (source == "wrapper" and mode.startswith("image-"))
+        if kind == "channel" and not per_image:
+            w = self._fixed_channel(target)
+            return {self.tensor: w / w.mean()}
+        if per_image:
             z = self._get(reduced, self.k, "reduced")
-            with torch.inference_mode(False):  # the pipeline runs under inference mode: autograd is needed here
-                w = estimate_weights(self, [z.detach().clone().float()], target=mode[len("image-"):], probes=4,
-                                     seed=0)
-        elif mode in self.importance:
-            w = self.importance[mode].double().numpy()
-        elif mode == "post" and self.post_is_linear():
-            w = self.column_norms2()
+            m = self._image_map(z, target)
+        elif target in self.importance_maps:
+            m = self.importance_maps[target].double().numpy()
         else:
-            raise WeightsError(f"wrapper file has no {mode!r} importance weights (retrain or pick another rdo_weights)")
-        w = np.asarray(w, dtype=np.float64)
-        return {self.tensor: w / w.mean()}
+            raise WeightsError(f"wrapper file has no fixed {target!r} importance map (spatial weights): add one with "
+                               "`python benchmarks/wa_importance.py --attach`, or use --wa-source image")
+        return {self.tensor: weights_of_kind(m, kind)}
+
+    def _image_map(self, z: torch.Tensor, target: str) -> np.ndarray:
+        """Per-image map of ``z`` (4 probes, seed 0: deterministic), remembered for the last few
+        tensors: a sweep codes one image at several QPs from the same reduced tensor."""
+        import hashlib
+
+        key = (target, hashlib.sha1(z.detach().float().contiguous().numpy().tobytes()).hexdigest())
+        hit = self._image_maps.get(key) if hasattr(self, "_image_maps") else None
+        if hit is not None:
+            return hit
+        with torch.inference_mode(False):  # the pipeline runs under inference mode: autograd is needed here
+            m = estimate_maps(self, [z.detach().clone().float()], target=target, probes=4, seed=0)
+        cache = self.__dict__.setdefault("_image_maps", {})
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        cache[key] = m
+        return m
+
+    def _fixed_channel(self, target: str) -> np.ndarray:
+        if target in self.importance:
+            return self.importance[target].double().numpy()
+        if target == "post" and self.post_is_linear():
+            return self.column_norms2()
+        raise WeightsError(f"wrapper file has no {target!r} importance weights (retrain or pick another rdo_weights)")
 
     def column_norms2(self) -> np.ndarray:
         """Squared column norms of an affine post-wrapper's matrix (C x k)."""
@@ -138,6 +180,8 @@ class FittedWrapper(FeatureWrapper):
         tensors = {f"{self.method}.{k}": v.detach().float().contiguous() for k, v in self.state().items()}
         for target, w in self.importance.items():
             tensors[IMPORTANCE_PREFIX + target] = torch.as_tensor(w, dtype=torch.float32).contiguous()
+        for target, m in self.importance_maps.items():
+            tensors[MAP_PREFIX + target] = torch.as_tensor(m, dtype=torch.float32).contiguous()
         meta = dict(self.meta, format=FORMAT, method=self.method, rdo_weights=self.rdo_weights)
         from safetensors.torch import save_file
 
@@ -203,6 +247,25 @@ def copy_with_rdo_weights(src: str | Path, out: str | Path, rdo_weights: str) ->
     return out
 
 
+def write_importance_maps(path: str | Path, maps: dict[str, np.ndarray]) -> Path:
+    """Rewrite wrapper file ``path`` with fixed per-sample importance maps
+    (``importance_map.<target>``, (k, h, w) each) added or replaced; parameters and
+    metadata unchanged (the readable ``.json`` copy is untouched: it holds no tensors)."""
+    meta, tensors = read_file(path)
+    k = int(meta["k"])
+    for target, m in maps.items():
+        m = torch.as_tensor(np.asarray(m), dtype=torch.float32).contiguous()
+        if target not in WEIGHT_TARGETS or m.dim() != 3 or m.shape[0] != k or bool((m < 0).any()):
+            raise ParameterError(f"importance map {target!r} must be ({k}, h, w) and >= 0, got {tuple(m.shape)}")
+        tensors[MAP_PREFIX + target] = m
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
+    path.chmod(0o644)
+    return path
+
+
 def check_against_model(meta: dict[str, Any], path: Path, method: str, model_name: str, split: str) -> None:
     """The file must be a ``method`` wrapper fitted for this model, split and channel count."""
     if meta["method"] != method:
@@ -230,6 +293,11 @@ def split_tensors(tensors: dict[str, torch.Tensor], method: str, k: int, path: P
     for name, t in tensors.items():
         if name.startswith(method + "."):
             params[name[len(method) + 1:]] = t
+        elif name.startswith(MAP_PREFIX):
+            target = name[len(MAP_PREFIX):]
+            if target not in WEIGHT_TARGETS or t.dim() != 3 or t.shape[0] != k or bool((t < 0).any()):
+                raise WeightsError(f"wrapper file {path}: bad importance map {name} {tuple(t.shape)}")
+            importance[name] = t
         elif name.startswith(IMPORTANCE_PREFIX):
             target = name[len(IMPORTANCE_PREFIX):]
             if target not in WEIGHT_TARGETS or tuple(t.shape) != (k,) or bool((t < 0).any()):
@@ -276,7 +344,9 @@ def load_fitted(cls, model_name: str, split: str, path: str | None) -> FittedWra
     meta, tensors = read_file(p)
     check_against_model(meta, p, cls.method, model_name, split)
     params, importance = split_tensors(tensors, cls.method, int(meta["k"]), p)
+    maps = {n[len(MAP_PREFIX):]: importance.pop(n) for n in list(importance) if n.startswith(MAP_PREFIX)}
     wrapper = cls.from_state(meta, params, importance, p)
+    wrapper.importance_maps = maps
     wrapper.path = p
     with _lock:
         if len(_cache) > 32:

@@ -17,6 +17,13 @@ positions, probes and images brings the estimate close).
 
 Weights are averaged over training data and saved with the wrapper (``importance.<target>``,
 fixed weights), or re-estimated per image from its reduced tensor (``image-<target>``).
+
+**Kinds** (``WEIGHT_KINDS``, ``--wa-weights``). The same Hutchinson estimate gives the
+diagonal of J^T J per coded *sample*: m(c, p) = E[(J^T v)_(c,p)^2] (``hutchinson_maps``).
+``channel`` is its mean over positions (w_c above), ``spatial`` its mean over channels
+(one h x w map shared by every tile: where in the picture errors matter) and ``both`` the
+full k x h x w map. Fixed maps are averaged over training images and saved as
+``importance_map.<target>``; per-image maps are re-estimated on the image's own tensor.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from ..models.base import Features, SplitModel
 # deeper through the frozen tail ("deep": SSD's prediction map 0), or on the detector
 # outputs ("task": class logits + box regressions).
 WEIGHT_TARGETS = ("post", "deep", "task")
+WEIGHT_KINDS = ("channel", "spatial", "both")
+WEIGHT_SOURCES = ("wrapper", "fixed", "image")  # "wrapper": as the file's rdo_weights says
 DEEP_CUT = "map0"  # SSD's first prediction map (expansion inside expanded_conv_13)
 
 
@@ -76,6 +85,12 @@ def hutchinson_weights(g: Callable[[torch.Tensor], torch.Tensor], zs: Iterable[t
                        seed: int = 0) -> np.ndarray:
     """Mean over ``zs`` (each (1, k, h, w) or (n, k, h, w)), probes and positions of
     diag(J_g^T J_g), per channel: (k,) float64."""
+    return hutchinson_maps(g, zs, probes=probes, seed=seed).mean(axis=(1, 2))
+
+
+def hutchinson_maps(g: Callable[[torch.Tensor], torch.Tensor], zs: Iterable[torch.Tensor], probes: int = 4,
+                    seed: int = 0) -> np.ndarray:
+    """Mean over ``zs`` and probes of diag(J_g^T J_g) per coded sample: (k, h, w) float64."""
     if probes < 1:
         raise ParameterError(f"probes must be at least 1, got {probes}")
     gen = torch.Generator().manual_seed(int(seed))
@@ -87,7 +102,7 @@ def hutchinson_weights(g: Callable[[torch.Tensor], torch.Tensor], zs: Iterable[t
             for p in range(probes):
                 v = torch.randint(0, 2, y.shape, generator=gen).to(y.dtype) * 2 - 1
                 (gz,) = torch.autograd.grad(y, z, v, retain_graph=p < probes - 1)
-                s = gz.detach().double().pow(2).mean(dim=(2, 3)).sum(0)  # (k,)
+                s = gz.detach().double().pow(2).sum(0)  # (k, h, w)
                 total = s if total is None else total + s
                 count += z.shape[0]
     if total is None:
@@ -100,5 +115,36 @@ def estimate_weights(wrapper, zs: Iterable[torch.Tensor], target: str = "post", 
     """Importance of each coded channel of ``wrapper`` (a FittedWrapper: anything with
     ``meta["model"]``, ``meta["split"]`` and a differentiable ``decode``) for ``target``,
     averaged over the reduced tensors ``zs``. Not normalised."""
+    return estimate_maps(wrapper, zs, target, probes, seed).mean(axis=(1, 2))
+
+
+def estimate_maps(wrapper, zs: Iterable[torch.Tensor], target: str = "post", probes: int = 4,
+                  seed: int = 0) -> np.ndarray:
+    """Like ``estimate_weights``, per coded sample: (k, h, w), not normalised."""
     tail = tail_function(wrapper.meta["model"], wrapper.meta["split"], target)
-    return hutchinson_weights(lambda z: tail(wrapper.decode(z)), zs, probes=probes, seed=seed)
+    return hutchinson_maps(lambda z: tail(wrapper.decode(z)), zs, probes=probes, seed=seed)
+
+
+def weights_of_kind(m: np.ndarray, kind: str) -> np.ndarray:
+    """(k, h, w) per-sample map -> the weights of ``kind`` (see the module docstring),
+    normalised to mean 1: (k,), (h, w) or (k, h, w)."""
+    if kind not in WEIGHT_KINDS:
+        raise ParameterError(f"--wa-weights must be one of {', '.join(WEIGHT_KINDS)}, not {kind!r}")
+    m = np.asarray(m, dtype=np.float64)
+    w = m.mean(axis=(1, 2)) if kind == "channel" else m.mean(axis=0) if kind == "spatial" else m
+    mean = float(w.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        raise ParameterError("importance weights are all zero")
+    return w / mean
+
+
+def spread(w: np.ndarray) -> dict[str, float]:
+    """How uneven weights are: max/min, coefficient of variation, and the high-rate gain
+    ceiling of an optimal weighted allocation, AM/GM (as dB and as % rate at equal
+    weighted MSE: 6.02 dB per bit per sample, so rate saving = 10 log10(AM/GM) / 6.02 bits
+    per sample, reported as dB)."""
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    w = np.maximum(w, w.max() * 1e-9)
+    am, gm = float(w.mean()), float(np.exp(np.log(w).mean()))
+    return {"max_over_min": float(w.max() / w.min()), "cv": float(w.std() / am),
+            "am_gm_db": float(10 * np.log10(am / gm))}

@@ -1,0 +1,119 @@
+"""A wrapper trained for the task from scratch: the ``learned`` architecture, random
+initialisation (no PCA start), trained end to end through the proxy codec on the task loss.
+
+Why: the bundled ``learned`` wrapper starts at PCA and its affine path stays dominant, so its
+post-wrapper keeps every coded channel about equally (post-only importance 0.96-1.14) and
+WA-RDO has little to reallocate. Trained from random weights on the detector's outputs,
+nothing makes the coded channels and positions equally important: the post-network is free
+to rely on some more than others (measured with ``benchmarks/wa_importance.py``).
+
+Training (``train_task_wrapper``): features of the coco96 training images (+ ``augment``
+views, ``training.build_bank``), ``LearnedNets`` with PyTorch's default initialisation,
+proxy codec = uniform noise at the packing step of ``b`` ~ U[3.5, 7] effective bits plus an
+``EntropyBottleneck`` rate term (``training``), loss = task distortion
+(``training.make_distortion("task")``: class-score KL + box smooth-L1 vs the uncompressed run,
++ 0.1 feature MSE) + ``lam`` x rate. The result is an ordinary ``learned`` wrapper file
+(``meta["init"] = "random"``, ``meta["trainer"] = "task_training"``) with fixed importance
+weights and maps; load it as ``learned:PATH``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from .training import BITS_RANGE, FeatureBank, _proxy_step, make_distortion, validate_learned
+
+
+def train_task_nets(bank: FeatureBank, meta: dict[str, Any], *, epochs: int = 10, batch: int = 8,
+                    lr: float = 2e-3, lam: float = 0.01, hidden: int = 64, seed: int = 0,
+                    log: Callable[[str], None] | None = print):
+    """-> a ``LearnedWrapper`` trained from random weights on the task loss."""
+    from compressai.entropy_models import EntropyBottleneck
+
+    from .learned import LearnedNets, LearnedWrapper
+
+    if epochs < 1:
+        raise ParameterError(f"--epochs must be at least 1, got {epochs}")
+    torch.manual_seed(seed)
+    _, c, h, w = bank.train.shape
+    k = int(meta["k"])
+    nets = LearnedNets(c, k, hidden, 1, (h, w))  # default (random) init: no pca_init
+    eb = EntropyBottleneck(k)
+    main_params = list(nets.parameters()) + [p for n, p in eb.named_parameters() if not n.endswith("quantiles")]
+    aux_params = [p for n, p in eb.named_parameters() if n.endswith("quantiles")]
+    opt = torch.optim.Adam(main_params, lr=lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    steps = epochs * math.ceil(bank.train.shape[0] / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    dist_fn = make_distortion("task", meta["model"], meta["split"], float(bank.train.var()))
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for epoch in range(epochs):
+        nets.train()
+        eb.train()
+        order = torch.randperm(bank.train.shape[0], generator=gen)
+        tot_d = tot_r = 0.0
+        nb = 0
+        for i in range(0, len(order), batch):
+            x = bank.train[order[i:i + batch]]
+            bits = BITS_RANGE[0] + (BITS_RANGE[1] - BITS_RANGE[0]) * torch.rand(x.shape[0], generator=gen)
+            z = nets.pre(x)
+            step = _proxy_step(z, bits)
+            y_hat, lik = eb(z / step, training=True)
+            rate = -torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()
+            d = dist_fn(nets.post(y_hat * step), x)
+            opt.zero_grad()
+            (d + lam * rate).backward()
+            torch.nn.utils.clip_grad_norm_(main_params, 5.0)
+            opt.step()
+            sched.step()
+            aux_opt.zero_grad()
+            eb.loss().backward()
+            aux_opt.step()
+            tot_d += float(d.detach())
+            tot_r += float(rate.detach())
+            nb += 1
+        val = validate_learned(nets, eb, bank, dist_fn)
+        history.append({"epoch": epoch + 1, "train_distortion": tot_d / nb, "train_rate": tot_r / nb, **val})
+        if log:
+            log(f"  epoch {epoch + 1}/{epochs}: train D {tot_d / nb:.4f} R {tot_r / nb:.3f}; val D@5b "
+                f"{val['val_distortion_5b']:.4f} R {val['val_rate_5b']:.3f}; {time.perf_counter() - t0:.0f} s")
+    nets.eval()
+    meta = dict(meta, method="learned", loss="task", init="random", trainer="task_training", epochs=epochs,
+                batch=batch, lr=lr, lam=lam, hidden=hidden, down=1, proxy_bits=list(BITS_RANGE), history=history,
+                train_seconds=round(time.perf_counter() - t0, 1), train_cpu_seconds=round(time.process_time() - c0, 1))
+    return LearnedWrapper(meta, nets)
+
+
+def train_task_wrapper(dataset, model_name: str, split: str, k: int, *, epochs: int = 10, augment: int = 2,
+                       lam: float = 0.01, seed: int = 0, command: str = "", probes: int = 2,
+                       log: Callable[[str], None] | None = print):
+    """Features, training, fixed importance weights (``importance.*``) and maps
+    (``importance_maps``: post and task) of a task-trained wrapper."""
+    from .importance import estimate_maps
+    from .training import attach_importance, base_meta, build_bank, evaluate_wrapper
+
+    t0 = time.perf_counter()
+    bank = build_bank(dataset, model_name, split, augment=augment, seed=seed, log=log)
+    c = bank.train.shape[1]
+    if not 1 <= k <= c:
+        raise ParameterError(f"--channels must be in [1, {c}] for {bank.tensor} ({c} channels), got {k}")
+    meta = base_meta("learned", model_name, split, bank, k, seed, command, str(dataset.root))
+    wrapper = train_task_nets(bank, meta, epochs=epochs, lam=lam, seed=seed, log=log)
+    wrapper.meta["val_feature_nmse"] = round(evaluate_wrapper(wrapper, bank, "feature"), 6)
+    attach_importance(wrapper, bank, probes=probes, seed=seed, log=log)
+    with torch.no_grad():
+        zs = [wrapper.encode(bank.train_plain[i:i + 8]) for i in range(0, bank.train_plain.shape[0], 8)]
+    for target in ("post", "task"):
+        m = estimate_maps(wrapper, zs, target=target, probes=probes, seed=seed)
+        wrapper.importance_maps[target] = torch.from_numpy(np.asarray(m)).float()
+    wrapper.rdo_weights = "task"
+    wrapper.meta["total_seconds"] = round(time.perf_counter() - t0, 1)
+    return wrapper
