@@ -15,7 +15,7 @@ def _bank(n: int = 8) -> FeatureBank:
 
 
 def test_task_nets_start_random_and_train(tmp_path):
-    from fcmcore.wrappers.learned import LearnedWrapper, load_learned
+    from fcmcore.wrappers.convnet import LearnedWrapper, load_learned
     from fcmcore.wrappers.task_training import train_task_nets
 
     bank = _bank()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import ParameterError
+from .convnet import LearnedNets, LearnedWrapper
 from .training import BITS_RANGE, FeatureBank, _proxy_step, make_distortion, validate_learned
 
 
@@ -35,8 +36,6 @@ def train_task_nets(bank: FeatureBank, meta: dict[str, Any], *, epochs: int = 10
                     log: Callable[[str], None] | None = print):
     """-> a ``LearnedWrapper`` trained from random weights on the task loss."""
     from compressai.entropy_models import EntropyBottleneck
-
-    from .learned import LearnedNets, LearnedWrapper
 
     if epochs < 1:
         raise ParameterError(f"--epochs must be at least 1, got {epochs}")
