@@ -29,7 +29,7 @@ _CHARTS = {"rd_chart", "bd_chart", "layers_chart", "save_chart"}
 
 def __getattr__(name: str):  # charts pull in altair/pandas: only when asked for
     if name in _CHARTS:
-        from . import charts
+        from . import charts  # why: Altair and pandas are heavy; charts load on first use
 
         return getattr(charts, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,10 +37,17 @@ import zlib
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from .. import __version__
+from ..codecs import CODECS
 from ..errors import FCMError
-from ..paths import PACKAGE_DIR, cache_dir
+from ..paths import ASSETS_DIR, PACKAGE_DIR, cache_dir
+from ..tasks.evaluation import key_parts
+from ..wrappers.fitted import default_path
+
+if TYPE_CHECKING:  # the type only: the cache keys plain dicts too
+    from ..pipeline import PipelineConfig
 
 RECORD_FORMAT = 1  # bump when the stored record's layout changes
 SCHEMA_VERSION = 2  # the table layout and row checksum (1: no schema/checksum columns)
@@ -78,14 +85,10 @@ def code_version(extra_sources: tuple[str, ...] = ()) -> str:
 
 @lru_cache(maxsize=None)
 def _code_version(extra_sources: tuple[str, ...]) -> str:
-    from .. import __version__
-
     h = hashlib.sha256(f"fcmcore {__version__} record {RECORD_FORMAT}\n".encode())
     for rel in (*CORE_SOURCES, *extra_sources):
         _hash_sources(h, rel)
     if "learned" in extra_sources:  # retrained learned codecs change results: hash their manifests
-        from ..paths import ASSETS_DIR
-
         for manifest in sorted((ASSETS_DIR / "learned").glob("*/manifest.json")):
             h.update(manifest.read_bytes())
     for pkg in VERSIONED_PACKAGES:
@@ -108,8 +111,6 @@ def sources_for(config: Mapping[str, Any]) -> tuple[str, ...]:
     codec = config.get("codec")
     if codec:
         try:
-            from ..codecs import CODECS
-
             module = getattr(CODECS.factory(codec), "__module__", "") or ""
         except Exception:  # unknown codec: the pipeline reports it
             module = ""
@@ -137,7 +138,6 @@ def wrapper_identity(spec: str | None, model: str | None = None, split: str | No
     if not path:
         if model is None or split is None:
             return name
-        from ..wrappers.fitted import default_path
 
         path = str(default_path(name, model, split))
     p = Path(path).expanduser()
@@ -148,7 +148,7 @@ def wrapper_identity(spec: str | None, model: str | None = None, split: str | No
         return f"{name}:missing:{path}"  # the pipeline will report the missing file
 
 
-def result_key(image_sha256: str, config: Mapping[str, Any] | Any) -> str:
+def result_key(image_sha256: str, config: Mapping[str, Any] | PipelineConfig) -> str:
     """Cache key for one (image, resolved config). ``config`` is a PipelineConfig or its dict,
     with quality and bit depth already resolved to what the codec will use."""
     c = config if isinstance(config, Mapping) else config.to_json()
@@ -171,8 +171,6 @@ def result_key(image_sha256: str, config: Mapping[str, Any] | Any) -> str:
 
 def _task_key_parts(config: Mapping[str, Any]) -> dict[str, Any]:
     """Secondary tasks (fcmcore.tasks) in the key; nothing for detection-only configs."""
-    from ..tasks.evaluation import key_parts
-
     return key_parts(config)
 
 
@@ -274,7 +272,7 @@ class ResultCache:
     def _heal(self, reason: str, seen: tuple[int, int] | None) -> None:
         """Move the damaged file ``seen`` aside and start a fresh one, unless another thread
         or process already did (the file at ``path`` is no longer ``seen``)."""
-        import fcntl
+        import fcntl  # why: POSIX only (the lock that serialises healing)
 
         self.close()
         with _heal_lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:

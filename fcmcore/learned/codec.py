@@ -196,8 +196,8 @@ class LearnedCodecBase(Codec, FeatureCoder):
 
     def available(self) -> tuple[bool, str]:
         try:
-            import compressai  # noqa: F401
-            import compressai.ans  # noqa: F401
+            import compressai  # noqa: F401  why: optional; this is the availability check
+            import compressai.ans  # noqa: F401  why: as above
         except ImportError:
             return False, "compressai is not installed (pip install compressai==1.2.8 --no-deps)"
         if self._manifest is None:
@@ -240,7 +240,7 @@ class LearnedCodecBase(Codec, FeatureCoder):
             self._net(q)
 
     def _build(self, path: Path, entry: dict[str, Any]):
-        from .train import load_weights
+        from .train import load_weights  # why: needs CompressAI (optional); codecs list without it
 
         try:
             net, meta = load_weights(path)

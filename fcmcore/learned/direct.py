@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
-from ..errors import BitstreamError, ParameterError, WeightsError
 from ..coding.base import MODEL_INPUT, Decoded, Encoded
+from ..errors import BitstreamError, ParameterError, WeightsError
+from ..models import load_model
 from ..registry import CODECS
 from .codec import CODEC_IDS, LearnedCodecBase, learned_encoded, pack_stream
 from .direct_student import STUDENT_FILE, StudentTrunk, build_student, prefix, prefix_macs, student_macs
@@ -68,7 +70,6 @@ class DirectCodec(LearnedCodecBase):
         with self._lock:
             if self._student is None:
                 self.require_available()
-                from safetensors.torch import load_file
 
                 info = self.manifest["student"]
                 path = self.weights_dir / info["file"]
@@ -85,8 +86,6 @@ class DirectCodec(LearnedCodecBase):
             return self._student
 
     def _model(self):
-        from ..models import load_model
-
         return load_model(self.manifest["model"])
 
     def _check_input(self, x) -> torch.Tensor:

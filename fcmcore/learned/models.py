@@ -43,19 +43,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.latent_codecs import (ChannelGroupsLatentCodec, CheckerboardLatentCodec,
-                                      EntropyBottleneckLatentCodec, GaussianConditionalLatentCodec,
-                                      HyperLatentCodec, HyperpriorLatentCodec)
+from compressai.latent_codecs import (ChannelGroupsLatentCodec, CheckerboardLatentCodec, EntropyBottleneckLatentCodec,
+                                      GaussianConditionalLatentCodec, HyperLatentCodec, HyperpriorLatentCodec)
 from compressai.layers import GDN, CheckerboardMaskedConv2d
 from compressai.models.base import CompressionModel, get_scale_table
 from compressai.ops import quantize_ste
+from torch import Tensor, nn
 
 from .fastcoding import FastDecoder, FastEncoder
 from .layers import LatentResidualPrediction, _hyper, conv, deconv  # noqa: F401 (shared with scar)
+from .scar import ScarEntropyModel  # transformer SC-AR context (see scar.py)
 
 ARCHS = ("factorized", "hyperprior", "context", "scar")
 
@@ -232,8 +231,6 @@ class FeatureCodecNet(CompressionModel):
                 "hyper": _hyper(M, Nh, 2 * M),
             })
         elif cfg.arch == "scar":
-            from .scar import ScarEntropyModel  # transformer SC-AR context (see scar.py)
-
             self.scar = ScarEntropyModel(M, Nh, list(cfg.groups))
         else:
             hyper, groups = _context_codec(M, Nh, list(cfg.groups))

@@ -43,14 +43,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..errors import ParameterError
 from ..models import load_model
-from ..paths import cache_dir
-from ..training import augment as augment_view
-from ..training import cached_bank, collect_views, feature_extractor, restore_train_state, save_train_state
-from ..training import single_tensor, train_val_records
+from ..paths import cache_dir, portable
+from ..training import (augment as augment_view, cached_bank, collect_views, feature_extractor, restore_train_state,
+                        save_train_state, single_tensor, train_val_records)
 from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain, load_stored_state, stored_state
 
 BANK_VERSION = 2
@@ -205,8 +206,6 @@ def _final_path(out: Path, lam: float) -> Path:
 
 
 def save_weights(net: FeatureCodecNet, path: Path, meta: dict[str, Any], half: bool = True) -> None:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in meta.items()}
     metadata["config"] = json.dumps(net.cfg.to_json(), sort_keys=True)
@@ -218,8 +217,6 @@ def save_weights(net: FeatureCodecNet, path: Path, meta: dict[str, Any], half: b
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
     return json.loads(meta["fcm"]) if "fcm" in meta else meta
@@ -227,8 +224,6 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 def load_weights(path: Path) -> tuple[FeatureCodecNet, dict[str, str]]:
     """Network and metadata from a weights file (raises ValueError/OSError when broken)."""
-    from safetensors.torch import load_file
-
     meta = read_metadata(path)
     if "config" not in meta:
         raise ValueError("no codec config in the weights' metadata")
@@ -482,12 +477,8 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
 
 
 def portable_path(path: str | None) -> str | None:
-    from ..paths import portable
-
     return portable(path) if path else None
 
 
 def command_line() -> str:
-    from ..paths import portable  # recorded with the weights: no machine-specific paths
-
     return "fcm " + " ".join(shlex.quote(portable(a)) for a in sys.argv[1:])

@@ -53,6 +53,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ParameterError, WeightsError
+from ..imageio import open_regular_file
 from ..registry import MODELS
 from .base import Detection, Features, ImageMeta, SplitModel, SplitPoint
 
@@ -84,7 +85,7 @@ _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 def _weights_enum(name: str) -> Any:
-    import torchvision
+    import torchvision  # why: torchvision is heavy; only zoo models load it
 
     return torchvision.models.get_model_weights(name)
 
@@ -118,8 +119,6 @@ def load_weights_file(path: Path, name: str) -> dict[str, torch.Tensor]:
     """A state dict from a ``.pth``, read as data only (``torch.load(weights_only=True)``):
     tensors, numbers, strings and containers. A file that needs pickle to rebuild anything
     else (which could run code) is refused, as is anything that is not a regular file."""
-    from ..imageio import open_regular_file
-
     with open_regular_file(path, MAX_WEIGHTS_BYTES, label=f"{name}: weights file {path}", error=WeightsError) as f:
         return _state_dict_from(f, path, name)
 
@@ -158,7 +157,7 @@ def _safe_hub_loading(spec_name: str, path: Path) -> Iterator[None]:
     norms) and then call ``weights.get_state_dict()``, which unpickles the cached file with
     ``weights_only=False``. Routing that one call keeps torchvision's exact architecture
     while the file is only ever read as tensors. Any other URL is refused (no download)."""
-    import torchvision.models._api as api
+    import torchvision.models._api as api  # why: torchvision is heavy; only zoo models load it
 
     def safe_state_dict(url: str, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         if os.path.basename(urlparse(url).path) != path.name:
@@ -175,7 +174,7 @@ def _safe_hub_loading(spec_name: str, path: Path) -> Iterator[None]:
 
 
 def _build(spec: _Spec, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
-    import torchvision.models.detection as tvd
+    import torchvision.models.detection as tvd  # why: torchvision is heavy; only zoo models load it
 
     builder: Callable[..., nn.Module] = getattr(tvd, spec.name)
     if not pretrained:
@@ -419,7 +418,7 @@ class TorchvisionDetector(SplitModel):
                         maps[self._maps[name]] = x if started else feats[name]
                     started = started or name == split
                 pyramid = self._merge(maps)
-            from torchvision.models.detection.image_list import ImageList
+            from torchvision.models.detection.image_list import ImageList  # why: torchvision is heavy; only zoo models load it
 
             # Anchor generators read only the padded input's shape, never its pixels.
             images = ImageList(torch.zeros(()).expand(1, 3, *input_size), [resized])
@@ -527,7 +526,7 @@ class ResNetFPNDetector(TorchvisionDetector):
     pyramid_split = "fpn"
 
     def _setup(self) -> None:
-        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7  # why: torchvision is heavy; only zoo models load it
 
         body = self.model.backbone.body
         stem = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool)  # same modules, same order

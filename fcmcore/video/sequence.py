@@ -35,10 +35,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..codecs import _video
+from ..codecs import _video, get_codec, vvc
 from ..codecs.base import QualitySpec
 from ..errors import BitstreamError, CodecUnavailableError, ParameterError
-from .nal import access_units
+from .nal import access_units, split_access_units
 
 GOPS = ("intra", "ldp", "ra")
 DEFAULT_INTRA_PERIOD = 64
@@ -139,8 +139,6 @@ class HEVCSequenceCoder(SequenceCoder):
     min_side = 16
 
     def available(self) -> tuple[bool, str]:
-        from ..codecs import get_codec
-
         return get_codec("hevc").available()
 
     def x265_params(self, qp: int, gop: str, intra_period: int | None) -> dict[str, str | int]:
@@ -244,8 +242,6 @@ class HEVCSequenceCoder(SequenceCoder):
 
 
 def _split(data: bytes, codec: str) -> list[bytes]:
-    from .nal import split_access_units
-
     return split_access_units(data, codec)
 
 
@@ -260,8 +256,6 @@ class VVCSequenceCoder(SequenceCoder):
     _mult, _min = 8, 64  # vvenc fails on pictures under ~64x64 at low QP
 
     def available(self) -> tuple[bool, str]:
-        from ..codecs import get_codec
-
         return get_codec("vvc").available()
 
     def encoder_args(self, qp: int, gop: str, intra_period: int | None) -> list[str]:
@@ -277,12 +271,10 @@ class VVCSequenceCoder(SequenceCoder):
         return args + ["-vvenc-params", params]
 
     def _run(self, raw: bytes, w: int, h: int, n: int, qp: int, gop: str, intra_period: int | None) -> CodedSequence:
-        from ..codecs.vvc import find_ffmpeg
-
         ok, reason = self.available()
         if not ok:
             raise CodecUnavailableError(f"codec vvc is not available: {reason}")
-        exe = find_ffmpeg()
+        exe = vvc.find_ffmpeg()  # through the module: a test can simulate ffmpeg missing
         cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-r", "10", "-i", "pipe:0",
                "-map", "0:v", *self.encoder_args(qp, gop, intra_period),
