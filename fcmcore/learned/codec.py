@@ -240,7 +240,7 @@ class LearnedCodecBase(Codec, FeatureCoder):
             self._net(q)
 
     def _build(self, path: Path, entry: dict[str, Any]):
-        from .train import load_weights  # why: needs CompressAI (optional); codecs list without it
+        from .weights import load_weights  # why: needs CompressAI (optional); codecs list without it
 
         try:
             net, meta = load_weights(path)
