@@ -40,7 +40,8 @@ from ..coding.base import MODEL_INPUT, Decoded, Encoded
 from ..errors import BitstreamError, ParameterError, WeightsError
 from ..models import load_model
 from ..registry import CODECS
-from .codec import CODEC_IDS, LearnedCodecBase, learned_encoded, pack_stream
+from .codec import LearnedCodecBase
+from .stream import CODEC_IDS, learned_encoded, pack_stream
 from .direct_student import STUDENT_FILE, StudentTrunk, build_student, prefix, prefix_macs, student_macs
 
 
