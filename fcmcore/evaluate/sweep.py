@@ -82,11 +82,12 @@ from ..errors import FCMError, InputError, ParameterError
 from ..paths import portable
 from ..pipeline import PipelineConfig
 from .bootstrap import N_RESAMPLES, SEED, resample_weights
-from .cache import ResultCache, code_version, result_key
+from .cache import ResultCache
 from .datasets import Dataset
 from .executors import default_workers, run_tasks
 from .metrics import MATCH_IOU, REFERENCE_SCORE_THRESHOLD
 from .resolve import config_dict as _config_dict, reference_config, resolve_config
+from .result_key import code_version, result_key
 from .results_io import RESULTS_VERSION, check_output_path, dumps_results, load_results, save_results
 from .summaries import label_of, summarise
 from .sweep_worker import ImageTask, RunSpec, record_detections, record_from_result, valid_record

@@ -17,14 +17,15 @@ from typing import Any, Iterator
 
 import torch
 
+from .. import pipeline  # called as pipeline.run_*: one place to patch (tests count the runs)
 from ..errors import FCMError, InputError
 from ..imageio import MAX_BYTES, decode_image_bytes, read_regular_file
 from ..models.base import Detection
-from .. import pipeline  # called as pipeline.run_*: one place to patch (tests count the runs)
 from ..pipeline import PipelineConfig
 from ..tasks.evaluation import record_tasks
-from .cache import ResultCache, result_key
+from .cache import ResultCache
 from .equal_rate import bisect_quality
+from .result_key import result_key
 
 
 @dataclass(frozen=True)

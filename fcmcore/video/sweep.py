@@ -27,8 +27,9 @@ import numpy as np
 
 from ..errors import FCMError, InputError, ParameterError
 from ..evaluate.bdrate import bd_compare, monotone_front
-from ..evaluate.cache import ResultCache, code_version
+from ..evaluate.cache import ResultCache
 from ..evaluate.metrics import REFERENCE_SCORE_THRESHOLD, agreement, map_vs_reference
+from ..evaluate.result_key import code_version
 from ..models.base import Detection
 from .clip import VIDEO_SUFFIXES, read_clip
 from .metrics import (annotation_map, block_indices, default_block, f1_interval, f1_of, frame_counts,
