@@ -18,11 +18,11 @@ than wall time; one torch thread.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
+import _timing  # benchmarks/_timing.py (this script's folder is on sys.path)
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,13 +48,7 @@ def main(argv=None) -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     def median_ms(fn) -> float:
-        fn()
-        times = []
-        for _ in range(args.repeats):
-            t = clock()
-            fn()
-            times.append((clock() - t) * 1000)
-        return statistics.median(times)
+        return _timing.median_ms(fn, args.repeats, clock=clock)
 
     image = load_image(args.image)
     model = load_model("ssd_mobilenet_v2")
