@@ -224,6 +224,29 @@ class LearnedCodecBase(Codec, FeatureCoder):
             raise BitstreamError(f"{self.name}: the stream was made with other weights (fingerprint mismatch)")
         return hdr, net
 
+    def _encoded(self, q: int, shape, tensor: str, out: dict[str, Any]) -> Encoded:
+        """A coder's output (``compress``) as this codec's stream; its bit estimate is the
+        eval-mode likelihoods the coder summed over the very symbols it wrote (no second pass)."""
+        data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(shape), out["strings"])
+        return learned_encoded(data, header_bytes, q, float(out["bits_estimated"]), {tensor: out["x_hat"]},
+                               out["y_hat"])
+
+    def _check_stream_shape(self, c: int, h: int, w: int) -> None:
+        """BitstreamError unless a stream of shape (c, h, w) fits the trained networks."""
+        raise NotImplementedError
+
+    def decode(self, bitstream: bytes) -> Decoded:
+        def run():
+            hdr, net = self._parse(bitstream)
+            c, h, w = hdr.shape
+            self._check_stream_shape(c, h, w)
+            with self._lock:
+                out = self._decode_strings(net, hdr.strings, h, w)
+            return Decoded(features={self.manifest["tensor"]: out["x_hat"]},
+                           extra={"quality": hdr.quality, "y_hat": out["y_hat"]})
+
+        return self._guarded_decode(run)
+
     def to_json(self) -> dict[str, Any]:
         d = super().to_json()
         d.update({"codes_features": self.consumes == FEATURES, "direct": self.consumes != FEATURES,
@@ -244,30 +267,13 @@ class LearnedFeatureCodec(LearnedCodecBase):
         self.require_available()
         name, x = self._check_features(features)
         net = self._net(q)
-        h, w = x.shape[-2:]
         with self._lock, torch.inference_mode():
             out = net.compress(x)
-        # the coder sums the eval-mode likelihoods of the very symbols it wrote (no second pass)
-        est = {"payload": out["bits_estimated"]}
-        data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(x.shape[1:]),
-                                         out["strings"])
-        payload_est = float(sum(est.values()))
-        return learned_encoded(data, header_bytes, q, payload_est, {name: out["x_hat"]}, out["y_hat"])
+        return self._encoded(q, x.shape[1:], name, out)
 
-    def decode(self, bitstream: bytes) -> Decoded:
-        data = bitstream
-
-        def run():
-            hdr, net = self._parse(data)
-            c, h, w = hdr.shape
-            m = self.manifest
-            if c != m["shape"][0] or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-                raise BitstreamError(f"{self.name}: stream shape {c}x{h}x{w} does not fit {self.trained_for()}")
-            with self._lock:
-                out = self._decode_strings(net, hdr.strings, h, w)
-            return Decoded(features={m["tensor"]: out["x_hat"]}, extra={"quality": hdr.quality, "y_hat": out["y_hat"]})
-
-        return self._guarded_decode(run)
+    def _check_stream_shape(self, c: int, h: int, w: int) -> None:
+        if c != self.manifest["shape"][0] or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise BitstreamError(f"{self.name}: stream shape {c}x{h}x{w} does not fit {self.trained_for()}")
 
     def edge_macs(self, head_macs: int | None, quality=None) -> int | None:
         """The head's MACs plus this codec's analysis transform (it runs on the edge too)."""
