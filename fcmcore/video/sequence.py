@@ -199,23 +199,7 @@ class HEVCSequenceCoder(SequenceCoder):
         return self._encode_frames(gen(), w, h, "yuv420p", qp, gop, intra_period)
 
     def _decode_frames(self, data: bytes, n: int):
-        av = _video.load_av()
-        try:
-            units = _split(data, "hevc")
-            cc = av.CodecContext.create("hevc", "r")
-            out = []
-            for i, au in enumerate(units):
-                pkt = av.Packet(au)
-                pkt.pts = i
-                out += cc.decode(pkt)
-            out += cc.decode(None)
-        except BitstreamError:
-            raise
-        except Exception as exc:  # libavcodec raises anything on garbage
-            raise BitstreamError(f"hevc: undecodable sequence ({type(exc).__name__}: {str(exc)[:160]})") from None
-        if len(out) != n:
-            raise BitstreamError(f"hevc: decoded {len(out)} pictures, the header says {n}")
-        return out
+        return _decode_pictures(data, "hevc", n)
 
     def decode(self, data: bytes, bit_depth: int, shape: tuple[int, int], n: int) -> list[np.ndarray]:
         h, w = shape
@@ -239,6 +223,27 @@ class HEVCSequenceCoder(SequenceCoder):
             y, cb, cr = (_video.plane(vf, i, np.uint8) for i in range(3))
             out.append(_video.yuv420_to_rgb(y, cb, cr, 8)[:h, :w])
         return out
+
+
+def _decode_pictures(data: bytes, codec: str, n: int) -> list:
+    """The ``n`` pictures of an Annex-B ``codec`` sequence through PyAV's decoder, one access
+    unit per packet; BitstreamError for anything that does not decode to exactly ``n``."""
+    av = _video.load_av()
+    try:
+        cc = av.CodecContext.create(codec, "r")
+        out = []
+        for i, au in enumerate(_split(data, codec)):
+            pkt = av.Packet(au)
+            pkt.pts = i
+            out += cc.decode(pkt)
+        out += cc.decode(None)
+    except BitstreamError:
+        raise
+    except Exception as exc:  # libavcodec raises anything on garbage
+        raise BitstreamError(f"{codec}: undecodable sequence ({type(exc).__name__}: {str(exc)[:160]})") from None
+    if len(out) != n:
+        raise BitstreamError(f"{codec}: decoded {len(out)} pictures, the header says {n}")
+    return out
 
 
 def _split(data: bytes, codec: str) -> list[bytes]:
@@ -315,23 +320,9 @@ class VVCSequenceCoder(SequenceCoder):
         return self._run(b"".join(parts), w, h, len(frames), qp, gop, intra_period)
 
     def _decode_frames(self, data: bytes, n: int, w: int, h: int):
-        av = _video.load_av()
         if not _video.av_has("vvc", "r"):
             raise CodecUnavailableError("vvc: this PyAV build has no VVC decoder")
-        try:
-            cc = av.CodecContext.create("vvc", "r")
-            out = []
-            for i, au in enumerate(_split(data, "vvc")):
-                pkt = av.Packet(au)
-                pkt.pts = i
-                out += cc.decode(pkt)
-            out += cc.decode(None)
-        except BitstreamError:
-            raise
-        except Exception as exc:
-            raise BitstreamError(f"vvc: undecodable sequence ({type(exc).__name__}: {str(exc)[:160]})") from None
-        if len(out) != n:
-            raise BitstreamError(f"vvc: decoded {len(out)} pictures, the header says {n}")
+        out = _decode_pictures(data, "vvc", n)
         planes = []
         for vf in out:
             if vf.format.name != "yuv420p10le" or (vf.height, vf.width) != (h, w):
