@@ -100,7 +100,7 @@ def time_until_bits_change(page, column: int, action, timeout_s: float = 300) ->
         if len(texts) > column and texts[column] != before:
             return time.perf_counter() - start
         if time.perf_counter() - start > timeout_s:
-            raise SystemExit(f"column {column}: bits did not change within {timeout_s} s")
+            raise RuntimeError(f"column {column}: bits did not change within {timeout_s} s")
         page.wait_for_timeout(10)
 
 
@@ -108,13 +108,28 @@ def column_slider(page, column: int):
     return page.locator("[data-testid='stMain'] [data-testid='stSlider'] input[type='range']").nth(column)
 
 
+def column_label(page, column: int) -> str:
+    """The column's settings button text, e.g. 'hevc @ expanded_conv_9'."""
+    text = page.locator("[data-testid='stPopoverButton']:visible").nth(column + 1).inner_text()
+    return next(line.strip().removeprefix("tune ").strip() for line in text.splitlines() if "@" in line)
+
+
 def pick_in_popover(page, column: int, box: str, option: str) -> None:
     """Open column's settings popover, choose ``option`` in its ``box`` selectbox."""
     page.locator("[data-testid='stPopoverButton']:visible").nth(column + 1).click()  # +1: the Link popover comes first
-    combo = page.get_by_role("combobox", name=box).last
+    combo = page.get_by_role("combobox", name=box, exact=True).last
+    combo.wait_for(state="visible")
     combo.click()
+    page.get_by_role("listbox").first.wait_for(state="visible")  # typed keys must reach the open list
     page.keyboard.type(option)  # the list is virtualised: filter it, then take the match
     page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}\b")).first.click()
+
+
+def expect_label(page, column: int, codec: str, split: str) -> None:
+    """Fail loudly if a pick landed somewhere else (a timing of the wrong change is worthless)."""
+    label = column_label(page, column)
+    if label != f"{codec} @ {split}":
+        raise RuntimeError(f"column {column} shows {label!r}, expected {codec} @ {split}")
 
 
 def close_popover(page) -> None:
@@ -123,11 +138,14 @@ def close_popover(page) -> None:
 
 
 def rd_click(page, column: int) -> float:
-    """Open the RD tab, find a curve point by hovering (its tooltip shows), click it."""
+    """Open the RD tab, find a curve point of another quality by hovering (its tooltip shows), click it.
+
+    ``column`` must be the one the chart's "A click sets column" box names (A by default)."""
     page.get_by_role("tab", name=re.compile("Rate")).click()
     chart = page.locator("[data-testid='stVegaLiteChart']").last
     chart.wait_for(timeout=600_000)
     idle(page)
+    chart.scroll_into_view_if_needed()  # the mouse only hovers what is on screen
     page.wait_for_timeout(500)
     box = chart.bounding_box()
     tooltip = page.locator("#vg-tooltip-element")
@@ -140,14 +158,15 @@ def rd_click(page, column: int) -> float:
                     and "column" not in tooltip.inner_text():
                 text = tooltip.inner_text()
                 q = re.search(r"quality\s+([\d.]+)", text)
-                current = bits_texts(page)[column]
-                if q:
+                current = column_slider(page, column).input_value()
+                if q and current is not None and float(q.group(1)) != float(current):  # a point that changes it
                     ring = (x, y)
                     break
         if ring:
             break
     if ring is None:
-        raise SystemExit("no clickable RD point found")
+        page.screenshot(path="/tmp/rd_no_point.png")
+        raise RuntimeError("no clickable RD point found (screenshot /tmp/rd_no_point.png)")
     return time_until_bits_change(page, column, lambda: page.mouse.click(*ring))
 
 
@@ -214,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(time_until_bits_change(page, 0, lambda: pick_in_popover(page, 0, "Codec", codec)))
                 idle(page)
                 close_popover(page)
+                expect_label(page, 0, codec, "expanded_conv_9")
             out["codec (frame)"] = {"runs_s": runs, "fcmcore_ms": fcmcore_ms("expanded_conv_9", "jpeg", [75, 75, 75])}
             shot("after_codec")
             runs = []
@@ -221,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(time_until_bits_change(page, 0, lambda: pick_in_popover(page, 0, "Codec", codec)))
                 idle(page)
                 close_popover(page)
+                expect_label(page, 0, codec, "expanded_conv_9")
             out["codec (learned)"] = {"runs_s": runs, "fcmcore_ms": fcmcore_ms("expanded_conv_9", "hyperprior", [3, 3, 3])}
             pick_in_popover(page, 0, "Codec", "hevc")
             idle(page)
@@ -233,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             out["split"] = {"runs_s": runs, "fcmcore_ms": fcmcore_ms("expanded_conv_5", "hevc", [32, 32, 32], with_head=True)}
             shot("after_split")
             if not args.skip_rd:
-                out["RD point click"] = {"runs_s": [rd_click(page, 1)], "fcmcore_ms": fcmcore_ms("expanded_conv_9", "hevc", [40, 40, 40])}
+                out["RD point click"] = {"runs_s": [rd_click(page, 0)], "fcmcore_ms": fcmcore_ms("expanded_conv_9", "hevc", [40, 40, 40])}
                 idle(page)
                 shot("after_rd_click")
             browser.close()

@@ -10,6 +10,7 @@ callback records it, as ``session_state["_rd_pick"]``.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -778,3 +779,54 @@ def test_whole_bad_input_corpus_uploaded_at_once(fresh_cache, bad_corpus):
         if case.usable:
             assert any(case.filename in o for o in shown_options), case.filename
     assert "bits**" in joined(column_texts(at)["A"])
+
+
+@pytest.mark.slow
+def test_task_picker_serves_pose_and_classes_from_the_same_bits(fresh_cache):
+    """Sidebar tasks: each split column at expanded_conv_9 draws a skeleton and lists top-5 classes
+    coloured by agreement; a split without connectors says so; bits are those of detection alone;
+    the tasks are in the link."""
+    at = run(new_app(img="astronaut", show="astronaut", A="ssd_mobilenet_v2/expanded_conv_9/hevc/32/none/sse",
+                     B="ssd_mobilenet_v2/expanded_conv_5/hevc/32/none/sse"))
+    plain = column_texts(at)
+    at.multiselect(key=keys.TASKS).set_value(["pose", "classification"])
+    run(at)
+    cols = column_texts(at)
+    a, b = html.unescape(joined(cols["A"])), html.unescape(joined(cols["B"]))
+    assert re.search(r"Pose: <b style='color:#[0-9a-f]{6}'>OKS 0\.\d\d vs uncompressed", a), a
+    assert "Classes: <span style='color:" in a and ("top-1 agrees" in a or "top-1 differs" in a), a
+    assert "Not served: pose: no connector trained for expanded_conv_5" in b, b
+    assert "Not served: classification: no connector trained for expanded_conv_5" in b
+    assert bits_of(cols["A"]) == bits_of(plain["A"]), "secondary tasks read the same bitstream: no extra bits"
+    assert at.query_params["tasks"] == "pose,classification"
+    # the link brings the tasks back
+    at2 = run(new_app(img="astronaut", show="astronaut", tasks="classification,nosuchtask"))
+    assert at2.multiselect(key=keys.TASKS).value == ["classification"]
+    assert any("unknown task(s) nosuchtask" in unescape(w.value) for w in at2.warning)
+    assert "Classes: " in html.unescape(joined(column_texts(at2)["A"]))
+
+
+def test_pose_is_drawn_in_its_agreement_colour():
+    rgb = np.full((200, 200, 3), 40, np.uint8)
+    kp = lambda x, y: {"name": "k", "x": x, "y": y, "score": 0.9, "shown": True}  # noqa: E731
+    pose = {"keypoints": [kp(50, 50), kp(150, 150)], "reference_keypoints": [kp(52, 52)],
+            "limbs": [{"from": "k", "to": "k", "x1": 50, "y1": 50, "x2": 150, "y2": 150}], "oks": 0.9}
+    img = np.asarray(draw.detections_image(rgb, [], [], [], pose=pose))
+    assert tuple(img[100, 100]) == draw.MATCHED, "a limb of an agreeing pose is green"
+    pose["oks"] = 0.2
+    img = np.asarray(draw.detections_image(rgb, [], [], [], pose=pose))
+    assert tuple(img[100, 100]) == draw.MISSED, "a disagreeing pose is red"
+    assert tuple(img[10, 190]) == (40, 40, 40), "away from the skeleton the image is untouched"
+
+
+@pytest.mark.slow
+def test_rd_tab_offers_the_picked_tasks_metrics(fresh_cache):
+    at = run(new_app(img="astronaut", show="astronaut", tasks="pose,classification",
+                     A="ssd_mobilenet_v2/expanded_conv_9/hevc/32/none/sse", B="ssd_mobilenet_v2/expanded_conv_9/hevc/45/none/sse"))
+    at = open_tab(at, "rd", **{keys.RD_SOURCE: SIDEBAR_IMAGES})
+    options = at.selectbox(key=keys.RD_METRIC).options
+    assert any(o.startswith("pose: OKS") for o in options) and any(o.startswith("classification: top-1") for o in options), options
+    at.selectbox(key=keys.RD_METRIC).set_value("cls_top1")
+    run(at)
+    assert any("top-1 agreement with the uncompressed EfficientNet" in m.value for m in at.markdown)
+    assert at.get("vega_lite_chart")

@@ -160,3 +160,42 @@ def test_a_four_column_link_fits_the_first_screen(server):
             page.screenshot(path=str(SCREENSHOT_DIR / "four_columns_1280x800.png"))
         finally:
             browser.close()
+
+
+def _column_label(page, column: int) -> str:
+    text = page.locator("[data-testid='stPopoverButton']:visible").nth(column + 1).inner_text()  # +1: Link first
+    return next(line.replace("tune", "").strip() for line in text.splitlines() if "@" in line)
+
+
+def test_a_codec_change_after_a_quality_change_keeps_the_split(server):
+    """Regression: the popover's widgets were re-mounted with option 0 after a quality change, so the
+    next codec pick silently moved the column to the split Conv (found by benchmarks/app_rerender.py)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(RENDER_TIMEOUT_MS)
+            page.goto(server, timeout=60_000)
+            bits = page.locator("[data-testid='stMarkdownContainer']").filter(has_text=BITS)
+            expect(bits).to_have_count(2, timeout=RENDER_TIMEOUT_MS)
+            assert _column_label(page, 0) == "hevc @ expanded_conv_9"
+            before = bits.first.inner_text()
+            page.locator("[data-testid='stMain'] [data-testid='stSlider'] input[type='range']").first.focus()
+            page.keyboard.press("ArrowRight")
+            expect(bits.first).not_to_have_text(before, timeout=RENDER_TIMEOUT_MS)
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            page.locator("[data-testid='stPopoverButton']:visible").nth(1).click()
+            split = page.get_by_role("combobox", name="Split point", exact=True).last
+            expect(split).to_be_visible()
+            combo = page.get_by_role("combobox", name="Codec", exact=True).last
+            combo.click()
+            page.get_by_role("listbox").first.wait_for(state="visible")
+            page.keyboard.type("jpeg")
+            page.get_by_role("option", name=re.compile(r"^jpeg\b")).first.click()
+            expect(page.locator("[data-testid='stPopoverButton']:visible").nth(1)).to_contain_text(
+                "jpeg @ ", timeout=RENDER_TIMEOUT_MS)
+            assert _column_label(page, 0) == "jpeg @ expanded_conv_9"
+        finally:
+            browser.close()

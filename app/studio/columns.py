@@ -18,7 +18,7 @@ import streamlit as st
 from fcmcore.evaluate.metrics import MatchResult, match_detections
 from fcmcore.pipeline import DEFAULT_CODEC, DEFAULT_SPLIT, RDO_MODES, PipelineConfig, PipelineResult
 
-from . import compute, fmt, inputs, keys, state, trace, url
+from . import compute, draw, fmt, inputs, keys, state, trace, url
 
 RDO_LABELS = {"sse": "sse (plain)", "wa": "wa (tile gains)", "wa-qp": "wa-qp (HEVC QP offsets)"}
 IMAGE_MAX_HEIGHT = 300  # CSS px: every column's picture is at most this tall (first screen at 1280x800)
@@ -40,9 +40,15 @@ class ColumnOutcome:
     details: str | None = None  # times per stage and side information, under the quality control
 
 
-def _sanitise(k: str, options: list, fallback) -> None:
+def _sanitise(k: str, options: list, fallback) -> int:
+    """Make the session's value of widget ``k`` one of ``options``; returns its index.
+
+    The index is passed to the widget as its default too: a popover's widgets are mounted afresh by the
+    browser, and a keyed widget whose default differs from the session's value then showed (and on the
+    next change sent back) option 0 — a codec change after a quality change reset the split to Conv."""
     if st.session_state.get(k) not in options:
         st.session_state[k] = fallback if fallback in options else options[0]
+    return list(options).index(st.session_state[k])
 
 
 def comparison(codecs: dict[str, dict[str, Any]], shown: inputs.LoadedImage | None,
@@ -148,15 +154,15 @@ def valid_codecs(codecs: dict[str, dict[str, Any]], full: bool, model: str, spli
 def column_settings(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[PipelineConfig | None, str | None]:
     """The column's widgets (in its popover); returns its configuration, or a problem."""
     k = lambda f: keys.column(cid, f)  # noqa: E731
+    index = _sanitise(k("paradigm"), list(state.PARADIGMS), state.MODEL_SPLIT)
     paradigm = st.segmented_control(
-        "Paradigm", state.PARADIGMS, key=k("paradigm"), required=True, width="stretch",
+        "Paradigm", state.PARADIGMS, default=state.PARADIGMS[index], key=k("paradigm"), required=True, width="stretch",
         format_func=lambda p: "split model" if p == state.MODEL_SPLIT else "full input",
         help="Split model: the edge runs the detector up to the split point and codes the feature tensor. "
              "Full input: the edge codes the image itself and the server runs the whole detector.")
     full = paradigm == state.FULL_INPUT
     models = compute.model_names()
-    _sanitise(k("model"), models, models[0])
-    model_name = st.selectbox("Model", models, key=k("model"))
+    model_name = st.selectbox("Model", models, index=_sanitise(k("model"), models, models[0]), key=k("model"))
     problem = None
     try:
         splits = {sp["name"]: sp for sp in compute.split_points(model_name)}
@@ -164,33 +170,30 @@ def column_settings(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[Pipeli
         splits, problem = {}, compute.error_message(exc)
     split_name = None
     if splits and not full:
-        _sanitise(k("split"), list(splits), DEFAULT_SPLIT)
+        index = _sanitise(k("split"), list(splits), DEFAULT_SPLIT)
         sp = splits[st.session_state[k("split")]]
         split_name = st.selectbox(
-            "Split point", list(splits), key=k("split"), format_func=lambda n: f"{n} · {_shape_text(splits[n])}",
+            "Split point", list(splits), index=index, key=k("split"), format_func=lambda n: f"{n} · {_shape_text(splits[n])}",
             help=f"{sp['description']}. Tensor(s) crossing the split, C×H×W, and their number of values "
                  f"({sp['num_values'] * 4 / 1024:,.0f} KiB as float32 here).")
     elif full:
         st.caption("Split point: none. The image is coded and the server runs the whole detector.")
 
     names, hidden = valid_codecs(codecs, full, model_name, split_name)
-    _sanitise(k("codec"), names, DEFAULT_CODEC)
-    codec_name = st.selectbox("Codec", names, key=k("codec"),
+    codec_name = st.selectbox("Codec", names, index=_sanitise(k("codec"), names, DEFAULT_CODEC), key=k("codec"),
                               format_func=lambda n: "none (uncompressed)" if n == state.NO_CODEC else n)
     if hidden:
         st.caption("Not offered here: " + "; ".join(hidden) + ".")
     if not full:
         wrappers = compute.wrappers_with_weights(model_name, split_name)
-        _sanitise(k("wrapper"), wrappers, "none")
         wrapper_name = st.selectbox(
-            "Wrapper", wrappers, key=k("wrapper"),
+            "Wrapper", wrappers, index=_sanitise(k("wrapper"), wrappers, "none"), key=k("wrapper"),
             help="A pre-network on the edge that makes features cheaper to code, and its post-network on "
                  "the server. Only wrappers with bundled weights for this split are listed.")
         if wrappers == ["none"]:
             st.caption(f"No wrapper has bundled weights for {split_name}.")
         if wrapper_name != "none":
-            _sanitise(k("rdo"), list(RDO_MODES), "sse")
-            st.selectbox("RDO", list(RDO_MODES), key=k("rdo"), format_func=RDO_LABELS.get,
+            st.selectbox("RDO", list(RDO_MODES), index=_sanitise(k("rdo"), list(RDO_MODES), "sse"), key=k("rdo"), format_func=RDO_LABELS.get,
                          help="How the codec spends bits across channels. sse: plain codec RDO (every channel "
                               "alike). wa: wrapper-aware, per-tile gains at packing (any codec). wa-qp: "
                               "wrapper-aware, per-tile QP offsets inside the codec (HEVC only).")
@@ -238,9 +241,35 @@ def column_result(outcome: ColumnOutcome, shown: inputs.LoadedImage, threshold: 
     st.markdown(fmt.cost_text(res, compact=compact))
     labels = ", ".join(f"{d.label} {d.score:.2f}" for d in res.shown(threshold)) or "nothing above the threshold"
     st.caption(f"Detections: {labels}")
+    tasks_caption(compute.task_overlay(res), state.served_tasks(state.column_values(outcome.cid))[1], compact)
     outcome.details = f"{config.label()}{quality}. " + fmt.timing_text(res)
     if extra := fmt.cost_details(res):
         outcome.details += f". {extra}"
+
+
+def tasks_caption(view: dict[str, Any], not_served: list[str], compact: bool) -> None:
+    """Pose and classes served from this column's bits, coloured by agreement with the uncompressed run."""
+    hexes = {draw.MATCHED: draw.COLOURS_HEX["matched"], draw.FALSE: draw.COLOURS_HEX["false"],
+             draw.MISSED: draw.COLOURS_HEX["missed"]}
+    lines = []
+    if pose := view.get("pose"):
+        oks = pose["oks"]
+        colour = hexes.get(draw.agreement_colour(oks), "#888")
+        value = "no person in either run" if oks is None else f"OKS {oks:.2f} vs uncompressed"
+        lines.append(f"Pose: <b style='color:{colour}'>{value}</b>"
+                     + ("" if compact else " (skeleton on the picture; white dots: uncompressed)"))
+    if cls := view.get("classification"):
+        shown = cls["top5"][:3] if compact else cls["top5"]
+        names = ", ".join(
+            f"<span style='color:{draw.COLOURS_HEX['matched'] if c['in_reference_top5'] else draw.COLOURS_HEX['missed']}'>"
+            f"{fmt.html_escape(c['label'])} {c['score']:.2f}</span>" for c in shown)
+        agrees = "top-1 agrees" if cls["top1_agrees"] else \
+            f"top-1 differs (uncompressed: {fmt.html_escape(cls['reference_top5'][0]['label'])})"
+        lines.append(f"Classes: {names} · <b>{agrees}</b>")
+    lines += [f"Not served: {fmt.html_escape(n)}" for n in not_served]
+    if lines:
+        st.markdown("<div style='font-size:0.85rem;line-height:1.35'>" + "<br>".join(lines) + "</div>",
+                    unsafe_allow_html=True)
 
 
 def quality_control(cid: int, outcome: ColumnOutcome) -> None:

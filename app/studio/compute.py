@@ -17,6 +17,8 @@ from fcmcore.errors import FCMError
 from fcmcore.imageio import load_image
 from fcmcore.models import list_models, load_model
 from fcmcore.pipeline import HeadOutput, PipelineConfig, PipelineResult, run_from_head, run_head
+from fcmcore.tasks import connectors
+from fcmcore.tasks.secondary import overlay
 from fcmcore.wrappers import list_wrappers
 
 
@@ -60,6 +62,11 @@ def wrappers_with_weights(model_name: str, split: str | None) -> list[str]:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
+@st.cache_data(show_spinner=False)
+def connector_available(task: str, model_name: str, split: str | None) -> bool:
+    return split is not None and connectors.available(task, model_name, split)
+
+
 def wrapper(name: str, model_name: str, split: str):
     from fcmcore.wrappers import load_wrapper
 
@@ -280,4 +287,12 @@ def picture(sha: str, key: tuple, threshold: float, columns: int, _image: Image.
     from . import draw
 
     rgb = _res.decoded_image if _res.decoded_image is not None else np.asarray(_image)
-    return draw.detections_image(rgb, [d for d, _, _ in _match.matched], _match.false, _match.missed, columns=columns)
+    pose = task_overlay(_res).get("pose")
+    return draw.detections_image(rgb, [d for d, _, _ in _match.matched], _match.false, _match.missed, columns=columns,
+                                 pose=pose)
+
+
+def task_overlay(res: PipelineResult) -> dict[str, Any]:
+    """What to draw and list for the run's secondary tasks (empty when it served none)."""
+    outcomes = res.extra.get("tasks") or {}
+    return overlay(outcomes) if outcomes else {}

@@ -61,12 +61,37 @@ def _label(draw: ImageDraw.ImageDraw, xy, text: str, colour, font, size: tuple[i
     draw.text((x + 3 - l, y + 2 - t), text, fill=(255, 255, 255), font=font)
 
 
-def detections_image(rgb: np.ndarray, matched, false, missed, columns: int = 2) -> Image.Image:
+def agreement_colour(oks: float | None) -> tuple[int, int, int]:
+    """A pose's colour by its OKS against the uncompressed pose: green, orange, red."""
+    if oks is None:
+        return (200, 200, 200)
+    return MATCHED if oks >= 0.75 else FALSE if oks >= 0.5 else MISSED
+
+
+def _pose(draw: ImageDraw.ImageDraw, pose: dict, scale: float, width: int) -> None:
+    """The column's skeleton (coloured by OKS) over the uncompressed keypoints (small white dots)."""
+    colour = agreement_colour(pose.get("oks"))
+    r = max(2, width)
+    for k in pose["reference_keypoints"]:
+        if k["shown"]:
+            x, y = k["x"] * scale, k["y"] * scale
+            draw.ellipse((x - r / 2, y - r / 2, x + r / 2, y + r / 2), fill=(255, 255, 255))
+    for limb in pose["limbs"]:
+        draw.line([(limb["x1"] * scale, limb["y1"] * scale), (limb["x2"] * scale, limb["y2"] * scale)],
+                  fill=colour, width=width + 1)
+    for k in pose["keypoints"]:
+        if k["shown"]:
+            x, y = k["x"] * scale, k["y"] * scale
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(255, 255, 255))
+
+
+def detections_image(rgb: np.ndarray, matched, false, missed, columns: int = 2, pose: dict | None = None) -> Image.Image:
     """The image with boxes: matched (green), false (orange), missed reference boxes (red, dashed).
 
     ``matched``/``false`` are detections, ``missed`` reference detections (label, score, box).
     Labels and lines are sized for the width the picture gets on screen when ``columns``
-    pictures share the page, so they stay readable at 4 columns."""
+    pictures share the page, so they stay readable at 4 columns. ``pose``: the pose part of
+    ``fcmcore.tasks.secondary.overlay`` (image pixels), drawn under the boxes' labels."""
     img = Image.fromarray(rgb)
     scale = min(1.0, DISPLAY_MAX_SIDE / max(img.size))
     if scale < 1.0:
@@ -82,6 +107,8 @@ def detections_image(rgb: np.ndarray, matched, false, missed, columns: int = 2) 
     def box(d):
         return tuple(float(v) * scale for v in d.box)
 
+    if pose:
+        _pose(draw, pose, scale, width)
     for d in missed:
         _dashed_rect(draw, box(d), MISSED, width, dash=max(4, side // 60))
     for d, colour in [(d, FALSE) for d in false] + [(d, MATCHED) for d in matched]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
 
@@ -18,6 +19,16 @@ def md_escape(text: str) -> str:
     a file name like ``[x](http://e).png`` or ``![i](http://e/i.png)`` stays plain text,
     never a link, an image or markup. Line breaks become spaces."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
+_MD_ENTITIES = {"*": "&#42;", "_": "&#95;", "`": "&#96;", "[": "&#91;", "]": "&#93;", "\\": "&#92;", "$": "&#36;"}
+
+
+def html_escape(text: str) -> str:
+    """``text`` shown literally inside HTML that Markdown renders (``unsafe_allow_html``): HTML
+    escaped, and Markdown's emphasis/link/math characters as entities."""
+    out = html.escape(" ".join(str(text).splitlines()))
+    return "".join(_MD_ENTITIES.get(ch, ch) for ch in out)
 
 
 def sig(value: float, digits: int = 3) -> str:

@@ -12,6 +12,7 @@ SAMPLES = "samples"  # multiselect: bundled sample names
 UPLOADS = "uploads"  # file_uploader
 SHOWN = "shown"  # selectbox: ImageEntry.key of the image shown in the columns
 THRESHOLD = "threshold"  # slider: display score threshold
+TASKS = "tasks"  # multiselect: secondary tasks served from every column's bitstream (pose, classification)
 SEEN_IMAGES = "_seen_images"  # image keys already listed (a new upload becomes the shown image)
 REFUSED_SEEN = "_refused_seen"  # upload keys already reported as refused in the main area
 

@@ -128,6 +128,15 @@ def sidebar() -> tuple[list[inputs.LoadedImage], inputs.LoadedImage | None, floa
         ss.setdefault(keys.THRESHOLD, DISPLAY_SCORE_THRESHOLD)
         threshold = st.slider("Score threshold for boxes", 0.05, 0.95, step=0.05, key=keys.THRESHOLD,
                               help="Detections below this score are hidden, in every column and in the uncompressed reference.")
+        st.header("Tasks")
+        ss.setdefault(keys.TASKS, [])
+        st.multiselect(
+            "Also served from the same bits", list(state.SECONDARY_TASKS), key=keys.TASKS,
+            format_func=lambda t: {"pose": "pose (MoveNet, 17 keypoints)",
+                                   "classification": "classification (EfficientNet-Lite3, top-5)"}[t],
+            help="Split model: each task maps the decoded split tensor through its trained connector into its own "
+                 "network (no extra bits; connectors exist for expanded_conv_9). Full input: each network runs on "
+                 "the decoded image. Agreement is with the same network on the original image.")
     return images, shown, threshold, refused
 
 

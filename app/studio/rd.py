@@ -27,7 +27,10 @@ METRICS_SAMPLES = {"f1": "agreement with the uncompressed detector (F1 of boxes)
                    "mAP_vs_ref": "mAP against the uncompressed detector's boxes"}
 METRICS_ANNOTATED = {"mAP": "COCO mAP@[.5:.95] (annotations)", "mAP50": "COCO mAP@.5 (annotations)",
                      **METRICS_SAMPLES}
-VS_REFERENCE = ("f1", "mAP_vs_ref")
+METRICS_TASKS = {"pose_oks": "pose: OKS vs the uncompressed MoveNet (images with a person)",
+                 "cls_top1": "classification: top-1 agreement with the uncompressed EfficientNet",
+                 "cls_top5": "classification: top-1 of the uncompressed EfficientNet within the top-5"}
+VS_REFERENCE = ("f1", "mAP_vs_ref", *METRICS_TASKS)
 
 
 @dataclass
@@ -106,7 +109,9 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
     if not done:
         return None
     annotated = any(c.doc.get("ground_truth") == "annotations" for c in done)
-    metrics = METRICS_ANNOTATED if annotated else METRICS_SAMPLES
+    metrics = dict(METRICS_ANNOTATED if annotated else METRICS_SAMPLES)
+    # the sidebar's tasks: their agreement metrics, once every curve carries them
+    metrics.update({k: v for k, v in METRICS_TASKS.items() if all(k in c.doc["curves"][0]["results"] for c in done)})
     _sanitise(keys.RD_METRIC, list(metrics), list(metrics)[0])
     metric = controls[2].selectbox("Accuracy axis", list(metrics), key=keys.RD_METRIC, format_func=metrics.get)
     shared = [c for c in done if len(c.columns) > 1]
@@ -119,7 +124,7 @@ def rd_section(images: list[inputs.LoadedImage], outcomes: list[ColumnOutcome]) 
              if on_dataset else f"the {len(images)} sidebar image(s)")
     st.markdown(f"**Accuracy:** {metrics[metric]} on {where}, ×100. "
                 + ("Reference lines: each curve's configuration without coding. " if metric not in VS_REFERENCE else
-                   "The uncompressed detector scores 100 by definition. ")
+                   ("The uncompressed network scores 100 by definition. " if metric in METRICS_TASKS else "The uncompressed detector scores 100 by definition. "))
                 + "Click a point to use that quality in its column; rings are the columns' current settings.")
     docs = {id(c): with_f1(c.doc["curves"][0]) for c in done}
     ops = operating_points(done, docs, images, metric, (source, int(limit)) if on_dataset else None)
@@ -184,7 +189,8 @@ def operating_points(curves: list[Curve], docs: dict[int, dict[str, Any]], image
                     p = one["curves"][0]["points"][0]
                 if p is not None:
                     point = {"bpp": p["bpp"], "mAP": p.get("mAP"), "mAP50": p.get("mAP50"),
-                             "mAP_vs_ref": p.get("mAP_vs_ref"), "f1": (p.get("agreement") or {}).get("f1")}
+                             "mAP_vs_ref": p.get("mAP_vs_ref"), "f1": (p.get("agreement") or {}).get("f1"),
+                             **{k: p.get(k) for k in METRICS_TASKS}}
                 else:
                     point = compute.operating_point(tuple(im.entry.sha for im in images), compute.config_key(o.config),
                                                     [(im.entry.sha, im.image) for im in images], o.config)

@@ -26,6 +26,7 @@ MODEL_SPLIT = "model-split"
 FULL_INPUT = "full-input"
 PARADIGMS = (MODEL_SPLIT, FULL_INPUT)
 NO_CODEC = "none"  # uncompressed: raw float32 features (or raw RGB for full input)
+SECONDARY_TASKS = ("pose", "classification")  # served from the same bits as the detection
 
 
 def column_ids() -> list[int]:
@@ -117,6 +118,16 @@ def apply_pending_pick() -> None:
         st.session_state[keys.quality(cid, codec)] = pick["quality"]
 
 
+def served_tasks(values: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
+    """The secondary tasks picked in the sidebar that this column can serve, and why not the others."""
+    wanted = [t for t in SECONDARY_TASKS if t in (st.session_state.get(keys.TASKS) or [])]
+    if values["paradigm"] == FULL_INPUT:  # each task network runs on the decoded image
+        return tuple(wanted), []
+    served = tuple(t for t in wanted if compute.connector_available(t, values["model"], values["split"]))
+    notes = [f"{t}: no connector trained for {values['split']}" for t in wanted if t not in served]
+    return served, notes
+
+
 def build_config(values: dict[str, Any]) -> PipelineConfig:
     full = values["paradigm"] == FULL_INPUT
     codec = values["codec"]
@@ -128,4 +139,5 @@ def build_config(values: dict[str, Any]) -> PipelineConfig:
         quality=values["qualities"].get(codec),
         wrapper=wrapper,
         rdo="sse" if full or wrapper == "none" else (values.get("rdo") or "sse"),
+        tasks=("detection", *served_tasks(values)[0]),
     )

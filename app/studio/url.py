@@ -1,7 +1,7 @@
 """The page's configuration in the URL query string, so a link reproduces the page.
 
     ?img=coffee,astronaut&show=coffee&A=ssd_mobilenet_v2/expanded_conv_9/hevc/32/none/sse
-     &B=ssd_mobilenet_v2/expanded_conv_9/hevc/45/none/sse&tab=rd&src=coco96&n=16&thr=0.5
+     &B=ssd_mobilenet_v2/expanded_conv_9/hevc/45/none/sse&tab=rd&src=coco96&n=16&thr=0.5&tasks=pose
 
 A column is ``model/split/codec/quality/wrapper/rdo`` (split ``-`` = full input, quality
 ``-`` = uncoded or the codec's default). Only bundled samples can be in a link (uploads
@@ -60,6 +60,8 @@ def encode(page: Mapping[str, Any]) -> dict[str, str]:
         out[state.letter(cid)] = column_text(values)
     if page.get("tab") in TAB_IDS:
         out["tab"] = TAB_IDS[page["tab"]]
+    if page.get("tasks"):
+        out["tasks"] = ",".join(page["tasks"])
     for name, key in (("src", "source"), ("n", "limit"), ("metric", "metric"), ("thr", "threshold")):
         if page.get(key) is not None:
             out[name] = f"{page[key]:g}" if isinstance(page[key], float) else str(page[key])
@@ -101,12 +103,18 @@ def decode(params: Mapping[str, str], codecs: Mapping[str, Mapping[str, Any]], s
                 notes.append(f"{name}={params[name]!r} is not a number")
     if "metric" in params:
         page["metric"] = params["metric"]
+    if "tasks" in params:
+        wanted = [t for t in params["tasks"].split(",") if t]
+        bad = [t for t in wanted if t not in state.SECONDARY_TASKS]
+        if bad:
+            notes.append(f"unknown task(s) {', '.join(bad)}; known: {', '.join(state.SECONDARY_TASKS)}")
+        page["tasks"] = [t for t in state.SECONDARY_TASKS if t in wanted]
     return page, notes
 
 
 # -- session glue --------------------------------------------------------------------------
 SOURCE_KEYS = {"source": keys.RD_SOURCE, "limit": keys.RD_LIMIT, "metric": keys.RD_METRIC,
-               "threshold": keys.THRESHOLD, "tab": keys.TAB}
+               "threshold": keys.THRESHOLD, "tab": keys.TAB, "tasks": keys.TASKS}
 
 
 def load(codecs: Mapping[str, Mapping[str, Any]], samples: list[str]) -> None:
@@ -142,6 +150,7 @@ def current() -> dict[str, Any]:
         "limit": ss.get(keys.RD_LIMIT),
         "metric": ss.get(keys.RD_METRIC),
         "threshold": ss.get(keys.THRESHOLD),
+        "tasks": list(ss.get(keys.TASKS) or []),
     }
 
 

@@ -166,6 +166,11 @@ def default_path(task: str, model: str = "ssd_mobilenet_v2", split: str = "expan
     return CONNECTOR_DIR / model / split / f"{name}.safetensors"
 
 
+def available(task: str, model: str = "ssd_mobilenet_v2", split: str = "expanded_conv_9", kind: str = "conv") -> bool:
+    """Is a connector for (task, detector, split) bundled? (A viewer offers only what can run.)"""
+    return default_path(task, model, split, kind).is_file()
+
+
 _cache: dict[Path, tuple[nn.Module, dict[str, Any]]] = {}
 
 
