@@ -32,6 +32,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _timing import median_ms_over  # benchmarks/_timing.py (this script's folder is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 BITS = re.compile(r"[\d,]+ bits")
@@ -176,14 +178,12 @@ def fcmcore_ms(split: str, codec: str, qualities, image: str = "coffee", with_he
     img = load_image(REPO / "assets" / "samples" / f"{image}.jpg")
     head = run_head(img, split=split)
     run_from_head(head, PipelineConfig(split=split, codec=codec, quality=qualities[0]))  # warm
-    times = []
-    for q in qualities:
-        start = time.perf_counter()
-        if with_head:
-            head = run_head(img, split=split)
-        run_from_head(head, PipelineConfig(split=split, codec=codec, quality=q))
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+
+    def once(q):
+        h = run_head(img, split=split) if with_head else head
+        run_from_head(h, PipelineConfig(split=split, codec=codec, quality=q))
+
+    return median_ms_over(once, qualities)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@
 For each learned codec (middle quality): the plain detector, the split pipeline as the
 project runs it (``fcmcore.pipeline.run``: head, encode, decode, tail; the fast coders of
 ``fcmcore.learned.fastcoding``), and the same pipeline with the coding done the way it was
-before them (``models._Encoder``/``_Decoder``: CompressAI's looped ``build_indexes``, the
+before them (``rans.PlainEncoder``/``PlainDecoder``: CompressAI's looped ``build_indexes``, the
 full CDF table handed to rANS on every pass, a second entropy-model pass for the
 estimate, and the encoder MACs counted by a hooked encode on every run, as the pipeline
 asked for them). Both produce the same bytes (tests/test_learned_scar.py). Medians of
@@ -18,11 +18,11 @@ than wall time; one torch thread.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
+import _timing  # benchmarks/_timing.py (this script's folder is on sys.path)
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ SAMPLE = REPO / "assets" / "samples" / "astronaut.jpg"
 def main(argv=None) -> int:
     from fcmcore.codecs import get_codec
     from fcmcore.imageio import load_image
-    from fcmcore.learned.models import _Decoder, _Encoder
+    from fcmcore.learned.rans import PlainDecoder, PlainEncoder
     from fcmcore.models import load_model
     from fcmcore.pipeline import PipelineConfig, run
 
@@ -48,13 +48,7 @@ def main(argv=None) -> int:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     def median_ms(fn) -> float:
-        fn()
-        times = []
-        for _ in range(args.repeats):
-            t = clock()
-            fn()
-            times.append((clock() - t) * 1000)
-        return statistics.median(times)
+        return _timing.median_ms(fn, args.repeats, clock=clock)
 
     image = load_image(args.image)
     model = load_model("ssd_mobilenet_v2")
@@ -72,13 +66,13 @@ def main(argv=None) -> int:
             f = feats[args.split]
             net.encoder_macs(*f.shape[-2:])  # uncached, as before
             h, w = f.shape[-2:]
-            enc = _Encoder(net._require_tables())
+            enc = PlainEncoder(net._require_tables())
             y = net.analysis(net.normalize(f))
             net.code(enc, y, h, w)
             net.denormalize(net.synthesis(y, h, w))  # the encoder-side reconstruction it returned
             stream = enc.finish()
             net.estimate_bits(f)
-            dec = _Decoder(net._require_tables(), stream + bytes(1 << 16))
+            dec = PlainDecoder(net._require_tables(), stream + bytes(1 << 16))
             y_hat = net.code(dec, None, h, w)
             out = {args.split: net.denormalize(net.synthesis(y_hat, h, w))}
             return model.tail(out, args.split, meta)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import median_ms  # benchmarks/_timing.py (this script's folder is on sys.path)
 
 from fcmcore.codecs import list_codecs
 from fcmcore.imageio import load_image
@@ -23,16 +24,6 @@ from fcmcore.models import load_model
 from fcmcore.pipeline import PipelineConfig, run
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "samples" / "astronaut.jpg"
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (first call allocates, JIT-free but caches are cold)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:

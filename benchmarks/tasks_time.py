@@ -18,19 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from _timing import median_ms  # benchmarks/_timing.py (this script's folder is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SAMPLE = REPO / "assets" / "samples" / "astronaut.jpg"
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:

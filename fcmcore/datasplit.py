@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence, TypeVar
 
+from .errors import ParameterError
+
 T = TypeVar("T")
 
 VAL_EVERY = 4
@@ -29,6 +31,5 @@ def subset(items: Sequence[T], which: str) -> list[T]:
         return train
     if which == "val":
         return val
-    from .errors import ParameterError
 
     raise ParameterError(f"subset must be all, train or val, not {which!r}")

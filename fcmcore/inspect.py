@@ -21,6 +21,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import FCMError, ParameterError
+from .evaluate.bdrate import curve_points, monotone_front
+from .evaluate.metrics import agreement, map_vs_reference
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,6 @@ def operating_point(results: Sequence[Any], references: Sequence[Any]) -> dict[s
     ``results[i]`` and ``references[i]`` are ``PipelineResult`` (or anything with ``bpp`` and
     ``detections``) of image i under the configuration and under its uncompressed reference.
     bpp is the mean over images, as in a sweep point."""
-    from .evaluate.metrics import agreement, map_vs_reference
-
     if not results or len(results) != len(references):
         raise ParameterError("an operating point needs one reference per result, and at least one result")
     dets = {i: r.detections for i, r in enumerate(results, start=1)}
@@ -83,8 +83,6 @@ def point_at_quality(curve: Mapping[str, Any], quality: float) -> dict[str, Any]
 def skipped_points(curve: Mapping[str, Any], metric: str) -> int:
     """Points of ``curve`` that BD-rate leaves out: not on its increasing rate-``metric``
     front (a cheaper point is at least as accurate), or without a value."""
-    from .evaluate.bdrate import curve_points, monotone_front
-
     return len(monotone_front(curve.get("name", ""), *curve_points(curve, metric)).dropped)
 
 

@@ -24,11 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .codecs import get_codec
 from .coding import MODEL_INPUT, FeatureCoder, RawFeatureCoder, coder_for
 from .errors import ParameterError
 from .models import DEFAULT_MODEL, load_model
 from .models.base import Detection, Features, ImageMeta
 from .packing import BIT_DEPTHS
+from .tasks import secondary
+from .tasks.secondary import CONNECTOR_KINDS, parse_tasks
+from .wrappers import load_wrapper
 
 # An extra consumer of the decoded split features (e.g. a secondary task's connector):
 # (features after the post-wrapper, split name, image meta) -> any result.
@@ -221,7 +225,6 @@ def _validate(config: PipelineConfig) -> None:
             if given:
                 raise ParameterError(f"{flag} applies to packed split features; full-input (split none) codes "
                                      "the 8-bit RGB image as it is")
-    from .tasks.secondary import CONNECTOR_KINDS, parse_tasks
 
     if tuple(config.tasks) != parse_tasks(config.tasks):
         raise ParameterError(f"tasks must be a subset of detection, pose, classification in that order, "
@@ -272,8 +275,6 @@ def _run_secondary(head: HeadOutput, result: PipelineResult) -> None:
     tensor through each task's connector, or the decoded image (full-input). Their
     uncompressed references are computed (and cached per image) for agreement, timed
     apart from serving."""
-    from .tasks import secondary
-
     config = result.config
     with torch.inference_mode():
         if config.split is None:
@@ -299,8 +300,6 @@ def run(image: Image.Image, config: PipelineConfig = PipelineConfig(), consumers
 
 
 def _run_split(head: HeadOutput, config: PipelineConfig, consumers: Consumers | None = None) -> PipelineResult:
-    from .wrappers import load_wrapper
-
     model = load_model(config.model)
     timings = dict(head.timings_ms)
     width, height = head.meta.width, head.meta.height
@@ -395,8 +394,6 @@ def _run_consumers(consumers: Consumers | None, features: Features, split: str, 
 
 
 def _run_full_input(head: HeadOutput, config: PipelineConfig) -> PipelineResult:
-    from .codecs import get_codec
-
     model = load_model(config.model)
     timings = dict(head.timings_ms)
     height, width = head.image_rgb.shape[:2]

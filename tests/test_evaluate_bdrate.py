@@ -8,6 +8,7 @@ import pytest
 
 from fcmcore.errors import InputError
 from fcmcore.evaluate.bdrate import bd_table, monotone_front
+from sweep_helpers import run_cli
 
 RATES = [0.02, 0.05, 0.1, 0.2, 0.4, 0.8]
 MAPS = [0.10, 0.22, 0.30, 0.35, 0.37, 0.38]
@@ -16,14 +17,6 @@ MAPS = [0.10, 0.22, 0.30, 0.35, 0.37, 0.38]
 def curve(name, rates, maps):
     return {"name": name, "results": {"bpp": list(rates), "mAP": list(maps), "mAP50": [m + 0.2 for m in maps],
                                       "quality": list(range(len(rates)))}}
-
-
-def run_cli(argv, monkeypatch):
-    import fcmcore.cli as cli
-
-    # only the modules this suite needs (others may not be installed in every checkout)
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
-    return cli.main(argv)
 
 
 def test_ten_percent_fewer_bits():

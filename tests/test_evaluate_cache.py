@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fcmcore.evaluate.cache import ResultCache, result_key
+from fcmcore.evaluate.cache import ResultCache
+from fcmcore.evaluate.result_key import result_key
 from fcmcore.pipeline import PipelineConfig
 
 CFG = PipelineConfig(split="expanded_conv_9", codec="hevc", quality=32, bit_depth=10)
@@ -113,7 +114,7 @@ def test_second_sweep_does_not_run_the_pipeline(tiny_dataset, tmp_path, monkeypa
 
 
 def test_code_version_depends_on_what_the_config_uses():
-    from fcmcore.evaluate.cache import code_version, sources_for
+    from fcmcore.evaluate.result_key import code_version, sources_for
 
     assert sources_for({"codec": "hevc", "wrapper": "none"}) == ()
     assert sources_for({"codec": "hevc", "wrapper": "linear:/x.safetensors"}) == ("wrappers",)

@@ -9,6 +9,7 @@ import pytest
 
 from fcmcore.evaluate import CurveSpec, bd_table, evaluate, load_dataset
 from fcmcore.pipeline import PipelineConfig
+from sweep_helpers import comparable
 
 pytestmark = pytest.mark.slow
 
@@ -18,17 +19,6 @@ EC9_HEVC = PipelineConfig(split="expanded_conv_9", codec="hevc")
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def comparable(doc):
-    out = []
-    for c in doc["curves"]:
-        pts = [{k: v for k, v in p.items() if k not in ("timings_ms", "cached_images", "images")}
-               | {"rows": [{k: v for k, v in r.items() if k != "cached"} for r in p["images"]]}
-               for p in c["points"]]
-        ref = {k: v for k, v in c["reference"].items() if k not in ("timings_ms", "cached_images", "images")}
-        out.append((c["name"], c["results"], ref, pts))
-    return out
 
 
 def _two_hevc_curves(dataset_dir, limit):

@@ -13,6 +13,7 @@ from fcmcore.errors import ParameterError
 from fcmcore.evaluate import CurveSpec, evaluate, load_dataset, run_sweep
 from fcmcore.evaluate.equal_rate import bisect_quality, quality_for_rate
 from fcmcore.pipeline import PipelineConfig
+from sweep_helpers import comparable, run_cli
 
 FULL_JPEG = PipelineConfig(split=None, codec="jpeg")
 
@@ -20,25 +21,6 @@ FULL_JPEG = PipelineConfig(split=None, codec="jpeg")
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def run_cli(argv, monkeypatch):
-    import fcmcore.cli as cli
-
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
-    return cli.main(argv)
-
-
-def comparable(doc):
-    """Everything in a results document that must not depend on how the work was spread."""
-    out = []
-    for c in doc["curves"]:
-        pts = [{k: v for k, v in p.items() if k not in ("timings_ms", "cached_images", "images")}
-               | {"rows": [{k: v for k, v in r.items() if k != "cached"} for r in p["images"]]}
-               for p in c["points"]]
-        ref = {k: v for k, v in c["reference"].items() if k not in ("timings_ms", "cached_images", "images")}
-        out.append((c["name"], c["results"], ref, pts))
-    return out
 
 
 def test_results_document(tiny_dataset):

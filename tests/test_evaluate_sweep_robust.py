@@ -13,6 +13,7 @@ from fcmcore.errors import CodecUnavailableError
 from fcmcore.evaluate import load_dataset, run_sweep
 from fcmcore.evaluate.bootstrap import bd_with_ci
 from fcmcore.pipeline import PipelineConfig
+from sweep_helpers import run_cli
 
 FULL_JPEG = PipelineConfig(split=None, codec="jpeg")
 
@@ -20,13 +21,6 @@ FULL_JPEG = PipelineConfig(split=None, codec="jpeg")
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def run_cli(argv, monkeypatch):
-    import fcmcore.cli as cli
-
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
-    return cli.main(argv)
 
 
 def fail_once_at(monkeypatch, quality: int, nth: int = 2):

@@ -25,7 +25,7 @@ from fcmcore.coding import FEATURES, MODEL_INPUT  # noqa: E402
 from fcmcore.learned.codec import (CODEC_IDS, ContextCodec, FactorizedCodec, HyperpriorCodec, ScarCodec,  # noqa: E402
                                    pack_stream, parse_stream)
 from fcmcore.learned.models import ARCHS, CodecConfig, FeatureCodecNet  # noqa: E402
-from fcmcore.learned.train import save_weights  # noqa: E402
+from fcmcore.learned.weights import save_weights  # noqa: E402
 from fcmcore.paths import ASSETS_DIR  # noqa: E402
 
 CLASSES = {"factorized": FactorizedCodec, "hyperprior": HyperpriorCodec, "context": ContextCodec, "scar": ScarCodec}
@@ -246,8 +246,7 @@ def test_availability_without_weights(tmp_path):
 def test_stored_weights_keep_constants(tmp_path):
     """float16 storage must not touch the layers' constants (a 1e-9 likelihood bound in float16
     is 0: infinite rates); they are not stored at all and come from the constructors."""
-    from fcmcore.learned.models import load_stored_state, stored_state
-    from fcmcore.learned.train import load_weights
+    from fcmcore.learned.weights import load_stored_state, load_weights, stored_state
 
     net = _tiny_net("context")
     path = tmp_path / "w.safetensors"

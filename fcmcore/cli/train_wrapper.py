@@ -7,14 +7,16 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from ..evaluate.datasets import load_dataset
+
+import torch
+
+from ..errors import ParameterError
 from ..paths import portable
+from ..wrappers.fitted import RDO_WEIGHT_MODES
+from ..wrappers.training import LOSSES, METHODS, train_wrapper
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from ..wrappers.fitted import RDO_WEIGHT_MODES
-    from ..wrappers.training import LOSSES, METHODS
-
     p = sub.add_parser(
         "train-wrapper",
         help="fit or train a wrapper (learned, pca, truncate) on a dataset's training images",
@@ -42,10 +44,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train_wrapper(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..errors import ParameterError
-    from ..wrappers.training import train_wrapper
+    # why: on use (fcm --help stays light)
+    from ..evaluate.datasets import load_dataset
 
     if not args.out.endswith(".safetensors"):
         raise ParameterError("--out must end with .safetensors")

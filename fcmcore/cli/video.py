@@ -56,6 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace, quality=None):
+    # why: on use (fcm --help stays light)
     from ..video.run import VideoConfig
     from ..video.sequence import SEQUENCE_CODERS
 
@@ -71,6 +72,7 @@ def config_from_args(args: argparse.Namespace, quality=None):
 
 def result_json(result, metrics: dict[str, Any], clip) -> dict[str, Any]:
     """The ``fcm video --json`` document."""
+    # why: on use (fcm --help stays light)
     from ..evaluate.metrics import REFERENCE_SCORE_THRESHOLD
 
     counts = metrics["counts"]
@@ -105,6 +107,7 @@ def result_json(result, metrics: dict[str, Any], clip) -> dict[str, Any]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
+    # why: on use (fcm --help stays light)
     from ..video.clip import read_clip
     from ..video.metrics import annotation_map, clip_metrics, load_video_annotations
     from ..video.run import compute_heads, reference_detections, run_video, stream_heads, validate
@@ -126,6 +129,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         metrics.update(annotation_map(result.detections, gt, result.indices))
     doc = result_json(result, metrics, clip)
     if args.out:
+        # why: on use (fcm --help stays light)
         from ..video.annotate import write_annotated
 
         frames = result.decoded_frames if result.decoded_frames is not None else clip.frames
@@ -156,6 +160,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def cmd_video_sweep(args: argparse.Namespace) -> int:
     """``fcm sweep --video CLIP|FOLDER``: one curve (config at each quality) over the clip(s)."""
+    # why: on use (fcm --help stays light)
     from ..evaluate.sweep import save_results
     from ..video.sweep import video_sweep
 

@@ -8,6 +8,8 @@ whatever the stream's VUI says, and no full/limited range conversion ever happen
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from ..errors import BitstreamError
@@ -82,7 +84,7 @@ def yuv420_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, bit_depth: int 
 
 def load_av():
     """Import PyAV (a separate function so tests can simulate it missing)."""
-    import av  # noqa: PLC0415
+    import av  # noqa: PLC0415  why: PyAV is heavy; loaded when a video codec first runs
 
     return av
 
@@ -98,8 +100,6 @@ def av_has(codec: str, mode: str) -> bool:
 
 def av_encode(codec: str, frame, width: int, height: int, pix_fmt: str, options: dict[str, str]) -> bytes:
     """Encode one ``av.VideoFrame`` with a fresh encoder; returns the raw bitstream."""
-    from fractions import Fraction  # noqa: PLC0415
-
     cc = load_av().CodecContext.create(codec, "w")
     cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
     cc.time_base = Fraction(1, 1)

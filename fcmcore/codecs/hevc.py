@@ -26,6 +26,8 @@ full-range BT.601 YCbCr 4:2:0 (converted in numpy, see ``_video``).
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from ..errors import BitstreamError, ParameterError
@@ -198,8 +200,6 @@ def roi_regions(qp_map: np.ndarray, block: int, qp_range: int) -> list[tuple[int
 
 def _with_rois(av, vf, regions, fmt: str, qp_range: int):
     """The frame with ROI side data attached by a chain of ffmpeg ``addroi`` filters."""
-    from fractions import Fraction  # noqa: PLC0415
-
     graph = av.filter.Graph()
     last = graph.add_buffer(width=vf.width, height=vf.height, format=fmt, time_base=Fraction(1, 1))
     for x, y, w, h, d in regions:

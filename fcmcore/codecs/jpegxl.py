@@ -20,7 +20,7 @@ from .base import FrameCodec, QualitySpec
 
 def load_imagecodecs():
     """Import imagecodecs (a separate function so tests can simulate it missing)."""
-    import imagecodecs  # noqa: PLC0415
+    import imagecodecs  # noqa: PLC0415  why: heavy; loaded when JPEG XL first runs
 
     return imagecodecs
 

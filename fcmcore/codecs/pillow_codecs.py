@@ -33,8 +33,8 @@ from .base import FrameCodec, QualitySpec
 
 def _pil():
     """Import Pillow (a separate function so tests can simulate it missing)."""
-    import PIL.features  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
+    import PIL.features  # noqa: PLC0415  why: here, so tests can simulate Pillow missing
+    from PIL import Image  # noqa: PLC0415  why: as above
 
     return Image, PIL.features
 

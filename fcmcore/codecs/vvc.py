@@ -48,7 +48,7 @@ _MULT, _MIN = 8, 64  # vvenc fails on pictures under ~64x64 at low QP
 def find_ffmpeg() -> str | None:
     """Path of imageio-ffmpeg's ffmpeg, or None (a function so tests can replace it)."""
     try:
-        import imageio_ffmpeg  # noqa: PLC0415
+        import imageio_ffmpeg  # noqa: PLC0415  why: only to locate ffmpeg when VVC runs
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except Exception:

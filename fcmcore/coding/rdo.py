@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bitstream import qp_map_for
 from ..errors import ParameterError
 
 QP_OFFSET_RANGE = (-12.0, 12.0)  # keep offsets within 2 octaves of step either way
@@ -76,8 +77,6 @@ def bits_per_channel(encoded, codec, quality, qp_offsets: dict | None = None) ->
     """Leave-one-out bits of every channel tile of every tensor in ``encoded``
     (an ``EncodedFeatures``), re-encoding with ``codec`` at ``quality`` the way it was coded
     (with the same per-channel QP offsets when given). See the module docstring."""
-    from ..bitstream import qp_map_for
-
     out: dict[str, list[int]] = {}
     for name, p in encoded.packed.items():
         c = p.chw[0]

@@ -17,7 +17,8 @@ rate), ``bdrate`` (Bjøntegaard deltas on mAP), ``cache`` (SQLite result cache),
 from __future__ import annotations
 
 from .bdrate import BDResult, bd_table, monotone_front
-from .cache import ResultCache, result_key
+from .cache import ResultCache
+from .result_key import result_key
 from .datasets import Dataset, ImageRecord, detections_to_coco, load_dataset
 from .equal_rate import bisect_quality, quality_for_rate
 from .metrics import MapResult, MatchResult, agreement, box_iou, coco_map, map_vs_reference, match_detections
@@ -29,7 +30,7 @@ _CHARTS = {"rd_chart", "bd_chart", "layers_chart", "save_chart"}
 
 def __getattr__(name: str):  # charts pull in altair/pandas: only when asked for
     if name in _CHARTS:
-        from . import charts
+        from . import charts  # why: Altair and pandas are heavy; charts load on first use
 
         return getattr(charts, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..codecs import get_codec
 from ..errors import InputError, ParameterError
+from ..imageio import decode_image_bytes
+from .. import pipeline  # called as pipeline.run_*: one place to patch (tests count the runs)
+from ..pipeline import PipelineConfig
+from .equal_rate import bisect_quality
 
 N_POINTS = 6
 PROBE_IMAGES = 3
@@ -41,8 +46,6 @@ _DEFAULT_GRIDS = {  # >= 6 points, spanning the knee and the flat part on coco96
 
 def default_qualities(codec_name: str, n_points: int = N_POINTS) -> list[float]:
     """A fixed grid of at least ``n_points`` qualities for ``codec_name``."""
-    from ..codecs import get_codec
-
     if codec_name in _DEFAULT_GRIDS and len(_DEFAULT_GRIDS[codec_name]) >= n_points:
         return list(_DEFAULT_GRIDS[codec_name])
     spec = get_codec(codec_name).quality
@@ -57,15 +60,10 @@ def _fewest_most(spec) -> tuple[float, float]:
     return (lo, hi) if spec.higher_is_better else (hi, lo)
 
 
-def auto_qualities(dataset, configs: Sequence[Any], *, n_points: int = N_POINTS, probe_images: int = PROBE_IMAGES,
+def auto_qualities(dataset, configs: Sequence[PipelineConfig], *, n_points: int = N_POINTS, probe_images: int = PROBE_IMAGES,
                    bpp_range: tuple[float, float] | None = None) -> tuple[list[list[float]], dict[str, Any]]:
     """Per configuration (``PipelineConfig`` with a codec), ``n_points`` qualities spanning one
     common bpp range. Returns (qualities per config, {"bpp_range", "probe_images", "targets"})."""
-    from ..codecs import get_codec
-    from ..imageio import decode_image_bytes
-    from ..pipeline import run_from_head, run_head
-    from .equal_rate import bisect_quality
-
     if n_points < 2:
         raise ParameterError(f"auto qualities need at least 2 points, got {n_points}")
     images = []
@@ -82,12 +80,12 @@ def auto_qualities(dataset, configs: Sequence[Any], *, n_points: int = N_POINTS,
     for config in configs:
         if config.codec is None:
             raise ParameterError("auto qualities need a codec")
-        heads = [run_head(img, config.model, config.split) for img in images]
+        heads = [pipeline.run_head(img, config.model, config.split) for img in images]
         memo: dict[float, float] = {}
 
         def bpp_of(q: float, config=config, heads=heads, memo=memo) -> float:
             if q not in memo:
-                memo[q] = float(np.mean([run_from_head(h, config.with_quality(q)).bpp for h in heads]))
+                memo[q] = float(np.mean([pipeline.run_from_head(h, config.with_quality(q)).bpp for h in heads]))
             return memo[q]
 
         spec = get_codec(config.codec).quality

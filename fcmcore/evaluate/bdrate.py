@@ -168,7 +168,7 @@ def bd_compare(anchor: MonotoneCurve, test: MonotoneCurve, metric: str = "mAP", 
     if fast:
         rate_fn, psnr_fn = _fast_rate, _fast_psnr
     else:
-        import bjontegaard as bd
+        import bjontegaard as bd  # why: pulls SciPy (~1 s); only BD figures need it
 
         rate_fn, psnr_fn = bd.bd_rate, bd.bd_psnr
 

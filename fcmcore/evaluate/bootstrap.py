@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .bdrate import bd_compare, monotone_front, overlap_fractions
+from .bdrate import bd_compare, curve_points, monotone_front, overlap_fractions
 from .coco_eval import PerImageEval
 
 N_RESAMPLES = 1000
@@ -189,8 +189,6 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
                n_resamples: int = N_RESAMPLES, seed: int = SEED, confidence: float = CONFIDENCE) -> BDInterval:
     """BD-rate and BD-mAP of curve ``test`` against curve ``anchor`` (results-file curves from
     ``fcm sweep``) with paired-bootstrap intervals over their images."""
-    from .bdrate import curve_points
-
     res = BDInterval(test["name"], anchor["name"], metric, confidence=confidence)
     try:
         res.n_images = len(curve_image_ids(test))

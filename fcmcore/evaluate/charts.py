@@ -176,7 +176,7 @@ def save_chart(chart: Any, path: str | Path) -> Path:
         raise ParameterError(f"{p}: chart files are .html, .json, .png, .svg or .pdf")
     if suffix in (".png", ".svg", ".pdf"):
         try:
-            import vl_convert  # noqa: F401
+            import vl_convert  # noqa: F401  why: only PNG/SVG export needs it
         except ImportError:
             raise FCMError(f"{p}: {suffix[1:].upper()} export needs vl-convert-python "
                            "(pip install vl-convert-python); .html works without it") from None

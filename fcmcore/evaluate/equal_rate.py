@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable
 
+from ..codecs import get_codec
 from ..errors import ParameterError
+from .. import pipeline  # called as pipeline.run_*: one place to patch (tests count the runs)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -83,7 +85,6 @@ def bisect_quality(spec: "QualitySpec", bpp_of: Callable[[float], float], target
 def quality_spec(codec_name: str | None) -> "QualitySpec":
     if codec_name is None:
         raise ParameterError("equal-rate mode needs a codec (the uncompressed reference has one rate)")
-    from ..codecs import get_codec
 
     return get_codec(codec_name).quality
 
@@ -92,15 +93,13 @@ def quality_for_rate(image: "Image.Image", config: "PipelineConfig", target_bpp:
                      head: "HeadOutput | None" = None) -> tuple[float, "PipelineResult"]:
     """(quality, result) for the quality whose rate on ``image`` is closest to ``target_bpp``.
     ``head`` (from ``run_head``) saves recomputing the edge part."""
-    from ..pipeline import run_from_head, run_head
-
     spec = quality_spec(config.codec)
     if head is None:
-        head = run_head(image, config.model, config.split)
+        head = pipeline.run_head(image, config.model, config.split)
     results: dict[float, "PipelineResult"] = {}
 
     def bpp_of(q: float) -> float:
-        results[q] = run_from_head(head, config.with_quality(q))
+        results[q] = pipeline.run_from_head(head, config.with_quality(q))
         return results[q].bpp
 
     q = bisect_quality(spec, bpp_of, target_bpp)

@@ -7,7 +7,10 @@ main process as each task finishes, whichever executor ran it. Local processes a
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 from ..errors import FCMError
@@ -34,10 +37,6 @@ def run_tasks(tasks: list[ImageTask], *, workers: int, scheduler: Any, on_done: 
 
 
 def run_local_processes(tasks: list[ImageTask], workers: int, on_done: Callable[[dict], None]) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=init_worker)
     try:
@@ -56,7 +55,7 @@ def run_local_processes(tasks: list[ImageTask], workers: int, on_done: Callable[
 
 def run_dask(tasks: list[ImageTask], scheduler: Any, on_done: Callable[[dict], None]) -> None:
     try:
-        from distributed import Client, as_completed
+        from distributed import Client, as_completed  # why: Dask is heavy; only --scheduler uses it
     except ImportError:
         raise FCMError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
     own = not isinstance(scheduler, Client)

@@ -24,6 +24,8 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from .coco_eval import PerImageEval
+
 REFERENCE_SCORE_THRESHOLD = 0.4  # uncompressed detections at or above this are "ground truth"
 MATCH_IOU = 0.5
 
@@ -58,10 +60,8 @@ def coco_map(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str, Any
     count: their detections are false positives. ``per_image=True`` also keeps the per-image
     matching (``MapResult.per_image``, a ``coco_eval.PerImageEval``) for bootstrap intervals.
     """
-    from .coco_eval import PerImageEval
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.coco import COCO  # why: pulls matplotlib; only mAP needs it
+    from pycocotools.cocoeval import COCOeval  # why: as above
 
     ids = sorted({int(i) for i in image_ids}) if image_ids is not None else sorted(
         int(im["id"]) for im in ground_truth["images"])

@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from ..codecs import get_codec
+from ..coding import packing_bit_depth
 from ..errors import CodecUnavailableError, ParameterError
+from ..models import load_model
+from ..pipeline import PipelineConfig
+from ..wrappers import load_wrapper
 
 
-def resolve_config(config) -> tuple[Any, Any]:
+def resolve_config(config: PipelineConfig) -> tuple[PipelineConfig, Any]:
     """Check a config can run here and fill in the codec's defaults (quality, bit depth).
     Returns (resolved config, codec or None). Raises FCMError subclasses."""
-    from ..models import load_model
-    from ..wrappers import load_wrapper
-
     model = load_model(config.model)
     if config.split is not None:
         model.split_point(config.split)
@@ -22,9 +24,6 @@ def resolve_config(config) -> tuple[Any, Any]:
         raise ParameterError("wrappers work on split features; full-input (split none) takes no wrapper")
     codec = None
     if config.codec is not None:
-        from ..codecs import get_codec
-        from ..coding import packing_bit_depth
-
         codec = get_codec(config.codec)
         ok, reason = codec.available()
         if not ok:
@@ -44,13 +43,13 @@ def resolve_config(config) -> tuple[Any, Any]:
     return config, codec
 
 
-def reference_config(config):
+def reference_config(config: PipelineConfig) -> PipelineConfig:
     """The uncompressed reference of a config: same model, split and wrapper, no codec."""
     return replace(config, codec=None, quality=None, bit_depth=None, rdo="sse", wa_weights="channel",
                    wa_source="wrapper", tile_pad=0)
 
 
-def config_dict(config) -> dict[str, Any]:
+def config_dict(config: PipelineConfig) -> dict[str, Any]:
     d = config.to_json()
     d.pop("paradigm", None)
     return d

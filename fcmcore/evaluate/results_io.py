@@ -8,12 +8,15 @@ work (and leaves nothing behind).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ParameterError
+from ..imageio import read_regular_file
 
 RESULTS_VERSION = 1
 
@@ -50,10 +53,6 @@ def check_output_path(path: str | Path, what: str = "--out") -> Path:
 
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a results file (or a bare CompressAI-style curve / list of curves)."""
-    import json
-
-    from ..imageio import read_regular_file
-
     p = Path(path)
     raw = read_regular_file(p, 1 << 30, label=f"results {p}")
     try:
@@ -77,8 +76,6 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 def save_results(doc: dict[str, Any], path: str | Path) -> None:
-    import json
-
     p = Path(path)
     text = dumps_results(doc) + "\n"  # before touching the disk: a failure here leaves nothing
     if p.parent and not p.parent.exists():
@@ -94,8 +91,6 @@ def save_results(doc: dict[str, Any], path: str | Path) -> None:
 
 def dumps_results(doc: dict[str, Any]) -> str:
     """Indented JSON, except per-image rows and plain number lists, one line each (small diffs)."""
-    import json
-
     inline: list[str] = []
 
     def walk(node):
@@ -115,6 +110,5 @@ def dumps_results(doc: dict[str, Any]) -> str:
         return f"\x00{len(inline) - 1}\x00"
 
     text = json.dumps(walk(doc), indent=1)
-    import re
 
     return re.sub(r'"\\u0000(\d+)\\u0000"', lambda m: inline[int(m.group(1))], text)

@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from ..pipeline import PipelineConfig
+from ..tasks.evaluation import summarise_tasks
 from .bootstrap import agreement_intervals, percentile_interval
 from .coco_eval import PerImageEval
 from .datasets import Dataset, detections_to_coco
-from .metrics import REFERENCE_SCORE_THRESHOLD, map_vs_reference, match_detections
+from .metrics import REFERENCE_SCORE_THRESHOLD, coco_map, map_vs_reference, match_detections
 from .sweep_worker import RunSpec, record_detections
 
 
 def label_of(cfg: dict[str, Any]) -> str:
-    from ..pipeline import PipelineConfig
-
     return PipelineConfig(**{k: v for k, v in cfg.items() if k != "paradigm"}).label()
 
 
@@ -61,8 +61,6 @@ def summarise(dataset: Dataset, image_ids: list[int], spec: RunSpec, recs: dict[
     dropped = 0
     coco_eval = None
     if dataset.has_annotations:
-        from .metrics import coco_map
-
         results = []
         for i in image_ids:
             entries, n = detections_to_coco(dataset, i, dets[i])
@@ -125,6 +123,4 @@ def summarise(dataset: Dataset, image_ids: list[int], spec: RunSpec, recs: dict[
 
 def _task_summary(dataset: Dataset, image_ids: list[int], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Secondary-task means of one point (pose_oks, cls_top1, cls_top5), {} for detection only."""
-    from ..tasks.evaluation import summarise_tasks
-
     return summarise_tasks(dataset, image_ids, rows)

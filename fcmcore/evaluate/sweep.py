@@ -75,17 +75,21 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from tqdm import tqdm
+
+from .. import __version__
 from ..errors import FCMError, InputError, ParameterError
 from ..paths import portable
-from .bootstrap import resample_weights
-from .cache import ResultCache, code_version, result_key
+from ..pipeline import PipelineConfig
+from .bootstrap import N_RESAMPLES, SEED, resample_weights
+from .cache import ResultCache
 from .datasets import Dataset
 from .executors import default_workers, run_tasks
 from .metrics import MATCH_IOU, REFERENCE_SCORE_THRESHOLD
+from .resolve import config_dict as _config_dict, reference_config, resolve_config
+from .result_key import code_version, result_key
 from .results_io import RESULTS_VERSION, check_output_path, dumps_results, load_results, save_results
 from .summaries import label_of, summarise
-from .resolve import config_dict as _config_dict
-from .resolve import reference_config, resolve_config
 from .sweep_worker import ImageTask, RunSpec, record_detections, record_from_result, valid_record
 
 __all__ = ["CurveSpec", "RESULTS_VERSION", "check_output_path", "default_workers", "dumps_results", "evaluate",
@@ -99,7 +103,7 @@ ProgressFn = Callable[[int, int], None]
 class CurveSpec:
     """One RD curve: a configuration at several qualities, or at several target rates."""
 
-    config: Any  # PipelineConfig (quality ignored)
+    config: PipelineConfig  # quality ignored
     qualities: Sequence[float] = ()
     target_bpp: Sequence[float] = ()
     name: str | None = None
@@ -258,8 +262,6 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
 
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=runs.total, initial=runs.cached_runs, desc=f"sweep {dataset.name}", unit="run",
                    file=sys.stderr, dynamic_ncols=True)
     done_runs = runs.cached_runs
@@ -305,7 +307,6 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
             bar.close()
     elapsed = time.perf_counter() - start
     doc = _assemble(dataset, plan, runs)
-    from .. import __version__
 
     return {
         "version": RESULTS_VERSION,
@@ -332,8 +333,6 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
 
 def _assemble(dataset: Dataset, plan: _Plan, runs: _Runs) -> dict[str, Any]:
     """The curves of the results document from the records of the images kept."""
-    from .bootstrap import N_RESAMPLES, SEED
-
     image_ids = [im.id for im in dataset.images if im.id not in runs.left_out]
     if not image_ids:
         failed = [e for e in runs.left_out.values() if "curve" in e]
@@ -377,7 +376,7 @@ def _assemble(dataset: Dataset, plan: _Plan, runs: _Runs) -> dict[str, Any]:
     return {"curves": out_curves, "resamples": N_RESAMPLES, "seed": SEED}
 
 
-def run_sweep(dataset: Dataset, config, qualities: Sequence[float] = (), *, target_bpp: Sequence[float] = (),
+def run_sweep(dataset: Dataset, config: PipelineConfig, qualities: Sequence[float] = (), *, target_bpp: Sequence[float] = (),
               name: str | None = None, **kwargs) -> dict[str, Any]:
     """One curve: ``config`` at each quality (or each target rate) plus its reference."""
     return evaluate(dataset, [CurveSpec(config, qualities, target_bpp, name)], **kwargs)

@@ -15,8 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import torch
+
+from .. import pipeline  # called as pipeline.run_*: one place to patch (tests count the runs)
 from ..errors import FCMError, InputError
-from .cache import ResultCache, result_key
+from ..imageio import MAX_BYTES, decode_image_bytes, read_regular_file
+from ..models.base import Detection
+from ..pipeline import PipelineConfig
+from ..tasks.evaluation import record_tasks
+from .cache import ResultCache
+from .equal_rate import bisect_quality
+from .result_key import result_key
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,6 @@ def record_from_result(result, image_id: int) -> dict[str, Any]:
 
 def _task_record(result) -> dict[str, Any]:
     """Secondary-task agreement of one run (fcmcore.tasks), {} for detection only."""
-    from ..tasks.evaluation import record_tasks
-
     return record_tasks(result)
 
 
@@ -91,16 +98,12 @@ def valid_record(record: Any) -> bool:
 
 def record_detections(record: dict[str, Any]) -> list:
     """The record's detections as ``Detection`` objects."""
-    from ..models.base import Detection
-
     return [Detection(label=row[6], category_id=int(row[0]), score=float(row[1]), box=tuple(row[2:6]))
             for row in record["detections"]]
 
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -110,8 +113,6 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def init_worker() -> None:
-    import torch
-
     torch.set_num_threads(1)
     try:
         torch.set_num_interop_threads(1)
@@ -128,10 +129,6 @@ def process_image(task: ImageTask) -> dict[str, Any]:
     """Run every spec of ``task`` on its image. Returns {"task_id", "image_id", "error" (the
     image could not be read), "results": [record or None per spec], "failed": [{"spec",
     "quality", "target_bpp", "error"}], "new": [(key, record)] freshly computed (for the cache)}."""
-    from ..imageio import MAX_BYTES, decode_image_bytes, read_regular_file
-    from ..pipeline import PipelineConfig, run_from_head, run_head
-    from .equal_rate import bisect_quality
-
     out: dict[str, Any] = {"task_id": task.task_id, "image_id": task.image_id, "error": None,
                            "results": [], "failed": [], "new": []}
     try:
@@ -157,8 +154,8 @@ def process_image(task: ImageTask) -> dict[str, Any]:
         config = PipelineConfig(**{k: v for k, v in cfg.items() if k != "paradigm"})
         hk = (config.model, config.split)
         if hk not in heads:
-            heads[hk] = run_head(image, config.model, config.split)
-        record = record_from_result(run_from_head(heads[hk], config), task.image_id)
+            heads[hk] = pipeline.run_head(image, config.model, config.split)
+        record = record_from_result(pipeline.run_from_head(heads[hk], config), task.image_id)
         if key is not None:
             out["new"].append((key, record))
         return dict(record, cached=False)

@@ -24,7 +24,7 @@ without weights, weights other than the ones the stream was made with, a shape t
 the trained one, lengths that do not add up, a checksum mismatch (truncation, bit flips),
 a non-finite reconstruction. The rANS decoder has no bounds checks of its own, so the
 string it gets is followed by enough zero bytes to bound every read and every loop of it
-(see ``_safe_padding``): even a stream that passed the checksum by chance decodes to
+(see ``stream._safe_padding``): even a stream that passed the checksum by chance decodes to
 finite garbage in bounded time, never a crash or a hang.
 """
 
@@ -33,25 +33,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import threading
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..byteio import ByteReader, encode_varint
 from ..codecs.base import Codec, QualitySpec
 from ..coding.base import FEATURES, Decoded, Encoded, FeatureCoder
 from ..errors import BitstreamError, ParameterError, WeightsError
 from ..paths import ASSETS_DIR
 from ..registry import CODECS
+from .stream import CODEC_IDS, StreamHeader, _safe_padding, learned_encoded, pack_stream, parse_stream
 
-MAGIC = 0xFC
-VERSION = 1
-CODEC_IDS = {"factorized": 1, "hyperprior": 2, "context": 3, "direct": 4, "scar": 5}
 MAX_SIDE = 512  # largest H or W accepted (the networks are fully convolutional)
 DEFAULT_NUM_QUALITIES = 5
 
@@ -62,87 +57,6 @@ def learned_root() -> Path:
     if env:
         return Path(env)
     return ASSETS_DIR / "learned"
-
-
-# ----- the container -----------------------------------------------------------------------
-
-
-@dataclass
-class StreamHeader:
-    codec_id: int
-    quality: int
-    fingerprint: int
-    shape: tuple[int, int, int]
-    strings: list[bytes]
-    header_bytes: int
-
-
-def pack_stream(codec_id: int, quality: int, fingerprint: int, shape: tuple[int, int, int],
-                strings: list[bytes]) -> tuple[bytes, int]:
-    """(bitstream, header bytes)."""
-    head = bytearray([MAGIC, (VERSION << 4) | codec_id, quality])
-    head += struct.pack("<H", fingerprint)
-    for s in shape:
-        head += encode_varint(int(s))
-    head += encode_varint(len(strings))
-    for s in strings:
-        head += encode_varint(len(s))
-    body = bytes(head) + b"".join(strings)
-    crc = struct.pack("<H", zlib.crc32(body) & 0xFFFF)
-    return body + crc, len(head) + len(crc)
-
-
-def parse_stream(data: bytes, name: str, codec_id: int, max_strings: int = 16) -> StreamHeader:
-    if len(data) < 10:
-        raise BitstreamError(f"{name}: bitstream too short ({len(data)} bytes)")
-    if zlib.crc32(data[:-2]) & 0xFFFF != struct.unpack("<H", data[-2:])[0]:
-        raise BitstreamError(f"{name}: checksum mismatch (bitstream truncated or corrupted)")
-    r = ByteReader(data[:-2], name)
-    if r.u8("magic") != MAGIC:
-        raise BitstreamError(f"{name}: not a learned-codec bitstream (bad magic byte)")
-    vb = r.u8("version")
-    if vb >> 4 != VERSION:
-        raise BitstreamError(f"{name}: unsupported bitstream version {vb >> 4}")
-    if vb & 0x0F != codec_id:
-        other = {v: k for k, v in CODEC_IDS.items()}.get(vb & 0x0F, f"id {vb & 0x0F}")
-        raise BitstreamError(f"{name}: bitstream was made by codec {other}, not {name}")
-    quality = r.u8("quality")
-    fingerprint = struct.unpack("<H", r.take(2, "fingerprint"))[0]
-    shape = tuple(r.varint(what, 1 << 16) for what in ("channels", "height", "width"))
-    n = r.varint("string count", max_strings)
-    lengths = [r.varint("string length", len(data)) for _ in range(n)]
-    header_bytes = r.pos + 2
-    strings = [r.take(k, "payload") for k in lengths]
-    if r.pos != len(r.data):
-        raise BitstreamError(f"{name}: {len(r.data) - r.pos} unexpected bytes after the payload")
-    return StreamHeader(vb & 0x0F, quality, fingerprint, shape, strings, header_bytes)
-
-
-def _safe_padding(stream: bytes, num_symbols: int) -> bytes:
-    """The stream plus zero bytes past which the rANS decoder cannot read.
-
-    CompressAI's decoder reads one 32-bit word per renormalisation and has no end check.
-    Per symbol: one decode step, and in bypass mode one get-bits, a run of get-bits while
-    they return 15, then n_bypass get-bits. Every call reads at most one word; zero words
-    only ever yield 0 nibbles, so the runs of 15 and n_bypass are bounded by the stream's
-    own nibbles (2 per byte, plus 16 left in the 64-bit state) and the symbol count S:
-    calls <= 17 S + 32 L + 256 for an L-byte stream. Pad that many words (plus the two
-    the initialisation reads): memory only, never transmitted."""
-    words = 17 * num_symbols + 32 * len(stream) + 260
-    return stream + bytes(4 * words)
-
-
-# ----- results ------------------------------------------------------------------------------
-
-def learned_encoded(data: bytes, header_bytes: int, quality: int, payload_bits_estimated: float,
-                    features_hat: dict[str, torch.Tensor], y_hat: torch.Tensor) -> Encoded:
-    """The ``Encoded`` of a learned codec: ``bits_estimated`` = likelihood estimate of the
-    payload + the exact header bits; ``extra`` keeps the payload estimate alone, the
-    encoder-side reconstruction ``features_hat`` and the quantised latent ``y_hat``."""
-    return Encoded(bitstream=data, quality=quality, header_bytes=header_bytes,
-                   bits_estimated=payload_bits_estimated + 8 * header_bytes,
-                   extra={"payload_bits_estimated": payload_bits_estimated, "features_hat": features_hat,
-                          "y_hat": y_hat})
 
 
 # ----- the codec ----------------------------------------------------------------------------
@@ -196,8 +110,8 @@ class LearnedCodecBase(Codec, FeatureCoder):
 
     def available(self) -> tuple[bool, str]:
         try:
-            import compressai  # noqa: F401
-            import compressai.ans  # noqa: F401
+            import compressai  # noqa: F401  why: optional; this is the availability check
+            import compressai.ans  # noqa: F401  why: as above
         except ImportError:
             return False, "compressai is not installed (pip install compressai==1.2.8 --no-deps)"
         if self._manifest is None:
@@ -240,7 +154,7 @@ class LearnedCodecBase(Codec, FeatureCoder):
             self._net(q)
 
     def _build(self, path: Path, entry: dict[str, Any]):
-        from .train import load_weights
+        from .weights import load_weights  # why: needs CompressAI (optional); codecs list without it
 
         try:
             net, meta = load_weights(path)
@@ -310,6 +224,29 @@ class LearnedCodecBase(Codec, FeatureCoder):
             raise BitstreamError(f"{self.name}: the stream was made with other weights (fingerprint mismatch)")
         return hdr, net
 
+    def _encoded(self, q: int, shape, tensor: str, out: dict[str, Any]) -> Encoded:
+        """A coder's output (``compress``) as this codec's stream; its bit estimate is the
+        eval-mode likelihoods the coder summed over the very symbols it wrote (no second pass)."""
+        data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(shape), out["strings"])
+        return learned_encoded(data, header_bytes, q, float(out["bits_estimated"]), {tensor: out["x_hat"]},
+                               out["y_hat"])
+
+    def _check_stream_shape(self, c: int, h: int, w: int) -> None:
+        """BitstreamError unless a stream of shape (c, h, w) fits the trained networks."""
+        raise NotImplementedError
+
+    def decode(self, bitstream: bytes) -> Decoded:
+        def run():
+            hdr, net = self._parse(bitstream)
+            c, h, w = hdr.shape
+            self._check_stream_shape(c, h, w)
+            with self._lock:
+                out = self._decode_strings(net, hdr.strings, h, w)
+            return Decoded(features={self.manifest["tensor"]: out["x_hat"]},
+                           extra={"quality": hdr.quality, "y_hat": out["y_hat"]})
+
+        return self._guarded_decode(run)
+
     def to_json(self) -> dict[str, Any]:
         d = super().to_json()
         d.update({"codes_features": self.consumes == FEATURES, "direct": self.consumes != FEATURES,
@@ -330,30 +267,13 @@ class LearnedFeatureCodec(LearnedCodecBase):
         self.require_available()
         name, x = self._check_features(features)
         net = self._net(q)
-        h, w = x.shape[-2:]
         with self._lock, torch.inference_mode():
             out = net.compress(x)
-        # the coder sums the eval-mode likelihoods of the very symbols it wrote (no second pass)
-        est = {"payload": out["bits_estimated"]}
-        data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(x.shape[1:]),
-                                         out["strings"])
-        payload_est = float(sum(est.values()))
-        return learned_encoded(data, header_bytes, q, payload_est, {name: out["x_hat"]}, out["y_hat"])
+        return self._encoded(q, x.shape[1:], name, out)
 
-    def decode(self, bitstream: bytes) -> Decoded:
-        data = bitstream
-
-        def run():
-            hdr, net = self._parse(data)
-            c, h, w = hdr.shape
-            m = self.manifest
-            if c != m["shape"][0] or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-                raise BitstreamError(f"{self.name}: stream shape {c}x{h}x{w} does not fit {self.trained_for()}")
-            with self._lock:
-                out = self._decode_strings(net, hdr.strings, h, w)
-            return Decoded(features={m["tensor"]: out["x_hat"]}, extra={"quality": hdr.quality, "y_hat": out["y_hat"]})
-
-        return self._guarded_decode(run)
+    def _check_stream_shape(self, c: int, h: int, w: int) -> None:
+        if c != self.manifest["shape"][0] or not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise BitstreamError(f"{self.name}: stream shape {c}x{h}x{w} does not fit {self.trained_for()}")
 
     def edge_macs(self, head_macs: int | None, quality=None) -> int | None:
         """The head's MACs plus this codec's analysis transform (it runs on the edge too)."""

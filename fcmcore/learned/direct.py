@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
+from ..coding.base import MODEL_INPUT, Encoded
 from ..errors import BitstreamError, ParameterError, WeightsError
-from ..coding.base import MODEL_INPUT, Decoded, Encoded
+from ..models import load_model
 from ..registry import CODECS
-from .codec import CODEC_IDS, LearnedCodecBase, learned_encoded, pack_stream
+from .codec import LearnedCodecBase
 from .direct_student import STUDENT_FILE, StudentTrunk, build_student, prefix, prefix_macs, student_macs
 
 
@@ -68,7 +70,6 @@ class DirectCodec(LearnedCodecBase):
         with self._lock:
             if self._student is None:
                 self.require_available()
-                from safetensors.torch import load_file
 
                 info = self.manifest["student"]
                 path = self.weights_dir / info["file"]
@@ -85,8 +86,6 @@ class DirectCodec(LearnedCodecBase):
             return self._student
 
     def _model(self):
-        from ..models import load_model
-
         return load_model(self.manifest["model"])
 
     def _check_input(self, x) -> torch.Tensor:
@@ -118,26 +117,12 @@ class DirectCodec(LearnedCodecBase):
         with self._lock, torch.inference_mode():
             s = self._student_normalized(x, net)
             out = net.compress_norm(s)
-        est = {"payload": out["bits_estimated"]}  # summed by the coder over the symbols it wrote
-        h, w = s.shape[-2:]
-        data, header_bytes = pack_stream(CODEC_IDS["direct"], q, self._fingerprints[q], (s.shape[1], h, w), out["strings"])
-        payload = float(sum(est.values()))
-        return learned_encoded(data, header_bytes, q, payload, {self.manifest["tensor"]: out["x_hat"]}, out["y_hat"])
+        return self._encoded(q, s.shape[1:], self.manifest["tensor"], out)
 
-    def decode(self, bitstream: bytes) -> Decoded:
-        data = bitstream
-
-        def run():
-            hdr, net = self._parse(data)
-            c, h, w = hdr.shape
+    def _check_stream_shape(self, c: int, h: int, w: int) -> None:
+        if [c, h, w] != list(self.manifest["shape"]):
             m = self.manifest
-            if [c, h, w] != list(m["shape"]):
-                raise BitstreamError(f"direct: stream shape {c}x{h}x{w}, expected {'x'.join(map(str, m['shape']))}")
-            with self._lock:
-                out = self._decode_strings(net, hdr.strings, h, w)
-            return Decoded(features={m["tensor"]: out["x_hat"]}, extra={"quality": hdr.quality, "y_hat": out["y_hat"]})
-
-        return self._guarded_decode(run)
+            raise BitstreamError(f"direct: stream shape {c}x{h}x{w}, expected {'x'.join(map(str, m['shape']))}")
 
     def edge_macs(self, head_macs: int | None = None, quality: int | None = None) -> int:
         """MACs on the edge: detector stem + student + the codec's encoder (g_a, hyper-prior);

@@ -10,10 +10,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import ParameterError
 from ..models.base import INPUT
+from ..models.ssd_mobilenet_v2 import same_pads
 
 PREFIX_STAGES = 2  # Conv + expanded_conv of the detector, frozen (recorded in manifests)
 PREFIX_CUT = "expanded_conv"  # the cut after those two stages
@@ -58,8 +60,6 @@ class _PConv(nn.Module):
         self.macs = 0  # of the last forward, per sample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..models.ssd_mobilenet_v2 import same_pads
-
         h, w = x.shape[-2:]
         k = self.weight.shape[-1]
         top, bottom = same_pads(h, k, self.stride)
@@ -188,7 +188,7 @@ def student_stages(model, split: str) -> list[str]:
 
 
 def student_macs(student: nn.Module, model, input_shape) -> int:
-    from .models import count_macs
+    from .models import count_macs  # why: learned.models needs CompressAI (optional); the direct codec lists without it
 
     with torch.no_grad():
         pre = prefix(model, torch.zeros(1, *input_shape))
@@ -199,8 +199,6 @@ def student_macs(student: nn.Module, model, input_shape) -> int:
 
 
 def save_student(net: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
     tmp = path.with_suffix(".tmp")
     state = {k: (v.half() if v.dim() == 4 else v).detach().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(tmp))
@@ -208,8 +206,6 @@ def save_student(net: nn.Module, path: Path) -> None:
 
 
 def load_student(path: Path, info: dict[str, Any]) -> nn.Module:
-    from safetensors.torch import load_file
-
     net = build_student(info)
     net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return net

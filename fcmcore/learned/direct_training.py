@@ -15,11 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ..errors import ParameterError, WeightsError
+from ..models import load_model
+from ..paths import portable
 from ..training import restore_train_state, save_train_state
+from .bank import build_bank
+from .codec import learned_root
 from .direct_student import (PREFIX_STAGES, STUDENT_FILE, StudentTrunk, ThinStudent, load_student, prefix, prefix_macs,
                              save_student, student_macs)
+from .train import _rate_bits, optimizer_step
+from .weights import load_weights, save_weights
 
 # ----- training -------------------------------------------------------------------------------
 
@@ -46,14 +53,7 @@ class DirectTrainConfig:
 
 
 def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """``dataset``: loaded from ``cfg.dataset`` by the caller (see ``train.dataset_images``)."""
-    from tqdm import tqdm
-
-    from ..models import load_model
-    from .codec import learned_root
-    from ..paths import portable
-    from .train import _rate_bits, build_bank, load_weights, optimizer_step, save_weights
-
+    """``dataset``: loaded from ``cfg.dataset`` by the caller (see ``bank.dataset_images``)."""
     torch.set_num_threads(cfg.threads)
     if not cfg.lambdas:
         raise ParameterError("lambdas must not be empty")

@@ -1,6 +1,6 @@
 """Fast single-stream rANS coders for the learned codecs' ``code`` routines.
 
-Same interface as the coders in ``models`` (``bottleneck(eb, z, shape)``,
+Same interface as the plain coders in ``rans`` (``bottleneck(eb, z, shape)``,
 ``gaussian(gc, y, scales, means)`` returning what the decoder sees), made cheaper where the
 time went (measured on a 64x19x19 tensor):
 
@@ -21,10 +21,11 @@ time went (measured on a 64x19x19 tensor):
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from torch import Tensor
+
+from .rans import eb_indexes_medians
 
 
 def gaussian_indexes(gc: GaussianConditional, scales: Tensor) -> Tensor:
@@ -43,12 +44,6 @@ def _subset(t, indexes: Tensor) -> tuple[list[int], list, list[int], list[int]]:
             [t.offsets[i] for i in rows])
 
 
-def _eb_indexes_medians(eb: EntropyBottleneck, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    indexes = eb._build_indexes(shape)
-    medians = eb._get_medians().detach().reshape(1, -1, 1, 1).expand(shape[0], -1, *shape[2:])
-    return indexes, medians
-
-
 class FastEncoder:
     """Buffers every pass's symbols; one rANS call per run of same-model passes at ``finish``."""
 
@@ -63,7 +58,7 @@ class FastEncoder:
         self.num_symbols += symbols.numel()
 
     def bottleneck(self, eb: EntropyBottleneck, z: Tensor, shape: tuple[int, ...]) -> Tensor:
-        indexes, medians = _eb_indexes_medians(eb, tuple(z.shape))
+        indexes, medians = eb_indexes_medians(eb, tuple(z.shape))
         symbols = eb.quantize(z, "symbols", medians)
         self._put(eb, symbols, indexes)
         _, likelihood = eb(z, training=False)  # eval mode: the same rounding around the medians
@@ -106,7 +101,7 @@ class FastDecoder:
         return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
 
     def bottleneck(self, eb: EntropyBottleneck, z: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-        indexes, medians = _eb_indexes_medians(eb, shape)
+        indexes, medians = eb_indexes_medians(eb, shape)
         return eb.dequantize(self._get(eb, indexes), medians)
 
     def gaussian(self, gc: GaussianConditional, y: Tensor | None, scales: Tensor, means: Tensor) -> Tensor:

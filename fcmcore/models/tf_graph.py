@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import WeightsError
+from ..imageio import read_regular_file
 
 # TF DataType enum -> numpy dtype (the ones a frozen detector uses).
 _DTYPES: dict[int, np.dtype] = {
@@ -253,7 +254,5 @@ MAX_GRAPH_BYTES = 1 << 30  # frozen detector graphs are tens of MB
 
 def read_graph_def(path: str | Path) -> Graph:
     """Read a frozen graph file (.pb). Raises ``WeightsError`` if missing or corrupt."""
-    from ..imageio import read_regular_file
-
     data = read_regular_file(path, MAX_GRAPH_BYTES, label=f"cannot read weights file {path}", error=WeightsError)
     return parse_graph_def(data)

@@ -21,10 +21,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import ParameterError, WeightsError
 from ..paths import ASSETS_DIR
+
+try:
+    from safetensors import SafetensorError
+except ImportError:  # older safetensors
+    SafetensorError = RuntimeError
 
 CONNECTOR_DIR = ASSETS_DIR / "connectors"
 MAX_BYTES = 1_000_000  # the size limit a connector must respect (float32 weights)
@@ -123,8 +130,6 @@ def size_bytes(module: nn.Module) -> int:
 def save(module: nn.Module, meta: dict[str, Any], path: str | Path) -> Path:
     """Weights + metadata (config, task, target split, detector split, command...) in one
     safetensors file, and a readable ``.json`` copy of the metadata beside it."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if size_bytes(module) > MAX_BYTES:
         raise ParameterError(f"connector has {size_bytes(module):,} bytes of weights, over the {MAX_BYTES:,} limit")
@@ -138,15 +143,9 @@ def save(module: nn.Module, meta: dict[str, Any], path: str | Path) -> Path:
 
 def load(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """(connector in eval mode, its metadata)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"connector file not found: {path}")
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # older safetensors
-        SafetensorError = RuntimeError  # noqa: N806
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["fcm_connector"])

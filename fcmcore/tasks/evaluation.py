@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping, Sequence
 
+from .connectors import default_path
+
 # Per-point metric names (results lists in a sweep document; `fcm bdrate --metric`).
 TASK_METRICS = ("pose_oks", "cls_top1", "cls_top5")
 PERSON_CATEGORY = 1  # COCO "person"
@@ -57,8 +59,6 @@ def key_parts(config: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     parts: dict[str, Any] = {"tasks": list(tasks), "connector": config.get("connector", "conv")}
     if config.get("split") is not None:
-        from .connectors import default_path
-
         h = hashlib.sha256()
         for task in tasks[1:]:
             path = default_path(task, config["model"], config["split"], parts["connector"])

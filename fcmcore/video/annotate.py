@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from ..evaluate.metrics import REFERENCE_SCORE_THRESHOLD
+from .clip import write_clip
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
@@ -16,8 +18,6 @@ _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 1
 def draw_detections(rgb: np.ndarray, detections: Sequence, score_threshold: float = REFERENCE_SCORE_THRESHOLD,
                     caption: str | None = None) -> np.ndarray:
     """A copy of ``rgb`` with the boxes (score >= threshold), labels and an optional caption."""
-    import cv2
-
     out = np.ascontiguousarray(rgb.copy())
     thick = max(1, round(min(out.shape[:2]) / 300))
     for d in detections:
@@ -40,8 +40,6 @@ def draw_detections(rgb: np.ndarray, detections: Sequence, score_threshold: floa
 def write_annotated(path: str | Path, frames: Sequence[np.ndarray], detections: Sequence[Sequence], fps: float,
                     frame_bits: Sequence[int] | None = None) -> Path:
     """Write ``frames`` with their detections (and each frame's bits as a caption)."""
-    from .clip import write_clip
-
     drawn = []
     for i, (rgb, dets) in enumerate(zip(frames, detections)):
         cap = f"frame {i}  {frame_bits[i]:,} bits" if frame_bits is not None else None

@@ -82,7 +82,7 @@ class Clip:
 
 
 def _open(path: str | Path):
-    import av
+    import av  # why: PyAV is heavy; loaded when a clip is read or written
 
     p = Path(path)
     label = str(path)
@@ -155,7 +155,7 @@ def _stream_info(path, container, stream, rotation: int) -> ClipInfo:
 
 def probe_clip(path: str | Path) -> ClipInfo:
     """The clip's header facts, decoding at most one frame (for its rotation)."""
-    import av
+    import av  # why: PyAV is heavy; loaded when a clip is read or written
 
     container = _open(path)
     try:
@@ -183,7 +183,7 @@ def iter_clip(path: str | Path, *, start: int = 0, frames: int | None = None, st
               ) -> Iterator[tuple[ClipInfo, int, np.ndarray]]:
     """Yield (info, source index, RGB frame) for frames ``start``, ``start + stride``, ...
     (``frames`` of them, default: to the end). Raises InputError / ParameterError."""
-    import av
+    import av  # why: PyAV is heavy; loaded when a clip is read or written
 
     if start < 0:
         raise ParameterError(f"--start must be >= 0, got {start}")
@@ -271,7 +271,7 @@ def write_clip(path: str | Path, frames: list[np.ndarray], fps: float, *, codec:
                crf: int = 18) -> None:
     """Write RGB frames as a video file (annotated clips, test clips). H.264 in MP4 plays in
     browsers (``st.video``); sides are padded to even sizes for 4:2:0."""
-    import av
+    import av  # why: PyAV is heavy; loaded when a clip is read or written
 
     if not frames:
         raise ParameterError("no frames to write")

@@ -26,10 +26,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ParameterError
+from ..codecs import get_codec
+from ..errors import CodecUnavailableError, ParameterError
 from ..models import DEFAULT_MODEL, load_model
 from ..models.base import Detection, Features, ImageMeta
-from .clip import Clip
+from ..pipeline import HeadOutput, PipelineConfig, run_from_head
+from .clip import Clip, iter_clip
+from .coder import VideoFeatureCoder  # the FeatureCoder sequence hook
 from .sequence import GOPS, SEQUENCE_CODERS, check_gop, sequence_coder
 
 DEFAULT_SPLIT = "expanded_conv_9"
@@ -72,8 +75,6 @@ class VideoConfig:
 
 def validate(config: VideoConfig) -> VideoConfig:
     """Check a config before any work; fills in the quality and bit depth defaults."""
-    from ..codecs import get_codec
-
     model = load_model(config.model)
     if config.split is not None:
         model.split_point(config.split)
@@ -86,8 +87,6 @@ def validate(config: VideoConfig) -> VideoConfig:
         check_gop(config.gop, config.intra_period)
         ok, reason = coder.available()
         if not ok:
-            from ..errors import CodecUnavailableError
-
             raise CodecUnavailableError(f"codec {config.codec} is not available here: {reason}")
         q = coder.check_quality(config.quality)
         bd = config.bit_depth or 10
@@ -141,8 +140,6 @@ def stream_heads(path, model_name: str, split: str, *, start: int = 0, frames: i
     """Decode and run the head frame by frame, keeping only the features: memory stays at
     the model plus ~C*H*W floats per frame, whatever the clip's resolution. The returned
     ``Clip`` has no frames (what split sequence coding needs: rate, size, indices)."""
-    from .clip import iter_clip
-
     model = load_model(model_name)
     model.split_point(split)
     feats, metas, indices = [], [], []
@@ -223,8 +220,6 @@ def run_video(clip: Clip, config: VideoConfig, *, heads: Heads | None = None,
     if config.sequence_coded:
         coder = sequence_coder(config.codec)
         if config.split is not None:
-            from .coder import VideoFeatureCoder  # the FeatureCoder sequence hook
-
             fc = VideoFeatureCoder(config.codec, structure=config.gop, bit_depth=config.bit_depth,
                                    quant=config.quant, ranges=config.ranges)
             enc = fc.encode_sequence(heads.features, config.quality, gop=config.intra_period)
@@ -258,11 +253,8 @@ def run_video(clip: Clip, config: VideoConfig, *, heads: Heads | None = None,
                        bits, header_bytes, timings, decoded_frames if keep_decoded else None)
 
 
-def _run_per_frame(clip, heads, config, dets, progress, keep_decoded):
+def _run_per_frame(clip, heads, config: VideoConfig, dets, progress, keep_decoded):
     """Per-frame intra baselines: every frame through the image pipeline on its own."""
-    from ..codecs import get_codec
-    from ..pipeline import HeadOutput, PipelineConfig, run_from_head
-
     pconf = PipelineConfig(model=config.model, split=config.split, codec=config.codec, quality=config.quality,
                            bit_depth=config.bit_depth, quant=config.quant)
     model = load_model(config.model)

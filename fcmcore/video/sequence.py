@@ -35,10 +35,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..codecs import _video
+from ..codecs import _video, get_codec, vvc
 from ..codecs.base import QualitySpec
 from ..errors import BitstreamError, CodecUnavailableError, ParameterError
-from .nal import access_units
+from .nal import access_units, split_access_units
 
 GOPS = ("intra", "ldp", "ra")
 DEFAULT_INTRA_PERIOD = 64
@@ -139,8 +139,6 @@ class HEVCSequenceCoder(SequenceCoder):
     min_side = 16
 
     def available(self) -> tuple[bool, str]:
-        from ..codecs import get_codec
-
         return get_codec("hevc").available()
 
     def x265_params(self, qp: int, gop: str, intra_period: int | None) -> dict[str, str | int]:
@@ -201,23 +199,7 @@ class HEVCSequenceCoder(SequenceCoder):
         return self._encode_frames(gen(), w, h, "yuv420p", qp, gop, intra_period)
 
     def _decode_frames(self, data: bytes, n: int):
-        av = _video.load_av()
-        try:
-            units = _split(data, "hevc")
-            cc = av.CodecContext.create("hevc", "r")
-            out = []
-            for i, au in enumerate(units):
-                pkt = av.Packet(au)
-                pkt.pts = i
-                out += cc.decode(pkt)
-            out += cc.decode(None)
-        except BitstreamError:
-            raise
-        except Exception as exc:  # libavcodec raises anything on garbage
-            raise BitstreamError(f"hevc: undecodable sequence ({type(exc).__name__}: {str(exc)[:160]})") from None
-        if len(out) != n:
-            raise BitstreamError(f"hevc: decoded {len(out)} pictures, the header says {n}")
-        return out
+        return _decode_pictures(data, "hevc", n)
 
     def decode(self, data: bytes, bit_depth: int, shape: tuple[int, int], n: int) -> list[np.ndarray]:
         h, w = shape
@@ -243,9 +225,28 @@ class HEVCSequenceCoder(SequenceCoder):
         return out
 
 
-def _split(data: bytes, codec: str) -> list[bytes]:
-    from .nal import split_access_units
+def _decode_pictures(data: bytes, codec: str, n: int) -> list:
+    """The ``n`` pictures of an Annex-B ``codec`` sequence through PyAV's decoder, one access
+    unit per packet; BitstreamError for anything that does not decode to exactly ``n``."""
+    av = _video.load_av()
+    try:
+        cc = av.CodecContext.create(codec, "r")
+        out = []
+        for i, au in enumerate(_split(data, codec)):
+            pkt = av.Packet(au)
+            pkt.pts = i
+            out += cc.decode(pkt)
+        out += cc.decode(None)
+    except BitstreamError:
+        raise
+    except Exception as exc:  # libavcodec raises anything on garbage
+        raise BitstreamError(f"{codec}: undecodable sequence ({type(exc).__name__}: {str(exc)[:160]})") from None
+    if len(out) != n:
+        raise BitstreamError(f"{codec}: decoded {len(out)} pictures, the header says {n}")
+    return out
 
+
+def _split(data: bytes, codec: str) -> list[bytes]:
     return split_access_units(data, codec)
 
 
@@ -260,8 +261,6 @@ class VVCSequenceCoder(SequenceCoder):
     _mult, _min = 8, 64  # vvenc fails on pictures under ~64x64 at low QP
 
     def available(self) -> tuple[bool, str]:
-        from ..codecs import get_codec
-
         return get_codec("vvc").available()
 
     def encoder_args(self, qp: int, gop: str, intra_period: int | None) -> list[str]:
@@ -277,12 +276,10 @@ class VVCSequenceCoder(SequenceCoder):
         return args + ["-vvenc-params", params]
 
     def _run(self, raw: bytes, w: int, h: int, n: int, qp: int, gop: str, intra_period: int | None) -> CodedSequence:
-        from ..codecs.vvc import find_ffmpeg
-
         ok, reason = self.available()
         if not ok:
             raise CodecUnavailableError(f"codec vvc is not available: {reason}")
-        exe = find_ffmpeg()
+        exe = vvc.find_ffmpeg()  # through the module: a test can simulate ffmpeg missing
         cmd = [exe, "-hide_banner", "-nostdin", "-loglevel", "error",
                "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-r", "10", "-i", "pipe:0",
                "-map", "0:v", *self.encoder_args(qp, gop, intra_period),
@@ -323,23 +320,9 @@ class VVCSequenceCoder(SequenceCoder):
         return self._run(b"".join(parts), w, h, len(frames), qp, gop, intra_period)
 
     def _decode_frames(self, data: bytes, n: int, w: int, h: int):
-        av = _video.load_av()
         if not _video.av_has("vvc", "r"):
             raise CodecUnavailableError("vvc: this PyAV build has no VVC decoder")
-        try:
-            cc = av.CodecContext.create("vvc", "r")
-            out = []
-            for i, au in enumerate(_split(data, "vvc")):
-                pkt = av.Packet(au)
-                pkt.pts = i
-                out += cc.decode(pkt)
-            out += cc.decode(None)
-        except BitstreamError:
-            raise
-        except Exception as exc:
-            raise BitstreamError(f"vvc: undecodable sequence ({type(exc).__name__}: {str(exc)[:160]})") from None
-        if len(out) != n:
-            raise BitstreamError(f"vvc: decoded {len(out)} pictures, the header says {n}")
+        out = _decode_pictures(data, "vvc", n)
         planes = []
         for vf in out:
             if vf.format.name != "yuv420p10le" or (vf.height, vf.width) != (h, w):

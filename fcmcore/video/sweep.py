@@ -26,9 +26,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import FCMError, InputError, ParameterError
+from ..evaluate.bdrate import bd_compare, monotone_front
+from ..evaluate.cache import ResultCache
 from ..evaluate.metrics import REFERENCE_SCORE_THRESHOLD, agreement, map_vs_reference
+from ..evaluate.result_key import code_version
+from ..models.base import Detection
 from .clip import VIDEO_SUFFIXES, read_clip
-from .metrics import annotation_map, block_indices, default_block, f1_interval, f1_of, frame_counts
+from .metrics import (annotation_map, block_indices, default_block, f1_interval, f1_of, frame_counts,
+                      load_video_annotations)
 from .run import VideoConfig, compute_heads, reference_detections, run_video, validate
 
 RESULTS_VERSION = 1
@@ -55,8 +60,6 @@ def _clip_hash(path: Path) -> str:
 
 
 def _key(clip_sha: str, selection: dict, config: VideoConfig) -> str:
-    from ..evaluate.cache import code_version
-
     parts = {"clip": clip_sha, "selection": selection, "config": config.to_json(),
              "code": code_version(("video",))}
     return "video:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -70,8 +73,6 @@ def _record(result) -> dict[str, Any]:
 
 
 def _dets(rows) -> list:
-    from ..models.base import Detection
-
     return [Detection(label=r[6], category_id=int(r[0]), score=float(r[1]), box=tuple(r[2:6])) for r in rows]
 
 
@@ -80,9 +81,6 @@ def video_sweep(path: str | Path, curves: Sequence[tuple[VideoConfig, Sequence[f
                 cache: bool = True, progress: bool = True,
                 progress_callback: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Every curve (config at each quality) over the clip(s) at ``path``; the results document."""
-    from ..evaluate.cache import ResultCache
-    from .metrics import load_video_annotations
-
     if not curves:
         raise ParameterError("nothing to sweep")
     plan = []
@@ -123,7 +121,7 @@ def video_sweep(path: str | Path, curves: Sequence[tuple[VideoConfig, Sequence[f
                               num_frames=len(clip.frames), sha256=sha))
         heads_by_split: dict[tuple, Any] = {}
 
-        def heads_for(cfg):
+        def heads_for(cfg: VideoConfig):
             k = (cfg.model, cfg.split)
             if k not in heads_by_split:
                 heads_by_split[k] = compute_heads(clip, cfg.model, cfg.split)
@@ -223,8 +221,6 @@ def bd_rate_interval(anchor: dict, test: dict, *, block: int, samples: int = 500
     """BD-rate (%) of ``test`` vs ``anchor`` on pooled F1, with a paired block-bootstrap 95 %
     interval: the same resampled frames for every point of both curves. Returns (estimate,
     interval or None, usable resamples). Curves come from :func:`video_sweep` on the same frames."""
-    from ..evaluate.bdrate import bd_compare, monotone_front
-
     def curve_at(curve, idx):
         rates, vals = [], []
         for p in curve["points"]:

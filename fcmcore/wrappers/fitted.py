@@ -32,11 +32,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..errors import ParameterError, WeightsError
+from ..imageio import check_regular_file
+from ..models import load_model
 from ..models.base import Features
 from ..paths import ASSETS_DIR
-from ..models import load_model
 from .base import FeatureWrapper
 from .importance import WEIGHT_KINDS, WEIGHT_SOURCES, WEIGHT_TARGETS, estimate_maps, estimate_weights, weights_of_kind
 
@@ -183,7 +186,6 @@ class FittedWrapper(FeatureWrapper):
         for target, m in self.importance_maps.items():
             tensors[MAP_PREFIX + target] = torch.as_tensor(m, dtype=torch.float32).contiguous()
         meta = dict(self.meta, format=FORMAT, method=self.method, rdo_weights=self.rdo_weights)
-        from safetensors.torch import save_file
 
         save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
         path.chmod(0o644)  # safetensors creates files readable by the owner only
@@ -199,13 +201,9 @@ MAX_WRAPPER_BYTES = 1 << 30  # wrappers are a few MB; safetensors maps the file,
 
 def read_file(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(metadata, tensors) of a wrapper file; WeightsError for anything unreadable."""
-    from ..imageio import check_regular_file
-
     p = Path(path).expanduser()
     check_regular_file(p, MAX_WRAPPER_BYTES, label=f"wrapper file {p}", error=WeightsError)
     try:
-        from safetensors import safe_open
-
         with safe_open(str(p), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -239,7 +237,6 @@ def copy_with_rdo_weights(src: str | Path, out: str | Path, rdo_weights: str) ->
         raise ParameterError(f"rdo_weights must be one of {', '.join(RDO_WEIGHT_MODES)}, not {rdo_weights!r}")
     meta, tensors = read_file(src)
     meta["rdo_weights"] = rdo_weights
-    from safetensors.torch import save_file
 
     out = Path(out)
     save_file(tensors, str(out), metadata={META_KEY: json.dumps(meta, sort_keys=True)})

@@ -34,10 +34,12 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 from ..models import load_model
-from ..training import BITS_RANGE, augment as augment_view, collect_views, feature_extractor, log_every
-from ..training import proxy_step, random_bits, single_tensor, train_val_records
-from .fitted import FittedWrapper
+from ..training import (BITS_RANGE, augment as augment_view, collect_views, feature_extractor, log_every, proxy_step,
+                        random_bits, single_tensor, train_val_records)
+from .convnet import LearnedNets, LearnedWrapper, pca_init
+from .fitted import RDO_WEIGHT_MODES, FittedWrapper
 from .importance import WEIGHT_TARGETS, detector_outputs, estimate_weights, tail_function
+from .linear import PCAWrapper, TruncateWrapper
 
 METHODS = ("learned", "pca", "truncate")
 LOSSES = ("feature", "deep", "task")
@@ -139,9 +141,7 @@ _proxy_step = proxy_step  # the proxy codec (``training.proxy``), under its old 
 def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep", epochs: int = 12,
                   batch: int = 8, lr: float = 1e-3, lam: float = 0.01, hidden: int = 64, down: int = 1,
                   seed: int = 0, log: Callable[[str], None] | None = print):
-    from compressai.entropy_models import EntropyBottleneck
-
-    from .convnet import LearnedNets, LearnedWrapper, pca_init
+    from compressai.entropy_models import EntropyBottleneck  # why: CompressAI is optional (learned only)
 
     torch.manual_seed(seed)
     _, c, h, w = bank.train.shape
@@ -252,9 +252,6 @@ def train_wrapper(dataset, model_name: str, split: str, k: int, method: str = "l
                   hidden: int = 64, lam: float = 0.01, rdo_weights: str = "task", command: str = "",
                   log: Callable[[str], None] | None = print) -> FittedWrapper:
     """Fit or train a wrapper end to end (features, fitting, importance weights)."""
-    from .fitted import RDO_WEIGHT_MODES
-    from .linear import PCAWrapper, TruncateWrapper
-
     if method not in METHODS:
         raise ParameterError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if rdo_weights not in RDO_WEIGHT_MODES:
