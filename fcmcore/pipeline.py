@@ -7,6 +7,9 @@ Model-splitting paradigm (edge | server):
 
 Full-input paradigm: image -> image codec -> decoded image -> whole detector -> detections.
 
+(Long because: the configuration, the result and the one run path of both paradigms read top
+to bottom as the data flow; the stages themselves live in their packages.)
+
 ``run(image, config)`` does either. For interactive use (the app), ``run_head`` and
 ``run_from_head`` split the work so that moving a quality slider re-runs only the coding
 and the tail. Every stage is timed; bits are ``len(bitstream) * 8`` of what the server
