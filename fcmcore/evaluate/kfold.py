@@ -304,7 +304,7 @@ def evaluate_kfold(dataset: Dataset, curve, k: int, *, seed: int = 0, overrides:
     doc["curves"][0]["kfold"] = {
         "k": k, "seed": seed, "part": part.kind, "name": part.name, "recipe": part.recipe, "recipe_from": part.source,
         "budget_overrides": {f: v for f, v in (overrides or {}).items() if v is not None},
-        "folds": [{**f.to_json(), "weights": portable(i["dir"]), "key": i["key"], "train_cpu_s": i["cpu_s"],
+        "folds": [{**f.to_json(), "weights_in_cache": f"kfold/{i['key']}", "key": i["key"], "train_cpu_s": i["cpu_s"],
                    "cached": i["cached"]} for f, i in zip(folds, infos)],
         "train_cpu_s": round(sum(i["cpu_s"] for i in infos), 1),
     }
