@@ -61,7 +61,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from .video import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
 
     add_sweep_video_arguments(p)
-    from fcmcore.evaluate.kfold import add_kfold_arguments  # fcm sweep --folds K (fcmcore/evaluate/kfold.py)
+    from .kfold import add_kfold_arguments  # fcm sweep --folds K (fcmcore/evaluate/kfold.py)
 
     add_kfold_arguments(p)
     p.set_defaults(func=cmd_sweep)
@@ -140,7 +140,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
     qualities = _resolve_qualities(args.qualities, [config], dataset)[0] if args.qualities else []
     if args.folds is not None:  # k-fold training of the trained part (fcmcore/evaluate/kfold.py)
-        from fcmcore.evaluate.kfold import kfold_from_args
+        from ..evaluate.kfold import kfold_from_args
 
         doc = kfold_from_args(args, dataset, CurveSpec(config, qualities, targets, args.name))
     else:
