@@ -6,7 +6,10 @@ out for validation. Deterministic, so a result measured on "val" never saw train
 
 from __future__ import annotations
 
+import random
 from typing import Sequence, TypeVar
+
+from .errors import ParameterError
 
 T = TypeVar("T")
 
@@ -40,10 +43,6 @@ def kfold_split(items: Sequence[T], k: int, seed: int = 0) -> list[list[T]]:
     """``k`` folds of ``items`` (sorted by image id or name): the positions are shuffled with
     ``random.Random(seed)`` and dealt round-robin, so fold sizes differ by at most one; each
     fold keeps the items' order. Every item is in exactly one fold."""
-    import random
-
-    from .errors import ParameterError
-
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ParameterError(f"--folds must be an integer of at least 2, got {k!r}")
     if k > len(items):
@@ -66,7 +65,5 @@ def train_val_images(dataset, images: Sequence[T] | None = None) -> tuple[list[T
         return split_train_val(items)
     train_ids, held_out = set(fold[0]), set(fold[1])
     if train_ids & held_out:
-        from .errors import ParameterError
-
         raise ParameterError("k-fold: an image is both trained on and held out")
     return [x for x in items if x.id in train_ids], [x for x in items if x.id in held_out]

@@ -37,10 +37,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ParameterError
+from .bootstrap import N_RESAMPLES, SEED, resample_weights
 from .datasets import Dataset
 from .kfold_folds import Fold, held_out_view, plan_folds, training_view
 from .kfold_train import (FITTED_WRAPPERS, Log, Trainable, _learned_dir, _stderr, _wrapper_file, fold_dir, fold_key,
                           train_fold, trainable_of)
+from .summaries import label_of, summarise
+from .sweep import CurveSpec, evaluate
+from .sweep_worker import RunSpec, record_detections
 
 __all__ = ["FITTED_WRAPPERS", "Fold", "Trainable", "evaluate_kfold", "fold_dir", "fold_key", "held_out_view",
            "kfold_from_args", "merge_folds", "plan_folds", "train_fold", "trainable_of", "training_view"]
@@ -79,8 +83,6 @@ def evaluate_kfold(dataset: Dataset, curve, k: int, *, seed: int = 0, overrides:
 
 
 def _fold_runner(dataset, curve, name, part, fold, info, cache, workers, scheduler, progress):
-    from .sweep import CurveSpec, evaluate
-
     held = held_out_view(dataset, fold)
     d = Path(info["dir"])
     config = curve.config
@@ -104,10 +106,6 @@ def merge_folds(dataset: Dataset, fold_runs: Sequence[dict[str, Any]], name: str
     """One results document from the folds' sweeps (each ``{"fold", "doc", "plan", "runs"}``
     of one curve over that fold's images): records merged per point and summarised over every
     image kept, exactly as one sweep would (``summaries.summarise``)."""
-    from .bootstrap import N_RESAMPLES, SEED, resample_weights
-    from .summaries import label_of, summarise
-    from .sweep_worker import RunSpec, record_detections
-
     first = fold_runs[0]
     n_points = len(first["plan"].curves[0].points)
     point_recs: list[dict[int, dict]] = [{} for _ in range(n_points)]

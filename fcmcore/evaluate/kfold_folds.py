@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..datasplit import kfold_split
 from .datasets import Dataset
 
 
@@ -24,8 +25,6 @@ class Fold:
 
 def plan_folds(dataset: Dataset, k: int, seed: int = 0) -> list[Fold]:
     """K folds of the dataset's images (sorted by id): each image held out exactly once."""
-    from ..datasplit import kfold_split
-
     images = sorted(dataset.images, key=lambda im: im.id)
     groups = kfold_split(images, k, seed)
     out = []

@@ -47,6 +47,7 @@ class Trainable:
 
 
 def _wrapper_recipe(config, overrides: dict[str, Any]) -> Trainable:
+    # why: wrappers and learned codecs (torch) load only when --folds is used
     from ..wrappers import load_wrapper, parse_wrapper_spec
     from ..wrappers.fitted import default_path
 
@@ -69,7 +70,7 @@ def _wrapper_recipe(config, overrides: dict[str, Any]) -> Trainable:
 
 
 def _codec_recipe(config, codec, overrides: dict[str, Any]) -> Trainable:
-    from ..learned.train import TrainConfig
+    from ..learned.train import TrainConfig  # why: the learned trainer (torch, CompressAI) only for codec folds
 
     manifest = codec.manifest  # WeightsError when there is no trained codec to take the recipe from
     if manifest.get("split") != config.split or manifest.get("model") != config.model:
@@ -88,6 +89,7 @@ def _codec_recipe(config, codec, overrides: dict[str, Any]) -> Trainable:
 
 def trainable_of(config, overrides: dict[str, Any] | None = None) -> Trainable:
     """The one trained part of ``config`` and the recipe to retrain it per fold."""
+    # why: the registries and the learned codecs (torch) only when --folds is used
     from ..codecs import get_codec
     from ..learned.codec import LearnedFeatureCodec
     from ..wrappers import parse_wrapper_spec
@@ -147,7 +149,7 @@ def _wrapper_file(d: Path, part: Trainable) -> Path:
 def train_fold(dataset: Dataset, part: Trainable, config, fold: Fold, log: Log = _stderr) -> dict[str, Any]:
     """Train ``part`` on fold's training images (or reuse the cached weights): returns the
     fold's ``info`` (``fold.json``: key, weights location, CPU seconds, cached)."""
-    import torch
+    import torch  # why: heavy; only when a fold trains
 
     key = fold_key(dataset, part, config, fold)
     final = fold_dir(key)
@@ -166,14 +168,14 @@ def train_fold(dataset: Dataset, part: Trainable, config, fold: Fold, log: Log =
         f"(held out: {len(fold.held_out_ids)})")
     try:
         if part.kind == "wrapper":
-            from ..wrappers.training import train_wrapper
+            from ..wrappers.training import train_wrapper  # why: the trainer loads only to train
 
             r = dict(part.recipe)
             wrapper = train_wrapper(view, config.model, config.split, r.pop("k"), command="fcm sweep --folds", log=None, **r)
             wrapper.meta["kfold"] = dict(stamp, cpu_s=round(time.process_time() - cpu0, 1))
             wrapper.save(_wrapper_file(tmp, part))
         else:
-            from ..learned.train import TrainConfig, train_codec
+            from ..learned.train import TrainConfig, train_codec  # why: the trainer loads only to train
 
             out = tmp / "learned" / part.name
             cfg = TrainConfig(dataset=portable(dataset.root), out=str(out), threads=1, resume=False, init=None,
@@ -201,7 +203,7 @@ def train_fold(dataset: Dataset, part: Trainable, config, fold: Fold, log: Log =
 def _learned_dir(root: Path, codec_name: str) -> Iterator[None]:
     """Learned codecs load their weights from ``root`` inside the block (``$FCM_LEARNED_DIR``,
     inherited by spawned sweep workers; the shared codec instance is rebuilt on entry and exit)."""
-    from .. import codecs
+    from .. import codecs  # why: the codec registry's shared instances, reset here only
 
     old = os.environ.get("FCM_LEARNED_DIR")
     os.environ["FCM_LEARNED_DIR"] = str(root)
