@@ -22,6 +22,7 @@ from ..models import load_model
 from .detect import add_pipeline_arguments, config_from_args
 from .video import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
 from .video import cmd_video_sweep
+from .kfold import add_kfold_arguments  # fcm sweep --folds K (fcmcore/evaluate/kfold.py)
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -61,6 +62,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="results JSON to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_sweep_video_arguments(p)
+    add_kfold_arguments(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser(
@@ -122,6 +124,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from ..evaluate.sweep import CurveSpec, evaluate, save_results
 
     if getattr(args, "video", None):
+        if args.folds is not None:
+            raise ParameterError("--folds works on image datasets, not --video")
         return cmd_video_sweep(args)
     if not args.dataset:
         raise ParameterError("fcm sweep needs --dataset (or --video for clips)")
@@ -132,8 +136,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     targets = _floats(args.target_bpp, "--target-bpp") if args.target_bpp else []
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
     qualities = _resolve_qualities(args.qualities, [config], dataset)[0] if args.qualities else []
-    doc = evaluate(dataset, [CurveSpec(config, qualities, targets, args.name)], cache=not args.no_cache,
-                   workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+    if args.folds is not None:  # k-fold training of the trained part (fcmcore/evaluate/kfold.py)
+        from ..evaluate.kfold import kfold_from_args
+
+        doc = kfold_from_args(args, dataset, CurveSpec(config, qualities, targets, args.name))
+    else:
+        doc = evaluate(dataset, [CurveSpec(config, qualities, targets, args.name)], cache=not args.no_cache,
+                       workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     save_results(doc, args.out)
     _warn_failures(doc)
     if args.json:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -58,17 +59,25 @@ def code_version(extra_sources: tuple[str, ...] = ()) -> str:
     """A hash of the code and packages that can change a pipeline result: fcmcore's version,
     the record format, the core sources (pipeline, packing, bitstream, models, codecs), any
     ``extra_sources`` (e.g. ``wrappers`` when a wrapper is used) and the package versions.
-    Computed once per process and set of sources."""
-    return _code_version(tuple(sorted(set(extra_sources))))
+    Computed once per process, set of sources and learned-weights folder."""
+    extra = tuple(sorted(set(extra_sources)))
+    return _code_version(extra, str(_learned_root()) if "learned" in extra else "")
+
+
+def _learned_root() -> Path:
+    """Where the learned codecs load their weights (``fcmcore.learned.codec.learned_root``,
+    repeated here so that the cache does not import torch): ``$FCM_LEARNED_DIR`` or the assets."""
+    return Path(os.environ.get("FCM_LEARNED_DIR") or ASSETS_DIR / "learned")
 
 
 @lru_cache(maxsize=None)
-def _code_version(extra_sources: tuple[str, ...]) -> str:
+def _code_version(extra_sources: tuple[str, ...], learned_root: str = "") -> str:
     h = hashlib.sha256(f"fcmcore {__version__} record {RECORD_FORMAT}\n".encode())
     for rel in (*CORE_SOURCES, *extra_sources):
         _hash_sources(h, rel)
-    if "learned" in extra_sources:  # retrained learned codecs change results: hash their manifests
-        for manifest in sorted((ASSETS_DIR / "learned").glob("*/manifest.json")):
+    if learned_root:  # retrained learned codecs change results: hash the manifests of the weights in use
+        # (the assets, or $FCM_LEARNED_DIR, e.g. a k-fold fold's: weights of other folds never share a key)
+        for manifest in sorted(Path(learned_root).glob("*/manifest.json")):
             h.update(manifest.read_bytes())
     for pkg in VERSIONED_PACKAGES:
         try:

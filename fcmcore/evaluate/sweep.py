@@ -247,9 +247,10 @@ def _open_cache(cache: ResultCache | bool | None) -> ResultCache | None:
 
 def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCache | bool | None = True,
              workers: int | None = None, scheduler: Any = None, progress: bool = True,
-             progress_callback: ProgressFn | None = None) -> dict[str, Any]:
+             progress_callback: ProgressFn | None = None, keep_runs: dict | None = None) -> dict[str, Any]:
     """Run ``curves`` (and each one's uncompressed reference) over ``dataset``; return the
-    results document described in the module docstring."""
+    results document described in the module docstring. ``keep_runs``: a dict that gets the
+    plan and the per-image records (``kfold`` merges the folds' records)."""
     if not curves:
         raise ParameterError("nothing to sweep: give at least one curve")
     cache = _open_cache(cache)
@@ -306,6 +307,8 @@ def evaluate(dataset: Dataset, curves: Sequence[CurveSpec], *, cache: ResultCach
         if bar:
             bar.close()
     elapsed = time.perf_counter() - start
+    if keep_runs is not None:
+        keep_runs.update(plan=plan, runs=runs, elapsed_s=elapsed)
     doc = _assemble(dataset, plan, runs)
 
     return {

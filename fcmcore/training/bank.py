@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from ..checkpoints import load_checkpoint, save_checkpoint
-from ..datasplit import split_train_val
+from ..datasplit import train_val_images
 from ..errors import InputError, ParameterError, WeightsError
 from ..imageio import load_image
 from .augment import augment
@@ -28,10 +28,11 @@ T = TypeVar("T")
 def train_val_records(dataset) -> tuple[list[Any], list[Any]]:
     """(train, val) image records of a loaded dataset (``fcmcore.evaluate.load_dataset``:
     anything whose ``images`` have ``id`` and ``path``; the command layer loads it, so no
-    trainer imports evaluate), sorted by id and split by ``datasplit``."""
+    trainer imports evaluate), sorted by id and split by ``datasplit`` (the project's one split,
+    or a k-fold fold's: ``datasplit.train_val_images``)."""
     if not hasattr(dataset, "images"):
         raise ParameterError(f"expected a loaded dataset (fcmcore.evaluate.load_dataset), got {type(dataset).__name__}")
-    train, val = split_train_val(sorted(dataset.images, key=lambda im: im.id))
+    train, val = train_val_images(dataset, sorted(dataset.images, key=lambda im: im.id))
     if not train or not val:
         name = getattr(dataset, "name", None) or getattr(dataset, "root", dataset)
         raise InputError(f"dataset {name}: needs at least 4 images for a train/val split "
