@@ -64,7 +64,7 @@ def test_bad_fold_counts(k):
 
 
 def test_trainers_see_only_the_other_folds(tiny_dataset):
-    from fcmcore.learned.train import dataset_images
+    from fcmcore.learned.bank import dataset_images
 
     ds = load_dataset(tiny_dataset)
     folds = plan_folds(ds, 4, seed=0)

@@ -137,7 +137,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
     qualities = _resolve_qualities(args.qualities, [config], dataset)[0] if args.qualities else []
     if args.folds is not None:  # k-fold training of the trained part (fcmcore/evaluate/kfold.py)
-        from ..evaluate.kfold import kfold_from_args
+        from ..evaluate.kfold import kfold_from_args  # why: the k-fold stage loads only when --folds is given
 
         doc = kfold_from_args(args, dataset, CurveSpec(config, qualities, targets, args.name))
     else:

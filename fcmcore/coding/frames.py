@@ -19,7 +19,7 @@ import torch
 from ..bitstream import decode_features, encode_features
 from ..codecs.base import FrameCodec
 from ..errors import ParameterError
-from ..packing import MODES
+from ..packing import MODES, check_pad
 from .base import Decoded, Encoded, FeatureCoder, Features
 from .rdo import bits_per_block, bits_per_channel, block_qp_offsets, qp_offsets_from_weights
 
@@ -40,8 +40,6 @@ class PackedFrameCoder(FeatureCoder):
         self.name = codec.name
         self.bit_depth = check_bit_depth(codec, bit_depth)
         self.quant, self.rdo = quant, rdo
-        from ..packing import check_pad
-
         self.tile_pad = check_pad(tile_pad)
         # The receiver knows the split's tensors: a stream declaring others is refused
         # before anything is allocated (fcmcore.bitstream, ``expect=``).

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..bitstream import qp_map_for
 from ..errors import ParameterError
+from ..packing import pad_tiles
 
 QP_OFFSET_RANGE = (-12.0, 12.0)  # keep offsets within 2 octaves of step either way
 
@@ -56,8 +57,6 @@ def block_qp_offsets(weights, pad: int, block: int, clip: tuple[float, float] = 
     the packer pads): dQP_b = -3 log2(mean_b w / geomean_b(mean_b w)), clipped. Without
     padding to a multiple of ``block`` the blocks are those of each tile's own grid (the
     codec then averages offsets of blocks that straddle tiles)."""
-    from ..packing import pad_tiles
-
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 3 or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
         raise ParameterError("per-position importance weights must be a finite (k, h, w) array, >= 0, not all 0")
@@ -111,8 +110,6 @@ def bits_per_block(encoded, codec, quality, qp_offsets: dict | None = None, bloc
     frame is re-encoded once per block with that block flattened to its mean code (as
     ``bits_per_channel`` does per tile), bits_b = bits(frame) - bits(frame, block b flat).
     Costs one encode per block (a 24-tile frame of 24x24 padded tiles: 216 encodes)."""
-    from ..bitstream import qp_map_for
-
     out: dict[str, np.ndarray] = {}
     for name, p in encoded.packed.items():
         offsets = (qp_offsets or {}).get(name)

@@ -25,6 +25,7 @@ method, model, split or channel count, parameter shapes that do not fit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -151,8 +152,6 @@ class FittedWrapper(FeatureWrapper):
     def _image_map(self, z: torch.Tensor, target: str) -> np.ndarray:
         """Per-image map of ``z`` (4 probes, seed 0: deterministic), remembered for the last few
         tensors: a sweep codes one image at several QPs from the same reduced tensor."""
-        import hashlib
-
         key = (target, hashlib.sha1(z.detach().float().contiguous().numpy().tobytes()).hexdigest())
         hit = self._image_maps.get(key) if hasattr(self, "_image_maps") else None
         if hit is not None:
@@ -255,8 +254,6 @@ def write_importance_maps(path: str | Path, maps: dict[str, np.ndarray]) -> Path
         if target not in WEIGHT_TARGETS or m.dim() != 3 or m.shape[0] != k or bool((m < 0).any()):
             raise ParameterError(f"importance map {target!r} must be ({k}, h, w) and >= 0, got {tuple(m.shape)}")
         tensors[MAP_PREFIX + target] = m
-    from safetensors.torch import save_file
-
     path = Path(path)
     save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta, sort_keys=True)})
     path.chmod(0o644)

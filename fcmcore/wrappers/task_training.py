@@ -28,14 +28,16 @@ import torch
 
 from ..errors import ParameterError
 from .convnet import LearnedNets, LearnedWrapper
-from .training import BITS_RANGE, FeatureBank, _proxy_step, make_distortion, validate_learned
+from .importance import estimate_maps
+from .training import (BITS_RANGE, FeatureBank, _proxy_step, attach_importance, base_meta, build_bank,
+                       evaluate_wrapper, make_distortion, validate_learned)
 
 
 def train_task_nets(bank: FeatureBank, meta: dict[str, Any], *, epochs: int = 10, batch: int = 8,
                     lr: float = 2e-3, lam: float = 0.01, hidden: int = 64, seed: int = 0,
                     log: Callable[[str], None] | None = print):
     """-> a ``LearnedWrapper`` trained from random weights on the task loss."""
-    from compressai.entropy_models import EntropyBottleneck
+    from compressai.entropy_models import EntropyBottleneck  # why: CompressAI is optional (imported when training)
 
     if epochs < 1:
         raise ParameterError(f"--epochs must be at least 1, got {epochs}")
@@ -96,9 +98,6 @@ def train_task_wrapper(dataset, model_name: str, split: str, k: int, *, epochs: 
                        log: Callable[[str], None] | None = print):
     """Features, training, fixed importance weights (``importance.*``) and maps
     (``importance_maps``: post and task) of a task-trained wrapper."""
-    from .importance import estimate_maps
-    from .training import attach_importance, base_meta, build_bank, evaluate_wrapper
-
     t0 = time.perf_counter()
     bank = build_bank(dataset, model_name, split, augment=augment, seed=seed, log=log)
     c = bank.train.shape[1]
