@@ -108,3 +108,31 @@ def test_installed_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "fcmcore.cli", "detect", "/nonexistent.png"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_light_commands_table_matches_the_full_parser():
+    """`fcm bdrate` / `fcm plot` load only their own module: the table must name the module
+    that really registers each of them, and the light parser must know the same options."""
+    import argparse
+    import importlib
+
+    from fcmcore import cli
+
+    for command, owner in cli.LIGHT_COMMANDS.items():
+        assert owner in cli.COMMAND_MODULES
+        parser = argparse.ArgumentParser()
+        importlib.import_module(owner).add_commands(parser.add_subparsers(dest="command"))
+        full, light = (next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices
+                       for p in (cli.build_parser(), cli.build_parser([command])))
+        assert command in light and set(light) < set(full)
+        assert ({o for a in light[command]._actions for o in a.option_strings}
+                == {o for a in full[command]._actions for o in a.option_strings})
+
+
+def test_bdrate_starts_without_torch():
+    code = ("import sys; from fcmcore.cli import main\n"
+            "try:\n    main(['bdrate', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "False"

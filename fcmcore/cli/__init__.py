@@ -24,6 +24,11 @@ COMMAND_MODULES = [
     "fcmcore.cli.train_connector",  # train-connector
 ]
 
+# Commands that need no model: `fcm bdrate ...` / `fcm plot ...` build a parser with only their
+# own module, so start-up does not import torch (~3 s of CPU, more than the 1000-resample
+# bootstrap itself). tests/test_cli.py checks the table against the full parser.
+LIGHT_COMMANDS = {"bdrate": "fcmcore.evaluate.commands", "plot": "fcmcore.evaluate.commands"}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
@@ -32,10 +37,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``argv`` naming a light command, only that command's module."""
     parser = _Parser(prog="fcm", description="FCM Studio: feature coding for machines (split inference).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module_name in COMMAND_MODULES:
+    modules = COMMAND_MODULES
+    owner = LIGHT_COMMANDS.get(argv[0]) if argv else None
+    if owner in COMMAND_MODULES:
+        modules = [owner]
+    for module_name in modules:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -47,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
