@@ -19,7 +19,6 @@ weights and maps; load it as ``learned:PATH``.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable
 
@@ -29,67 +28,26 @@ import torch
 from ..errors import ParameterError
 from .convnet import LearnedNets, LearnedWrapper
 from .importance import estimate_maps
-from .training import (BITS_RANGE, FeatureBank, _proxy_step, attach_importance, base_meta, build_bank,
-                       evaluate_wrapper, make_distortion, validate_learned)
+from .training import (BITS_RANGE, FeatureBank, attach_importance, base_meta, build_bank, evaluate_wrapper,
+                       fit_learned_nets, make_distortion)
 
 
 def train_task_nets(bank: FeatureBank, meta: dict[str, Any], *, epochs: int = 10, batch: int = 8,
                     lr: float = 2e-3, lam: float = 0.01, hidden: int = 64, seed: int = 0,
                     log: Callable[[str], None] | None = print):
     """-> a ``LearnedWrapper`` trained from random weights on the task loss."""
-    from compressai.entropy_models import EntropyBottleneck  # why: CompressAI is optional (imported when training)
-
     if epochs < 1:
         raise ParameterError(f"--epochs must be at least 1, got {epochs}")
     torch.manual_seed(seed)
     _, c, h, w = bank.train.shape
-    k = int(meta["k"])
-    nets = LearnedNets(c, k, hidden, 1, (h, w))  # default (random) init: no pca_init
-    eb = EntropyBottleneck(k)
-    main_params = list(nets.parameters()) + [p for n, p in eb.named_parameters() if not n.endswith("quantiles")]
-    aux_params = [p for n, p in eb.named_parameters() if n.endswith("quantiles")]
-    opt = torch.optim.Adam(main_params, lr=lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
-    steps = epochs * math.ceil(bank.train.shape[0] / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    nets = LearnedNets(c, int(meta["k"]), hidden, 1, (h, w))  # default (random) init: no pca_init
     dist_fn = make_distortion("task", meta["model"], meta["split"], float(bank.train.var()))
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    t0, c0 = time.perf_counter(), time.process_time()
-    for epoch in range(epochs):
-        nets.train()
-        eb.train()
-        order = torch.randperm(bank.train.shape[0], generator=gen)
-        tot_d = tot_r = 0.0
-        nb = 0
-        for i in range(0, len(order), batch):
-            x = bank.train[order[i:i + batch]]
-            bits = BITS_RANGE[0] + (BITS_RANGE[1] - BITS_RANGE[0]) * torch.rand(x.shape[0], generator=gen)
-            z = nets.pre(x)
-            step = _proxy_step(z, bits)
-            y_hat, lik = eb(z / step, training=True)
-            rate = -torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()
-            d = dist_fn(nets.post(y_hat * step), x)
-            opt.zero_grad()
-            (d + lam * rate).backward()
-            torch.nn.utils.clip_grad_norm_(main_params, 5.0)
-            opt.step()
-            sched.step()
-            aux_opt.zero_grad()
-            eb.loss().backward()
-            aux_opt.step()
-            tot_d += float(d.detach())
-            tot_r += float(rate.detach())
-            nb += 1
-        val = validate_learned(nets, eb, bank, dist_fn)
-        history.append({"epoch": epoch + 1, "train_distortion": tot_d / nb, "train_rate": tot_r / nb, **val})
-        if log:
-            log(f"  epoch {epoch + 1}/{epochs}: train D {tot_d / nb:.4f} R {tot_r / nb:.3f}; val D@5b "
-                f"{val['val_distortion_5b']:.4f} R {val['val_rate_5b']:.3f}; {time.perf_counter() - t0:.0f} s")
-    nets.eval()
+    c0 = time.process_time()
+    history, seconds = fit_learned_nets(nets, int(meta["k"]), bank, dist_fn, epochs=epochs, batch=batch, lr=lr,
+                                        lam=lam, seed=seed, pct_start=0.15, log=log)
     meta = dict(meta, method="learned", loss="task", init="random", trainer="task_training", epochs=epochs,
                 batch=batch, lr=lr, lam=lam, hidden=hidden, down=1, proxy_bits=list(BITS_RANGE), history=history,
-                train_seconds=round(time.perf_counter() - t0, 1), train_cpu_seconds=round(time.process_time() - c0, 1))
+                train_seconds=seconds, train_cpu_seconds=round(time.process_time() - c0, 1))
     return LearnedWrapper(meta, nets)
 
 

@@ -141,34 +141,37 @@ _proxy_step = proxy_step  # the proxy codec (``training.proxy``), under its old 
 def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep", epochs: int = 12,
                   batch: int = 8, lr: float = 1e-3, lam: float = 0.01, hidden: int = 64, down: int = 1,
                   seed: int = 0, log: Callable[[str], None] | None = print):
-    from compressai.entropy_models import EntropyBottleneck  # why: CompressAI is optional (learned only)
-
     torch.manual_seed(seed)
     _, c, h, w = bank.train.shape
-    k = int(meta["k"])
-    nets = LearnedNets(c, k, hidden, down, (h, w))
+    nets = LearnedNets(c, int(meta["k"]), hidden, down, (h, w))
     pca_init(nets, bank.train)
+    dist_fn = make_distortion(loss, meta["model"], meta["split"], float(bank.train.var()))
+    history, seconds = fit_learned_nets(nets, int(meta["k"]), bank, dist_fn, epochs=epochs, batch=batch, lr=lr, lam=lam,
+                                        seed=seed, pct_start=0.1, log=log)
+    meta = dict(meta, loss=loss, epochs=epochs, batch=batch, lr=lr, lam=lam, hidden=hidden, down=down,
+                proxy_bits=list(BITS_RANGE), history=history, train_seconds=seconds)
+    return LearnedWrapper(meta, nets)
+
+
+def fit_learned_nets(nets: LearnedNets, k: int, bank: FeatureBank, dist_fn, *, epochs: int, batch: int, lr: float,
+                     lam: float, seed: int, pct_start: float, log: Callable[[str], None] | None = print
+                     ) -> tuple[list[dict[str, float]], float]:
+    """The training loop of the learned wrappers (PCA-initialised or task-trained from random):
+    the proxy codec (uniform noise at a random effective bit depth, CompressAI's entropy
+    bottleneck for the rate), distortion + ``lam`` · rate, Adam with a one-cycle schedule.
+    Trains ``nets`` in place; -> (per-epoch history, wall seconds)."""
+    from compressai.entropy_models import EntropyBottleneck  # why: CompressAI is optional (learned only)
+
     eb = EntropyBottleneck(k)
     main_params = list(nets.parameters()) + [p for n, p in eb.named_parameters() if not n.endswith("quantiles")]
     aux_params = [p for n, p in eb.named_parameters() if n.endswith("quantiles")]
     opt = torch.optim.Adam(main_params, lr=lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     steps = epochs * math.ceil(bank.train.shape[0] / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    feat_var = float(bank.train.var())
-    dist_fn = make_distortion(loss, meta["model"], meta["split"], feat_var)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=pct_start)
     gen = torch.Generator().manual_seed(seed)
     history = []
     t0 = time.perf_counter()
-
-    def run(x: torch.Tensor, bits: torch.Tensor, train: bool):
-        z = nets.pre(x)
-        step = proxy_step(z, bits)
-        y_hat, lik = eb(z / step, training=train)
-        rate = -torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()  # bits per coded value
-        x_hat = nets.post(y_hat * step)
-        return dist_fn(x_hat, x), rate
-
     for epoch in range(epochs):
         nets.train()
         eb.train()
@@ -178,10 +181,13 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
         for i in range(0, len(order), batch):
             x = bank.train[order[i:i + batch]]
             bits = random_bits(x.shape[0], gen)
-            d, r = run(x, bits, True)
-            loss_v = d + lam * r
+            z = nets.pre(x)
+            step = proxy_step(z, bits)
+            y_hat, lik = eb(z / step, training=True)
+            rate = -torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()  # bits per coded value
+            d = dist_fn(nets.post(y_hat * step), x)
             opt.zero_grad()
-            loss_v.backward()
+            (d + lam * rate).backward()
             torch.nn.utils.clip_grad_norm_(main_params, 5.0)
             opt.step()
             sched.step()
@@ -189,7 +195,7 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
             eb.loss().backward()
             aux_opt.step()
             tot_d += float(d.detach())
-            tot_r += float(r.detach())
+            tot_r += float(rate.detach())
             nb += 1
         val = validate_learned(nets, eb, bank, dist_fn)
         history.append({"epoch": epoch + 1, "train_distortion": tot_d / nb, "train_rate": tot_r / nb, **val})
@@ -198,9 +204,7 @@ def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep"
                 f"val D@5b {val['val_distortion_5b']:.4f} R {val['val_rate_5b']:.3f}; "
                 f"{time.perf_counter() - t0:.0f} s")
     nets.eval()
-    meta = dict(meta, loss=loss, epochs=epochs, batch=batch, lr=lr, lam=lam, hidden=hidden, down=down,
-                proxy_bits=list(BITS_RANGE), history=history, train_seconds=round(time.perf_counter() - t0, 1))
-    return LearnedWrapper(meta, nets)
+    return history, round(time.perf_counter() - t0, 1)
 
 
 @torch.no_grad()
