@@ -72,6 +72,18 @@ def block_qp_offsets(weights, pad: int, block: int, clip: tuple[float, float] = 
     return full[:, :h, :wd]
 
 
+def _coder_of(p, codec, quality, offsets):
+    """frame -> bits, coded the way packed frame ``p`` was (with its QP offsets when given)."""
+    qmap = None if offsets is None else qp_map_for(p, offsets)
+
+    def code(frame: np.ndarray) -> int:
+        if qmap is None:
+            return len(codec.encode(frame, p.bit_depth, quality)) * 8
+        return len(codec.encode_qp_map(frame, p.bit_depth, quality, qmap)) * 8
+
+    return code
+
+
 def bits_per_channel(encoded, codec, quality, qp_offsets: dict | None = None) -> dict[str, list[int]]:
     """Leave-one-out bits of every channel tile of every tensor in ``encoded``
     (an ``EncodedFeatures``), re-encoding with ``codec`` at ``quality`` the way it was coded
@@ -79,14 +91,7 @@ def bits_per_channel(encoded, codec, quality, qp_offsets: dict | None = None) ->
     out: dict[str, list[int]] = {}
     for name, p in encoded.packed.items():
         c = p.chw[0]
-        offsets = (qp_offsets or {}).get(name)
-        qmap = None if offsets is None else qp_map_for(p, offsets)
-
-        def code(frame: np.ndarray) -> int:
-            if qmap is None:
-                return len(codec.encode(frame, p.bit_depth, quality)) * 8
-            return len(codec.encode_qp_map(frame, p.bit_depth, quality, qmap)) * 8
-
+        code = _coder_of(p, codec, quality, (qp_offsets or {}).get(name))
         total = code(p.frame)
         bits = []
         for ch in range(c):
@@ -112,14 +117,7 @@ def bits_per_block(encoded, codec, quality, qp_offsets: dict | None = None, bloc
     Costs one encode per block (a 24-tile frame of 24x24 padded tiles: 216 encodes)."""
     out: dict[str, np.ndarray] = {}
     for name, p in encoded.packed.items():
-        offsets = (qp_offsets or {}).get(name)
-        qmap = None if offsets is None else qp_map_for(p, offsets)
-
-        def code(frame: np.ndarray) -> int:
-            if qmap is None:
-                return len(codec.encode(frame, p.bit_depth, quality)) * 8
-            return len(codec.encode_qp_map(frame, p.bit_depth, quality, qmap)) * 8
-
+        code = _coder_of(p, codec, quality, (qp_offsets or {}).get(name))
         total = code(p.frame)
         rows, cols = block_grid(p, block)
         bits = np.zeros((rows, cols))
