@@ -100,18 +100,25 @@ def config_from_args(args: argparse.Namespace, quality=None):
     )
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def _print_registry(registry, args: argparse.Namespace, width: int) -> int:
+    """Name + its factory's ``description`` (or its docstring's first line), for every entry
+    (``fcm models|wrappers``)."""
     rows = []
-    for name in MODELS:
-        factory = MODELS.factory(name)
+    for name in registry:
+        factory = registry.factory(name)
         doc = (factory.__doc__ or "").strip().splitlines()
-        rows.append({"name": name, "description": doc[0] if doc else ""})
+        described = getattr(factory, "description", None)
+        rows.append({"name": name, "description": described if isinstance(described, str) else doc[0] if doc else ""})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['name']:32s} {r['description']}")
+            print(f"{r['name']:{width}s} {r['description']}")
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    return _print_registry(MODELS, args, 32)
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
@@ -146,16 +153,7 @@ def cmd_codecs(args: argparse.Namespace) -> int:
 
 
 def cmd_wrappers(args: argparse.Namespace) -> int:
-    rows = []
-    for name in WRAPPERS:
-        doc = (WRAPPERS.factory(name).__doc__ or "").strip().splitlines()
-        rows.append({"name": name, "description": doc[0] if doc else ""})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['name']:12s} {r['description']}")
-    return 0
+    return _print_registry(WRAPPERS, args, 12)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
