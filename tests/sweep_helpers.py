@@ -8,7 +8,7 @@ def run_cli(argv, monkeypatch) -> int:
     may not be installed in every checkout)."""
     import fcmcore.cli as cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate", "fcmcore.cli.compare"])
     return cli.main(argv)
 
 

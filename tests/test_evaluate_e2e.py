@@ -74,7 +74,7 @@ def test_parallel_and_dask_match_serial(tiny_dataset):
 def test_layers_command(tiny_dataset, tmp_path, monkeypatch, capsys):
     import fcmcore.cli as cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate", "fcmcore.cli.compare"])
     out = tmp_path / "layers.json"
     code = cli.main(["layers", "--dataset", str(tiny_dataset), "--limit", "3", "--codec", "hevc",
                      "--qualities", "27,37,47", "--splits", "expanded_conv_9,expanded_conv_2",

@@ -27,7 +27,7 @@ PCA9 = PipelineConfig(split="expanded_conv_9", codec="hevc", wrapper="pca")
 def run_cli(argv, monkeypatch):
     import fcmcore.cli as cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["fcmcore.cli.detect", "fcmcore.cli.evaluate", "fcmcore.cli.compare"])
     return cli.main(argv)
 
 

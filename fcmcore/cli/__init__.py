@@ -17,7 +17,8 @@ from ..errors import FCMError
 
 COMMAND_MODULES = [
     "fcmcore.cli.detect",  # models, splits, codecs, wrappers, detect
-    "fcmcore.cli.evaluate",  # sweep, bdrate, layers, plot
+    "fcmcore.cli.evaluate",  # sweep, layers
+    "fcmcore.cli.compare",  # bdrate, plot (no model: starts without torch)
     "fcmcore.cli.train_wrapper",  # train-wrapper
     "fcmcore.cli.train_codec",  # train-codec, train-direct
     "fcmcore.cli.video",  # video
@@ -27,7 +28,7 @@ COMMAND_MODULES = [
 # Commands that need no model: `fcm bdrate ...` / `fcm plot ...` build a parser with only their
 # own module, so start-up does not import torch (~3 s of CPU, more than the 1000-resample
 # bootstrap itself). tests/test_cli.py checks the table against the full parser.
-LIGHT_COMMANDS = {"bdrate": "fcmcore.evaluate.commands", "plot": "fcmcore.evaluate.commands"}
+LIGHT_COMMANDS = {"bdrate": "fcmcore.cli.compare", "plot": "fcmcore.cli.compare"}
 
 
 class _Parser(argparse.ArgumentParser):

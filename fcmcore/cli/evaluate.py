@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, ParameterError
+from ..errors import ParameterError
 from ..models import load_model
 from .detect import add_pipeline_arguments, config_from_args
 from .video import add_sweep_video_arguments  # fcm sweep --video CLIP|FOLDER (fcmcore/video)
@@ -66,25 +66,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser(
-        "bdrate", help="BD-rate and BD-mAP of curves against an anchor",
-        description="Bjontegaard deltas (akima) of every curve in RESULTS against the anchor curve. "
-        "BD-rate in percent (negative = fewer bits for the same mAP); BD-mAP in mAP points (x100). "
-        "Points off the increasing rate-mAP front are dropped, and reported.")
-    p.add_argument("results", nargs="+", help="results JSON files (from fcm sweep / fcm layers)")
-    p.add_argument("--anchor", required=True, help="name of the anchor curve (exact, or a unique part of it)")
-    p.add_argument("--metric", default="mAP",
-                   choices=["mAP", "mAP50", "mAP_vs_ref", "f1", "pose_oks", "cls_top1", "cls_top5"],
-                   help="quality axis (f1: the agreement F1 of video sweeps; pose_oks, cls_top1, cls_top5: "
-                        "secondary tasks of sweeps run with --tasks)")
-    p.add_argument("--resamples", type=int, default=1000,
-                   help="paired bootstrap resamples of the images for the 95%% intervals (0: no intervals)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
-    p.add_argument("--json", action="store_true",
-                   help='print {"anchor", "rows": [{"name", "bd_rate", "bd_rate_ci", "bd_map", "bd_map_ci", '
-                   '"n_images", "overlap", "significant", ...}]}')
-    p.set_defaults(func=cmd_bdrate)
-
-    p = sub.add_parser(
         "layers", help="compare split points (and full input) with one codec",
         description="One sweep per split point plus full-input, same codec and qualities; prints "
         "BD-rate vs full-input and mAP at each quality, and writes a chart.")
@@ -103,16 +84,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "default: next to --out with .html")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=cmd_layers)
-
-    p = sub.add_parser("plot", help="chart RD curves from results files",
-                       description="Rate (bpp, log axis) vs mAP for every curve in the results files, with "
-                       "the uncompressed reference as a dashed line; with --anchor, a BD-rate chart too.")
-    p.add_argument("results", nargs="+", help="results JSON files")
-    p.add_argument("-o", "--out", required=True, help="chart file: .html (or .png/.svg with vl-convert-python)")
-    p.add_argument("--metric", default="mAP", choices=["mAP", "mAP50", "mAP_vs_ref", "pose_oks", "cls_top1", "cls_top5"], help="y axis")
-    p.add_argument("--anchor", default=None, help="also chart BD-rate against this curve")
-    p.add_argument("--title", default=None, help="chart title")
-    p.set_defaults(func=cmd_plot)
 
 
 # -- sweep --------------------------------------------------------------------------------
@@ -221,52 +192,6 @@ def format_sweep(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- bdrate -------------------------------------------------------------------------------
-
-def _collect_curves(paths: list[str]) -> list[dict[str, Any]]:
-    # why: on use (fcm --help stays light)
-    from ..evaluate.sweep import load_results
-
-    curves = []
-    for path in paths:
-        curves += load_results(path)["curves"]
-    return curves
-
-
-def resolve_anchor(curves: list[dict[str, Any]], anchor: str) -> str:
-    names = [c["name"] for c in curves]
-    if anchor in names:
-        return anchor
-    hits = [n for n in dict.fromkeys(names) if anchor.lower() in n.lower()]
-    if len(hits) == 1:
-        return hits[0]
-    listing = "; ".join(dict.fromkeys(names))
-    if hits:
-        raise InputError(f"anchor {anchor!r} matches several curves: {'; '.join(hits)}")
-    raise InputError(f"no curve named {anchor!r}; curves: {listing}")
-
-
-def cmd_bdrate(args: argparse.Namespace) -> int:
-    # why: on use (fcm --help stays light)
-    from ..evaluate.bdrate import bd_table
-    from ..evaluate.bootstrap import bd_table_with_ci, format_ci_table
-
-    if args.resamples < 0 or (0 < args.resamples < 100):
-        raise ParameterError(f"--resamples must be 0 (no intervals) or at least 100, got {args.resamples}")
-    curves = _collect_curves(args.results)
-    anchor = resolve_anchor(curves, args.anchor)
-    bd_table(curves, anchor, args.metric)  # checks names (unique, anchor present)
-    rows = bd_table_with_ci(curves, anchor, args.metric, n_resamples=args.resamples, seed=args.seed)
-    for note in dict.fromkeys(n for r in rows for n in r.notes):
-        print(f"note: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"anchor": anchor, "metric": args.metric, "resamples": args.resamples, "seed": args.seed,
-                          "rows": [r.to_json() for r in rows]}, indent=2))
-    else:
-        print(format_ci_table(rows, anchor, args.metric))
-    return 0
-
-
 # -- layers -------------------------------------------------------------------------------
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -356,28 +281,3 @@ def format_layers(table: dict[str, Any], doc: dict[str, Any]) -> str:
         cells = "  ".join(f"{q:g}: {_fmt(m, '.3f')} ({b:.3f})" for q, m, b in zip(r["quality"], r["mAP"], r["bpp"]))
         lines.append(f"{r['split']:18s} {rate:>9s} {cis:>15s} {dm:>7s}  {cells}")
     return "\n".join(lines)
-
-
-# -- plot ---------------------------------------------------------------------------------
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    import altair as alt  # why: heavy, only for charts
-
-    from ..evaluate.bdrate import bd_table  # why: on use (fcm --help stays light)
-    from ..evaluate.charts import bd_chart, rd_chart, save_chart  # why: Altair, heavy, only for charts
-
-    curves = _collect_curves(args.results)
-    names = [c["name"] for c in curves]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise InputError(f"curve names repeat across files: {', '.join(map(repr, dup))} (use --name when sweeping)")
-    chart = rd_chart(curves, args.metric, title=args.title)
-    if args.anchor:
-        anchor = resolve_anchor(curves, args.anchor)
-        rows, notes = bd_table(curves, anchor, args.metric)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        chart = alt.vconcat(chart, bd_chart(rows, anchor)).resolve_scale(color="independent")
-    path = save_chart(chart, args.out)
-    print(f"wrote {path}")
-    return 0

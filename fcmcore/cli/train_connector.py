@@ -73,7 +73,7 @@ def cached_bank(args: argparse.Namespace, target: str):
 def cmd_train_connector(args: argparse.Namespace) -> int:
     # why: on use (fcm --help stays light)
     from ..tasks import connectors
-    from ..tasks.training import build_bank, default_target, meta_for, train_connector
+    from ..tasks.training import default_target, meta_for, train_connector
 
     for name in ("epochs", "augment", "batch", "hidden"):
         if getattr(args, name) < (0 if name == "augment" else 1):

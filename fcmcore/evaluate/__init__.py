@@ -11,7 +11,7 @@ Modules: ``datasets`` (COCO folders, image folders), ``metrics`` (pycocotools mA
 box matching, agreement with the uncompressed run), ``sweep`` (the engine: serial, local
 processes or Dask; the results-file format), ``equal_rate`` (quality per image for a target
 rate), ``bdrate`` (Bjøntegaard deltas on mAP), ``cache`` (SQLite result cache), ``charts``
-(Altair; imported on first use). Its commands (``fcm sweep/bdrate/layers/plot``) are ``fcmcore.cli.evaluate``.
+(Altair; imported on first use). Its commands are ``fcmcore.cli.evaluate`` (``fcm sweep/layers``) and ``fcmcore.cli.compare`` (``fcm bdrate/plot``).
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import threading
-import zlib
 from pathlib import Path
 from typing import Any
 

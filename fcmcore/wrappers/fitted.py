@@ -42,7 +42,7 @@ from ..models import load_model
 from ..models.base import Features
 from ..paths import ASSETS_DIR
 from .base import FeatureWrapper
-from .importance import WEIGHT_KINDS, WEIGHT_SOURCES, WEIGHT_TARGETS, estimate_maps, estimate_weights, weights_of_kind
+from .importance import WEIGHT_KINDS, WEIGHT_SOURCES, WEIGHT_TARGETS, estimate_maps, weights_of_kind
 
 FORMAT = 1
 META_KEY = "fcm_wrapper"
