@@ -29,4 +29,4 @@ USER fcm
 ENV FCM_CACHE_DIR=/home/fcm/.cache/fcm-studio
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://localhost:8501/_stcore/health')"
-CMD ["python", "-m", "streamlit", "run", "app/Home.py", "--server.port=8501", "--server.address=0.0.0.0"]
+CMD ["python", "app/serve.py", "--server.port=8501", "--server.address=0.0.0.0"]

@@ -24,7 +24,7 @@ install-browser:
 	@chromium --version
 
 app: install
-	$(PYTHON) -m streamlit run app/Home.py --server.port $(PORT)
+	$(PYTHON) app/serve.py --server.port $(PORT)
 
 # pytest's exit 5 ("no tests collected") is a failure here, said in words.
 PYTEST_ALL = $(PYTHON) -m pytest -m "" -q; code=$$?; \

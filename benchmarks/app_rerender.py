@@ -51,7 +51,7 @@ def start_server(port: int, cache: str) -> subprocess.Popen:
     env = dict(os.environ, FCM_CACHE_DIR=cache, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.port", str(port),
+        [sys.executable, str(REPO / "app" / "serve.py"), "--server.port", str(port),  # as `make app` serves it
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 
@@ -91,13 +91,16 @@ def idle(page, timeout_ms: float = 600_000) -> None:
                            timeout=timeout_ms, polling=20)
 
 
-def time_until_bits_change(page, column: int, action, timeout_s: float = 300) -> float:
-    before = bits_texts(page)[column]
+def time_until_bits_change(page, column: int | None, action, timeout_s: float = 300) -> float:
+    """Seconds from ``action`` until the column's bits line changes (``None``: any column's)."""
+    before = bits_texts(page)
     start = time.perf_counter()
     action()
     while True:
         texts = bits_texts(page)
-        if len(texts) > column and texts[column] != before:
+        if column is None and len(texts) == len(before) and texts != before:
+            return time.perf_counter() - start
+        if column is not None and len(texts) > column and texts[column] != before[column]:
             return time.perf_counter() - start
         if time.perf_counter() - start > timeout_s:
             raise RuntimeError(f"column {column}: bits did not change within {timeout_s} s")
@@ -167,7 +170,7 @@ def rd_click(page, column: int) -> float:
     if ring is None:
         page.screenshot(path="/tmp/rd_no_point.png")
         raise RuntimeError("no clickable RD point found (screenshot /tmp/rd_no_point.png)")
-    return time_until_bits_change(page, column, lambda: page.mouse.click(*ring))
+    return time_until_bits_change(page, None, lambda: page.mouse.click(*ring))  # the clicked curve's column
 
 
 # -- fcmcore's own time for the same work ---------------------------------------------------

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT_S = 90
+START_TIMEOUT_S = 180  # the launcher imports fcmcore and loads the detector before serving
 RENDER_TIMEOUT_MS = 240_000  # first load: detector weights, two columns, one sweep on 2 cores
 SCREENSHOT_DIR = Path("/tmp/fcm_screenshots")  # for a person to look at; not part of the repo
 
@@ -42,7 +42,7 @@ def server(tmp_path):
     log = open(tmp_path / "streamlit.log", "w")
     env = dict(os.environ, FCM_CACHE_DIR=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"),
+        [sys.executable, str(REPO / "app" / "serve.py"),  # as `make app` serves it (imports warmed first)
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
          "--browser.gatherUsageStats", "false"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,

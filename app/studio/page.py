@@ -32,12 +32,14 @@ def _page() -> None:
     st.html(CSS)
     ss = st.session_state
     ss[columns.RUN_ID] = ss.get(columns.RUN_ID, 0) + 1
-    codecs = compute.codec_table()
+    with trace.span("codec table"):
+        codecs = compute.codec_table()
     url.load(codecs, list(inputs.sample_files()))
     state.apply_pending_pick()
-    compute.warm(DEFAULT_MODEL)
-
-    images, shown, threshold, refused = sidebar()
+    with trace.span("warm model"):
+        compute.warm(DEFAULT_MODEL)
+    with trace.span("sidebar"):
+        images, shown, threshold, refused = sidebar()
     top_bar()
     for note in ss.pop(keys.URL_NOTES, []):
         st.warning(f"Part of the link was not applied: {fmt.md_escape(note)}")
@@ -51,7 +53,8 @@ def _page() -> None:
     rd_doc = None
     with tabs[0]:
         if tabs[0].open:
-            maps.feature_maps(outcomes, shown)
+            with trace.span("tab feature maps"):
+                maps.feature_maps(outcomes, shown)
     with tabs[1]:
         if tabs[1].open:
             bits.bit_allocation(outcomes, shown)
