@@ -184,3 +184,16 @@ def test_bad_inputs_give_clear_errors(movenet, effnet, tmp_path):
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(WeightsError):
         TFLiteFile(bad)
+
+
+def test_a_network_first_built_inside_inference_mode_can_still_be_trained_through(monkeypatch):
+    """Regression (seen when another test first loaded the network inside torch.inference_mode):
+    the shared network's weights must stay normal tensors, or connector training fails."""
+    from fcmcore.models import task_network
+
+    monkeypatch.setattr(task_network, "_cache", {})
+    with torch.inference_mode():
+        net = task_network.load_task_network("pose")
+    t = net.features(person_images()["astronaut"], "fpn").clone().requires_grad_(True)
+    net.heads(net.raw_from_split(t, "fpn"))["heatmap"].sum().backward()
+    assert t.grad is not None and t.grad.abs().sum() > 0

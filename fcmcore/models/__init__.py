@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import torch
+
 from ..registry import MODELS
 from .base import Detection, Features, ImageMeta, SplitModel, SplitPoint
 
@@ -22,7 +24,10 @@ def load_model(name: str = DEFAULT_MODEL) -> SplitModel:
     factory = MODELS.factory(name)  # raises UnknownNameError before taking the lock
     with _lock:
         if name not in _cache:
-            _cache[name] = factory()
+            # built once and shared: weights made inside a caller's inference_mode would be
+            # inference tensors, which autograd refuses (wrapper and connector training use the tail)
+            with torch.inference_mode(False):
+                _cache[name] = factory()
         return _cache[name]
 
 

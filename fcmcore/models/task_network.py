@@ -154,5 +154,8 @@ def load_task_network(task: str) -> TaskNetwork:
     factory = TASK_NETWORKS.factory(task)  # UnknownNameError lists the known tasks
     with _lock:
         if task not in _cache:
-            _cache[task] = factory()
+            # built once and shared: weights made inside a caller's inference_mode would be
+            # inference tensors, which autograd refuses (connector training backprops through them)
+            with torch.inference_mode(False):
+                _cache[task] = factory()
         return _cache[task]
