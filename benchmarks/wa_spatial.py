@@ -12,6 +12,8 @@ Curves (HEVC, x265 medium, 10-bit tensor packing; ``--wrapper`` NAME or NAME:PAT
     sse-qp pad8    CRF + aq-mode + ROI path with an all-zero map: the anchor of every QP-map curve
     wa gains       per-tile gains sqrt(w_c) (channel, fixed): the codec-agnostic baseline
     wa-qp <kind>/<source> pad8   per-block QP offsets, kind channel|spatial|both, source fixed|image
+    wa-qp spatial/fixed pad8 s<S>   ``--set strength``: the anchor and spatial/fixed pad8 at
+                   each of ``--strengths`` (dQP = -3 S log2 w)
     (``--set steps|all|short`` add gains, sse-qp and wa-qp channel/fixed without padding: what
     padding changes; ``short`` leaves out both/fixed and channel/image)
 
@@ -53,8 +55,15 @@ def dataset(path: Path, which: str):
     return ds
 
 
-def curves_for(split: str, wrapper: str, qualities: list[float], which: str) -> list[CurveSpec]:
+def curves_for(split: str, wrapper: str, qualities: list[float], which: str,
+               strengths: tuple[float, ...] = (1.0, 0.5, 0.25)) -> list[CurveSpec]:
     base = PipelineConfig(split=split, codec="hevc", wrapper=wrapper)
+    if which == "strength":  # the anchor and spatial/fixed pad8 at each --wa-strength
+        out = [CurveSpec(replace(base, rdo="sse-qp", tile_pad=8), qualities, name="sse-qp pad8")]
+        for s in strengths:
+            cfg = replace(base, rdo="wa-qp", wa_weights="spatial", wa_source="fixed", tile_pad=8, wa_strength=s)
+            out.append(CurveSpec(cfg, qualities, name=f"wa-qp spatial/fixed pad8 s{s:g}"))
+        return out
     out = [CurveSpec(base, qualities, name="sse"),
            CurveSpec(replace(base, tile_pad=8), qualities, name="sse pad8"),
            CurveSpec(replace(base, rdo="sse-qp", tile_pad=8), qualities, name="sse-qp pad8")]
@@ -80,14 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrapper", default="pca")
     ap.add_argument("--images", default="val", choices=["val", "all"])
     ap.add_argument("--qualities", default="26,29,32,35,38,41,44,47")
-    ap.add_argument("--set", default="steps", choices=["steps", "all", "fixed", "kinds", "short"])
+    ap.add_argument("--set", default="steps", choices=["steps", "all", "fixed", "kinds", "short", "strength"])
+    ap.add_argument("--strengths", default="1,0.5,0.25", help="--set strength: the WA strengths S to sweep")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     ds = dataset(Path(args.dataset), args.images)
     qualities = [float(q) for q in args.qualities.split(",")]
-    curves = curves_for(args.split, args.wrapper, qualities, args.set)
+    strengths = tuple(float(s) for s in args.strengths.split(","))
+    curves = curves_for(args.split, args.wrapper, qualities, args.set, strengths)
     print(f"{len(curves)} curves x {len(qualities)} QPs on {len(ds.images)} images", file=sys.stderr)
     doc = evaluate(ds, curves, workers=args.workers, progress=True)
     save_results(doc, args.out)

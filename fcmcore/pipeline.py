@@ -18,6 +18,7 @@ decodes (side information included).
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -50,6 +51,7 @@ RDO_MODES = ("sse", "wa", "wa-qp", "sse-qp")
 WA_WEIGHTS = ("channel", "spatial", "both")  # = wrappers.importance.WEIGHT_KINDS
 WA_SOURCES = ("wrapper", "fixed", "image")  # = wrappers.importance.WEIGHT_SOURCES
 TILE_PADS = (0, 8, 16)
+WA_STRENGTH_MAX = 4.0  # beyond that the +-12 QP clip does all the work
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class PipelineConfig:
     wa_weights: str = "channel"  # importance kind: per "channel", per "spatial" position, or "both"
     wa_source: str = "wrapper"  # "fixed" (saved with the wrapper), "image" (per image), "wrapper" (as its file says)
     tile_pad: int = 0  # pad packed tiles to multiples of 8/16 samples (QP blocks never straddle tiles)
+    wa_strength: float = 1.0  # WA-RDO strength S: dQP = -3 S log2(w), gains w^(S/2) (1 = the full first-order model)
     bits_per_channel: bool = False  # measure bits per channel tile (leave-one-out: k extra encodes)
     # Tasks served from the one bitstream: "detection" always; "pose" / "classification" read
     # the decoded split tensor through their connectors (fcmcore.tasks), or the decoded image
@@ -78,6 +81,7 @@ class PipelineConfig:
     connector: str = "conv"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "wa_strength", float(self.wa_strength))  # 1 and 1.0: one identity
         if isinstance(self.tasks, (list, str)):  # from JSON / a CLI string: keep the config hashable
             object.__setattr__(self, "tasks", tuple(self.tasks.split(",") if isinstance(self.tasks, str) else self.tasks))
 
@@ -104,6 +108,8 @@ class PipelineConfig:
             extra += f" {self.rdo}-rdo"
         if self.rdo in ("wa", "wa-qp") and (self.wa_weights, self.wa_source) != ("channel", "wrapper"):
             extra += f" [{self.wa_weights}/{self.wa_source}]"
+        if self.rdo in ("wa", "wa-qp") and self.wa_strength != 1.0:
+            extra += f" s{self.wa_strength:g}"
         if self.tile_pad:
             extra += f" pad{self.tile_pad}"
         return f"{self.model} @ {where} + {what}{extra}"
@@ -172,6 +178,7 @@ class PipelineResult:
             "wa_weights": self.config.wa_weights,
             "wa_source": self.config.wa_source,
             "tile_pad": self.config.tile_pad,
+            "wa_strength": self.config.wa_strength,
             "bit_depth": self.extra.get("bit_depth"),
             "quant": self.config.quant if self.config.split else None,
             "feature_shape": next(iter(shapes.values())) if shapes else None,
@@ -211,6 +218,8 @@ def _validate(config: PipelineConfig) -> None:
         raise ParameterError(f"--wa-source must be one of {', '.join(WA_SOURCES)}, not {config.wa_source!r}")
     if config.tile_pad not in TILE_PADS:
         raise ParameterError(f"--tile-pad must be one of {', '.join(map(str, TILE_PADS))}, not {config.tile_pad!r}")
+    if not (math.isfinite(config.wa_strength) and 0 < config.wa_strength <= WA_STRENGTH_MAX):
+        raise ParameterError(f"--wa-strength must be in (0, {WA_STRENGTH_MAX:g}], not {config.wa_strength!r}")
     if config.wa_weights != "channel" and config.rdo == "wa":
         raise ParameterError(f"--wa-weights {config.wa_weights} needs per-block QP offsets (--rdo wa-qp); "
                              "per-tile gains (--rdo wa) take channel weights only")
@@ -373,7 +382,8 @@ def make_coder(config: PipelineConfig, reduced: Features) -> FeatureCoder:
             raise ParameterError(f"--rdo {config.rdo} needs a codec: uncompressed features are not quantised")
         return RawFeatureCoder.for_features(reduced)
     return coder_for(config.codec, bit_depth=config.bit_depth, quant=config.quant, rdo=config.rdo,
-                     expect={n: tuple(t.shape) for n, t in reduced.items()}, tile_pad=config.tile_pad)
+                     expect={n: tuple(t.shape) for n, t in reduced.items()}, tile_pad=config.tile_pad,
+                     wa_strength=config.wa_strength)
 
 
 def weights_for(wrapper, reduced: Features, config: PipelineConfig):

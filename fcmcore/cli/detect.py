@@ -65,6 +65,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, single_quality: bool =
     p.add_argument("--wa-source", default="wrapper", choices=["wrapper", "fixed", "image"],
                    help="WA-RDO weights saved with the wrapper (fixed), re-estimated per image, or as the "
                         "wrapper file's rdo_weights says (wrapper)")
+    p.add_argument("--wa-strength", type=float, default=1.0,
+                   help="WA-RDO strength S: QP offsets -3*S*log2(w), tile gains w^(S/2) (default 1; < 1 milder)")
     p.add_argument("--tile-pad", type=int, default=0, choices=[0, 8, 16],
                    help="pad packed tiles to multiples of 8/16 samples so QP blocks never straddle tiles")
     p.add_argument("--tasks", default="detection",
@@ -94,6 +96,7 @@ def config_from_args(args: argparse.Namespace, quality=None):
         wa_weights=getattr(args, "wa_weights", "channel"),
         wa_source=getattr(args, "wa_source", "wrapper"),
         tile_pad=getattr(args, "tile_pad", 0),
+        wa_strength=getattr(args, "wa_strength", 1.0),
         bits_per_channel=getattr(args, "bits_per_channel", False),
         tasks=parse_tasks(getattr(args, "tasks", None)),
         connector=getattr(args, "connector", "conv"),

@@ -17,13 +17,14 @@ from .raw import RawFeatureCoder
 
 
 def coder_for(codec_name: str, *, bit_depth: int | None = None, quant: str = "tensor",
-              rdo: str = "sse", expect: dict[str, tuple[int, ...]] | None = None, tile_pad: int = 0
-              ) -> FeatureCoder:
+              rdo: str = "sse", expect: dict[str, tuple[int, ...]] | None = None, tile_pad: int = 0,
+              wa_strength: float = 1.0) -> FeatureCoder:
     """The coder for codec ``codec_name`` with these packing options (ParameterError for
     options the codec has no use for)."""
     codec = get_codec(codec_name)
     if isinstance(codec, FrameCodec):
-        return PackedFrameCoder(codec, bit_depth=bit_depth, quant=quant, rdo=rdo, expect=expect, tile_pad=tile_pad)
+        return PackedFrameCoder(codec, bit_depth=bit_depth, quant=quant, rdo=rdo, expect=expect, tile_pad=tile_pad,
+                                wa_strength=wa_strength)
     if not isinstance(codec, FeatureCoder):
         raise TypeError(f"codec {codec_name!r} is neither a FrameCodec nor a FeatureCoder")
     what = f"{codec_name} codes the features themselves (no packing into frames)"
@@ -35,6 +36,8 @@ def coder_for(codec_name: str, *, bit_depth: int | None = None, quant: str = "te
         raise ParameterError(f"{what}: --rdo {rdo} (wrapper-aware packing) does not apply")
     if tile_pad:
         raise ParameterError(f"{what}: --tile-pad {tile_pad} does not apply")
+    if wa_strength != 1.0:
+        raise ParameterError(f"{what}: --wa-strength {wa_strength:g} does not apply")
     return codec
 
 

@@ -3,10 +3,11 @@ wrapped in the ``fcmcore.bitstream`` container (header: shapes, ranges, bit dept
 
 Wrapper-aware RDO (``rdo``, see ``coding.rdo``) turns the wrapper's importance (mean 1;
 per channel ``w_c``, or per position / per sample) into an allocation: ``wa`` -> packing
-gains sqrt(w_c) (every codec, channel weights only); ``wa-qp`` -> QP offsets -3 log2(w),
+gains w_c^(S/2) (every codec, channel weights only); ``wa-qp`` -> QP offsets -3 S log2(w),
 centred, per tile or per QP block (codecs with per-region QP: HEVC); ``sse-qp`` -> the same
 encoder path with zero offsets (the anchor of ``wa-qp``). ``tile_pad``: tiles padded to
-the QP block grid (``packing``).
+the QP block grid (``packing``). ``wa_strength`` S scales the model (S = 1: the full
+first-order allocation; S < 1 a milder one).
 With ``quant="channel"`` each channel's own range already scales its step, so the weights
 are multiplied by range_c^2 to make the feature-domain steps follow w_c alone.
 """
@@ -31,7 +32,8 @@ class PackedFrameCoder(FeatureCoder):
     """Features -> packed frames -> ``codec`` -> one container bitstream, and back."""
 
     def __init__(self, codec: FrameCodec, *, bit_depth: int | None = None, quant: str = "tensor",
-                 rdo: str = "sse", expect: dict[str, tuple[int, ...]] | None = None, tile_pad: int = 0):
+                 rdo: str = "sse", expect: dict[str, tuple[int, ...]] | None = None, tile_pad: int = 0,
+                 wa_strength: float = 1.0):
         if quant not in MODES:
             raise ParameterError(f"quant must be one of {', '.join(MODES)}, not {quant!r}")
         if rdo not in RDO_MODES:
@@ -41,6 +43,7 @@ class PackedFrameCoder(FeatureCoder):
         self.bit_depth = check_bit_depth(codec, bit_depth)
         self.quant, self.rdo = quant, rdo
         self.tile_pad = check_pad(tile_pad)
+        self.wa_strength = float(wa_strength)
         # The receiver knows the split's tensors: a stream declaring others is refused
         # before anything is allocated (fcmcore.bitstream, ``expect=``).
         self.expect = expect
@@ -98,9 +101,11 @@ class PackedFrameCoder(FeatureCoder):
             if any(w.ndim != 1 for w in eff.values()):
                 raise ParameterError("--rdo wa (per-tile gains) takes channel weights only; spatial weights need "
                                      "--rdo wa-qp (per-block QP offsets)")
-            return {name: np.sqrt(w) for name, w in eff.items()}, None
+            return {name: w ** (self.wa_strength / 2) for name, w in eff.items()}, None
         block = int(getattr(self.codec, "roi_block", 8))
-        return None, {name: (qp_offsets_from_weights(w) if w.ndim == 1 else block_qp_offsets(w, self.tile_pad, block))
+        s = self.wa_strength
+        return None, {name: (qp_offsets_from_weights(w, strength=s) if w.ndim == 1
+                             else block_qp_offsets(w, self.tile_pad, block, strength=s))
                       for name, w in eff.items()}
 
 

@@ -41,20 +41,21 @@ from ..packing import pad_tiles
 QP_OFFSET_RANGE = (-12.0, 12.0)  # keep offsets within 2 octaves of step either way
 
 
-def qp_offsets_from_weights(weights, clip: tuple[float, float] = QP_OFFSET_RANGE) -> np.ndarray:
-    """dQP_c = -3 log2(w_c / geometric mean of w), clipped; weights must be > 0."""
+def qp_offsets_from_weights(weights, clip: tuple[float, float] = QP_OFFSET_RANGE, strength: float = 1.0) -> np.ndarray:
+    """dQP_c = -3 S log2(w_c / geometric mean of w), clipped; weights must be > 0; S = ``strength``."""
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
         raise ParameterError("importance weights must be finite, >= 0 and not all zero")
     w = np.maximum(w, w.max() * 1e-6)
     logw = np.log2(w)
-    return np.clip(-3.0 * (logw - logw.mean()), *clip)
+    return np.clip(-3.0 * strength * (logw - logw.mean()), *clip)
 
 
-def block_qp_offsets(weights, pad: int, block: int, clip: tuple[float, float] = QP_OFFSET_RANGE) -> np.ndarray:
+def block_qp_offsets(weights, pad: int, block: int, clip: tuple[float, float] = QP_OFFSET_RANGE,
+                     strength: float = 1.0) -> np.ndarray:
     """Per-position QP offsets (k, h, w) from per-position weights (k, h, w), constant over
     each ``block`` x ``block`` block of every tile padded to ``pad`` (edge replication, as
-    the packer pads): dQP_b = -3 log2(mean_b w / geomean_b(mean_b w)), clipped. Without
+    the packer pads): dQP_b = -3 S log2(mean_b w / geomean_b(mean_b w)), clipped (S = ``strength``). Without
     padding to a multiple of ``block`` the blocks are those of each tile's own grid (the
     codec then averages offsets of blocks that straddle tiles)."""
     w = np.asarray(weights, dtype=np.float64)
@@ -67,7 +68,7 @@ def block_qp_offsets(weights, pad: int, block: int, clip: tuple[float, float] = 
     means = wp.reshape(k, H // block, block, W // block, block).mean(axis=(2, 4))
     means = np.maximum(means, means.max() * 1e-6)
     logm = np.log2(means)
-    dqp = np.clip(-3.0 * (logm - logm.mean()), *clip)
+    dqp = np.clip(-3.0 * strength * (logm - logm.mean()), *clip)
     full = np.repeat(np.repeat(dqp, block, axis=1), block, axis=2)
     return full[:, :h, :wd]
 

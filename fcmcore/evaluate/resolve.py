@@ -39,14 +39,14 @@ def resolve_config(config: PipelineConfig) -> tuple[PipelineConfig, Any]:
     if config.split is None:
         config = replace(config, quant="tensor", rdo="sse", tile_pad=0)
     if config.rdo not in ("wa", "wa-qp"):  # no weights are used: one identity for every weight option
-        config = replace(config, wa_weights="channel", wa_source="wrapper")
+        config = replace(config, wa_weights="channel", wa_source="wrapper", wa_strength=1.0)
     return config, codec
 
 
 def reference_config(config: PipelineConfig) -> PipelineConfig:
     """The uncompressed reference of a config: same model, split and wrapper, no codec."""
     return replace(config, codec=None, quality=None, bit_depth=None, rdo="sse", wa_weights="channel",
-                   wa_source="wrapper", tile_pad=0)
+                   wa_source="wrapper", tile_pad=0, wa_strength=1.0)
 
 
 def config_dict(config: PipelineConfig) -> dict[str, Any]:

@@ -155,9 +155,10 @@ def result_key(image_sha256: str, config: Mapping[str, Any] | PipelineConfig) ->
     }
     # WA-RDO weight kind/source and tile padding: in the key only when not the default, so
     # the keys of configurations that existed before these options stay what they were
-    for name, default in (("wa_weights", "channel"), ("wa_source", "wrapper"), ("tile_pad", 0)):
+    for name, default in (("wa_weights", "channel"), ("wa_source", "wrapper"), ("tile_pad", 0),
+                          ("wa_strength", 1.0)):
         if c.get(name, default) != default:
-            parts[name] = c[name]
+            parts[name] = float(c[name]) if name == "wa_strength" else c[name]
     parts.update(_task_key_parts(c))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
