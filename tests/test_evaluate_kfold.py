@@ -190,6 +190,39 @@ def test_kfold_rerun_reuses_fold_weights_and_reproduces(pca_kfold, cache_env):
     assert [f.held_out_ids for f in other] != [f["held_out_image_ids"] for f in doc["curves"][0]["kfold"]["folds"]]
 
 
+def test_fold_wrappers_carry_fixed_maps_from_their_own_training_images(pca_kfold, cache_env):
+    """--wa-source fixed with spatial weights under --folds: each fold's wrapper has its own
+    maps (from its training images; the bundled wrapper's would have seen the held-out fold)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from fcmcore.paths import cache_dir
+    from fcmcore.pipeline import weights_for
+    from fcmcore.wrappers import load_wrapper
+    from fcmcore.wrappers.importance import weights_of_kind
+
+    ds, doc = pca_kfold
+    bundled = load_wrapper("pca", "ssd_mobilenet_v2", "expanded_conv_9")
+    maps = []
+    for f in doc["curves"][0]["kfold"]["folds"]:
+        w = load_wrapper(f"pca:{cache_dir() / f['weights_in_cache'] / 'pca.safetensors'}", "ssd_mobilenet_v2",
+                         "expanded_conv_9")
+        m = w.importance_maps["task"].double().numpy()
+        assert m.shape == (w.k, 19, 19) and np.all(m >= 0)
+        ch = m.mean(axis=(1, 2))  # the channel weights are the same sketch's means
+        assert np.allclose(w.importance["task"].double().numpy(), ch / ch.mean(), rtol=1e-5)
+        got = weights_for(w, {}, replace(PCA9, rdo="wa-qp", wa_weights="spatial", wa_source="fixed"))
+        assert np.allclose(got[w.tensor], weights_of_kind(m, "spatial"))
+        maps.append(m)
+    assert not np.allclose(maps[0], maps[1])  # per fold, not one shared map
+    assert not np.allclose(maps[0], bundled.importance_maps["task"].double().numpy())
+    wa = CurveSpec(replace(PCA9, rdo="wa-qp", wa_weights="spatial", wa_source="fixed", tile_pad=8), [37])
+    out = evaluate_kfold(ds, wa, 4, seed=0, workers=1, progress=False, log=lambda m: None)
+    assert not out["skipped"] and all(f["cached"] for f in out["curves"][0]["kfold"]["folds"])  # same fold weights
+    assert len(out["curves"][0]["points"][0]["images"]) == len(ds.image_ids)
+
+
 def test_cli_folds(tiny_dataset, tmp_path, monkeypatch, capsys, cache_env):
     out = tmp_path / "k.json"
     base = ["sweep", "--dataset", str(tiny_dataset), "--split", "expanded_conv_9", "--codec", "hevc",

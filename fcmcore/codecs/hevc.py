@@ -26,6 +26,8 @@ full-range BT.601 YCbCr 4:2:0 (converted in numpy, see ``_video``).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from fractions import Fraction
 
 import numpy as np
@@ -198,10 +200,25 @@ def roi_regions(qp_map: np.ndarray, block: int, qp_range: int) -> list[tuple[int
     return out
 
 
-def _with_rois(av, vf, regions, fmt: str, qp_range: int):
-    """The frame with ROI side data attached by a chain of ffmpeg ``addroi`` filters."""
+# Configured ``addroi`` chains by (width, height, format, qp_range, regions). Building one costs
+# one filter per rectangle (~100-200 for a spatial map) and was most of WA-RDO's encoder
+# overhead; fixed weights give the same map for every picture of a tile layout, so the chain
+# is built once and every later picture only passes through it. A graph keeps no state
+# between pictures (addroi only attaches side data), so the bytes are those of a fresh chain.
+_ROI_GRAPHS: "OrderedDict[tuple, object]" = OrderedDict()
+_ROI_GRAPHS_MAX = 16  # per-image maps differ every picture: keep only a few
+_ROI_LOCK = threading.Lock()
+
+
+def _roi_graph(av, width: int, height: int, fmt: str, regions, qp_range: int):
+    """[configured graph buffer -> addroi x len(regions) -> buffersink, next pts], cached."""
+    key = (width, height, fmt, qp_range, tuple(regions))
+    hit = _ROI_GRAPHS.get(key)
+    if hit is not None:
+        _ROI_GRAPHS.move_to_end(key)
+        return hit
     graph = av.filter.Graph()
-    last = graph.add_buffer(width=vf.width, height=vf.height, format=fmt, time_base=Fraction(1, 1))
+    last = graph.add_buffer(width=width, height=height, format=fmt, time_base=Fraction(1, 1))
     for x, y, w, h, d in regions:
         node = graph.add("addroi", f"x={x}:y={y}:w={w}:h={h}:qoffset={d}/{qp_range}")
         last.link_to(node)
@@ -209,9 +226,20 @@ def _with_rois(av, vf, regions, fmt: str, qp_range: int):
     sink = graph.add("buffersink")
     last.link_to(sink)
     graph.configure()
-    vf.pts = 0
-    graph.push(vf)
-    return graph.pull()
+    hit = _ROI_GRAPHS[key] = [graph, 0]  # [graph, next pts]: buffersrc wants increasing timestamps
+    while len(_ROI_GRAPHS) > _ROI_GRAPHS_MAX:
+        _ROI_GRAPHS.popitem(last=False)
+    return hit
+
+
+def _with_rois(av, vf, regions, fmt: str, qp_range: int):
+    """The frame with ROI side data attached by a (cached) chain of ffmpeg ``addroi`` filters."""
+    with _ROI_LOCK:
+        hit = _roi_graph(av, vf.width, vf.height, fmt, regions, qp_range)
+        graph, vf.pts = hit[0], hit[1]  # the encoder resets pts to 0 (``_video.av_encode``)
+        hit[1] += 1
+        graph.push(vf)
+        return graph.pull()
 
 
 @CODECS.register("hevc-slow")

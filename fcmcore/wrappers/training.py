@@ -38,7 +38,7 @@ from ..training import (BITS_RANGE, augment as augment_view, collect_views, feat
                         random_bits, single_tensor, train_val_records)
 from .convnet import LearnedNets, LearnedWrapper, pca_init
 from .fitted import RDO_WEIGHT_MODES, FittedWrapper
-from .importance import WEIGHT_TARGETS, detector_outputs, estimate_weights, tail_function
+from .importance import WEIGHT_TARGETS, detector_outputs, estimate_maps, tail_function
 from .linear import PCAWrapper, TruncateWrapper
 
 METHODS = ("learned", "pca", "truncate")
@@ -234,19 +234,24 @@ def evaluate_wrapper(wrapper: FittedWrapper, bank: FeatureBank, loss: str = "fea
 
 def attach_importance(wrapper: FittedWrapper, bank: FeatureBank, probes: int = 2, seed: int = 0,
                       targets=WEIGHT_TARGETS, log: Callable[[str], None] | None = print) -> None:
-    """Fixed WA-RDO weights (averaged over the plain training features) for every target."""
+    """Fixed WA-RDO weights (averaged over the plain training features) for every target:
+    per channel and, from the same Hutchinson sketch, per coded sample (the fixed maps that
+    ``--wa-weights spatial|both --wa-source fixed`` read). Both come from this wrapper's own
+    training images, so a k-fold wrapper's fixed weights never saw its held-out fold."""
     with torch.no_grad():
         zs = [wrapper.encode(bank.train_plain[i:i + 8]) for i in range(0, bank.train_plain.shape[0], 8)]
     for target in targets:
         t0 = time.perf_counter()
         try:
-            w = estimate_weights(wrapper, zs, target=target, probes=probes, seed=seed)
+            m = estimate_maps(wrapper, zs, target=target, probes=probes, seed=seed)
         except ParameterError as exc:
             if log:
                 log(f"  importance {target}: skipped ({exc})")
             continue
+        w = m.mean(axis=(1, 2))  # = estimate_weights: the channel weights are the maps' means
         w = w / w.mean()
         wrapper.importance[target] = torch.from_numpy(w).float()
+        wrapper.importance_maps[target] = torch.from_numpy(m).float()
         if log:
             log(f"  importance {target}: min {w.min():.3g} max {w.max():.3g} ({time.perf_counter() - t0:.1f} s)")
 
