@@ -206,6 +206,11 @@ def _overhead_rows(ds, split, wrapper_spec, qualities, images, repeats, per_imag
         extra = r["weights_s"] + r["encode_s"] - r["x265_s"] - (anchor - rows["sse-qp pad8"]["x265_s"])
         r["wa_work_s"] = round(extra, 4)
         r["wa_work_vs_encode"] = round(extra / r["x265_s"], 4)
+        a = rows["sse-qp pad8"]
+        extra_cpu = (r["weights_cpu_s"] + r["encode_cpu_s"] - r["x265_cpu_s"]
+                     - (a["weights_cpu_s"] + a["encode_cpu_s"] - a["x265_cpu_s"]))
+        r["wa_work_cpu_s"] = round(extra_cpu, 4)
+        r["wa_work_cpu_vs_encode"] = round(extra_cpu / r["x265_cpu_s"], 4)
     return {"images": min(images, len(ds.images)), "qualities": qualities, "rows": rows}
 
 
@@ -257,11 +262,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['cpu_ratio_vs_sse_qp']:12.3f}")
         for name in ("wa-qp channel/fixed pad8", "wa-qp spatial/fixed pad8"):
             r = rep["rows"][name]
-            ok = "met" if r["wa_work_vs_encode"] <= 0.10 else "missed"
+            ok = "met" if max(r["wa_work_vs_encode"], r["wa_work_cpu_vs_encode"]) <= 0.10 else "missed"
             print(f"  {name} (fixed weights): total {r['ratio_vs_sse_qp']:.3f}x the sse-qp pad8 encode (wall), "
                   f"{r['cpu_ratio_vs_sse_qp']:.3f}x (CPU); WA work (weights + QP map + ROI side data) "
-                  f"{r['wa_work_s'] * 1000:.1f} ms = {100 * r['wa_work_vs_encode']:.1f} % of its x265 time "
-                  f"(target <= 10 %: {ok})")
+                  f"{100 * r['wa_work_vs_encode']:.1f} % (wall) / {100 * r['wa_work_cpu_vs_encode']:.1f} % (CPU) "
+                  f"of its x265 time (target <= 10 %: {ok})")
         if args.overhead_out:
             Path(args.overhead_out).write_text(json.dumps(rep, indent=1) + "\n")
         return 0
