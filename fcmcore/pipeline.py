@@ -383,7 +383,7 @@ def make_coder(config: PipelineConfig, reduced: Features) -> FeatureCoder:
         return RawFeatureCoder.for_features(reduced)
     return coder_for(config.codec, bit_depth=config.bit_depth, quant=config.quant, rdo=config.rdo,
                      expect={n: tuple(t.shape) for n, t in reduced.items()}, tile_pad=config.tile_pad,
-                     wa_strength=config.wa_strength)
+                     wa_strength=config.wa_strength if config.rdo in ("wa", "wa-qp") else 1.0)
 
 
 def weights_for(wrapper, reduced: Features, config: PipelineConfig):

@@ -25,6 +25,7 @@ IMG = str(Path(__file__).resolve().parents[1] / "assets" / "samples" / "rocket.j
         (["--split", "none", "--codec", "jpeg", "--quant", "channel"], "full-input"),
         (["--codec", "hevc", "--rdo", "wa"], "importance weights"),
         (["--codec", "jpeg", "--wrapper", "pca", "--rdo", "wa-qp"], "per-region QP"),
+        (["--codec", "hevc", "--wrapper", "pca", "--rdo", "wa-qp", "--wa-strength", "0"], "--wa-strength must be"),
     ],
 )
 def test_flags_that_do_not_apply_exit_2(capsys, args, message):
