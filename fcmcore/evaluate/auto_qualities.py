@@ -38,7 +38,7 @@ from ..imageio import decode_image_bytes
 from .. import pipeline  # called as pipeline.run_*: one place to patch (tests count the runs)
 from ..pipeline import PipelineConfig
 from .equal_rate import bisect_quality
-from .metrics import match_detections
+from .metrics import agreement
 
 N_POINTS = 6
 PROBE_IMAGES = 3
@@ -147,12 +147,9 @@ def _accuracy_aligned(images: list, configs: Sequence[PipelineConfig],
 
         def f1_of(q: float, config=config, heads=heads, refs=refs, memo=memo) -> float:
             if q not in memo:
-                total = {"matched": 0, "missed": 0, "false": 0}
-                for h, ref in zip(heads, refs):
-                    for k, v in match_detections(pipeline.run_from_head(h, config.with_quality(q)).detections, ref).counts.items():
-                        total[k] += v
-                denom = 2 * total["matched"] + total["missed"] + total["false"]
-                memo[q] = 2 * total["matched"] / denom if denom else 1.0
+                dets = {i: pipeline.run_from_head(h, config.with_quality(q)).detections for i, h in enumerate(heads)}
+                f1 = agreement(dets, dict(enumerate(refs)))["f1"]
+                memo[q] = 1.0 if f1 is None else f1  # nothing to find and nothing found: full agreement
             return memo[q]
 
         spec = get_codec(config.codec).quality
