@@ -169,8 +169,22 @@ def _accuracy_aligned(images: list, configs: Sequence[PipelineConfig],
             q = bisect_quality(spec, f1_of, t)  # any measure that grows with bits: here F1
             if q not in qs:
                 qs.append(q)
-        out.append([float(q) if not spec.integer else float(int(q)) for q in qs])
+        out.append([float(q) if not spec.integer else float(int(q)) for q in _densify(qs, spec, n_points)])
     return out, {"align": "accuracy", "f1_range": [lo, hi], "probe_images": len(images), "targets": targets}
+
+
+def _densify(qs: list[float], spec, n_points: int) -> list[float]:
+    """Where F1 rises steeply with quality, several targets land on one quality; fill the widest
+    gaps between the chosen ones (in quality) until there are ``n_points`` or no gap is left."""
+    ordered = sorted(qs, reverse=not spec.higher_is_better)  # fewest bits first
+    while len(ordered) < n_points and len(ordered) >= 2:
+        gaps = [(abs(b - a), i) for i, (a, b) in enumerate(zip(ordered, ordered[1:]))]
+        width, i = max(gaps)
+        if width <= (1 if spec.integer else 1e-3 * abs(float(spec.hi) - float(spec.lo))):
+            break
+        mid = (ordered[i] + ordered[i + 1]) / 2
+        ordered.insert(i + 1, float(round(mid)) if spec.integer else mid)
+    return ordered
 
 
 def parse_qualities(text: str | None) -> str | list[float] | None:
