@@ -195,3 +195,46 @@ def test_sweep_cli_takes_workers_and_wrapper(clip_path, tmp_path, capsys, monkey
     assert main(["sweep", "--video", str(clip_path), "--wrapper", "learned", "--rdo", "wa", "--wa-weights",
                  "spatial", "--qualities", "27", "--frames", "3", "--out", str(out), "--quiet"]) == 2
     assert "not supported for video" in capsys.readouterr().err
+
+
+def _synthetic_curve(name, bits_scale, n=40, seed=0):
+    """A video curve as fcm sweep --video writes it: per-frame bits, pixels and match counts."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for q, (bits, miss) in enumerate([(4000, 0.05), (2000, 0.15), (1000, 0.35), (500, 0.6)]):
+        fb = (bits * bits_scale * rng.uniform(0.5, 1.5, n)).astype(int).tolist()
+        counts = []
+        for _ in range(n):
+            m = int(rng.binomial(10, 1 - miss))
+            counts.append([m, 10 - m, int(rng.binomial(2, miss))])
+        c = np.asarray(counts)
+        f1 = 2 * c[:, 0].sum() / (2 * c[:, 0].sum() + c[:, 1].sum() + c[:, 2].sum())
+        points.append({"quality": 22 + 5 * q, "bpp": sum(fb) / (n * 1000), "f1": float(f1), "frame_bits": fb,
+                       "pixels_per_frame": [1000] * n, "frame_counts": counts, "block_frames": 4})
+    f1s = [p["f1"] for p in points]
+    return {"name": name, "results": {"bpp": [p["bpp"] for p in points], "f1": f1s, "mAP_vs_ref": f1s},
+            "points": points}
+
+
+def test_fcm_bdrate_gives_block_bootstrap_intervals_for_video(tmp_path, capsys):
+    from fcmcore.evaluate.sweep import save_results
+
+    anchor, half = _synthetic_curve("intra", 1.0), _synthetic_curve("ldp", 0.5)
+    for c in (anchor, half):
+        save_results({"version": 1, "kind": "video", "curves": [c]}, tmp_path / f"{c['name']}.json")
+    files = [str(tmp_path / "intra.json"), str(tmp_path / "ldp.json")]
+    assert main(["bdrate", *files, "--anchor", "intra", "--metric", "f1", "--resamples", "200", "--json"]) == 0
+    out = capsys.readouterr()
+    row = json.loads(out.out)["rows"][1]
+    assert row["name"] == "ldp" and row["n_images"] == 40 and row["n_resamples"] == 200
+    assert row["bd_rate"] == pytest.approx(-50, abs=2)  # same counts at half the bits
+    lo, hi = row["bd_rate_ci"]
+    assert lo < row["bd_rate"] < hi and hi < 0 and row["significant"]
+    assert "circular blocks of 4 frames" in out.err
+    assert main(["bdrate", *files, "--anchor", "intra", "--metric", "mAP_vs_ref", "--json"]) == 0
+    assert "per-frame intervals are on --metric f1" in capsys.readouterr().err
+    from fcmcore.evaluate.bootstrap import bd_with_ci
+
+    del anchor["points"][0]["block_frames"]  # a file written before the block was recorded
+    res = bd_with_ci(anchor, half, metric="f1", n_resamples=100)
+    assert res.bd_rate_ci is None and any("no block length" in n for n in res.notes)

@@ -297,6 +297,7 @@ def _summarise(cfg: VideoConfig, recs: list[dict], ref_pool: list, gt, fps: floa
     point["intra_frames"] = sum(sum(r["intra"]) for r in recs)
     point["frame_counts"] = counts.tolist()
     point["pixels_per_frame"] = [r["width"] * r["height"] for r in recs for _ in r["frame_bits"]]
+    point["block_frames"] = default_block(fps, len(dets))  # the bootstrap block (fcm bdrate reads it)
     return point
 
 
