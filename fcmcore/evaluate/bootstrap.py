@@ -168,6 +168,7 @@ class BDInterval:
     failed_resamples: int = 0
     confidence: float = CONFIDENCE
     notes: list[str] = field(default_factory=list)
+    unit: str = "images"  # what n_images counts: "frames" for video curves (block bootstrap)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -180,7 +181,7 @@ class BDInterval:
             return "no BD-rate"
         if self.bd_rate_ci is None:
             return "no interval"
-        return "significant" if self.significant else f"not significant on {self.n_images} images"
+        return "significant" if self.significant else f"not significant on {self.n_images} {self.unit}"
 
 
 def _excludes_zero(ci: list[float] | None) -> bool | None:
@@ -249,7 +250,7 @@ def _video_interval(res: BDInterval, anchor, test, metric: str, n_resamples: int
                "no block length recorded (re-run the sweep)" if block is None else "curves on different frames")
         res.notes.append(f"{test['name']}: no interval: {why}")
         return res
-    res.n_images = n
+    res.n_images, res.unit = n, "frames"
     idx = block_indices(n, block, n_resamples, seed)
     ra, va = video_bd_samples(anchor, idx)
     rt, vt = video_bd_samples(test, idx)
