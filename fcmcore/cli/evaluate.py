@@ -40,7 +40,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, dataset_required: bool = True
     p.add_argument("--annotations", default=None, help="COCO instances JSON for an image folder")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by id)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: number of cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: number of cores; 1 with --video, whose points share heads)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
