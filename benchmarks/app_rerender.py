@@ -47,13 +47,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, cache: str) -> subprocess.Popen:
+def start_server(port: int, cache: str, log: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, FCM_CACHE_DIR=cache, PYTHONUNBUFFERED="1")
+    if log is not None:
+        env["FCM_APP_TRACE"] = "1"  # one line per page / column / tab run (app/studio/trace.py)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return subprocess.Popen(
         [sys.executable, str(REPO / "app" / "serve.py"), "--server.port", str(port),  # as `make app` serves it
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "w") if log is not None else subprocess.DEVNULL,
+        env=env, start_new_session=True)
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -194,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--screenshots", type=Path, default=None, help="save a screenshot per step here")
+    parser.add_argument("--server-log", type=Path, default=None,
+                        help="write the server's run trace here (FCM_APP_TRACE: what each step reran, how long)")
     parser.add_argument("--skip-rd", action="store_true", help="do not time the RD click (the sweep is long)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(port, tempfile.mkdtemp(prefix="fcm_bench_cache_"))
+    proc = start_server(port, tempfile.mkdtemp(prefix="fcm_bench_cache_"), args.server_log)
     out: dict[str, dict] = {}
     try:
         wait_healthy(url, proc)

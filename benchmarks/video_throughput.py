@@ -44,6 +44,7 @@ def main() -> int:
     from fcmcore.video.run import VideoConfig, reference_detections, run_video, stream_heads
 
     load_model("ssd_mobilenet_v2")  # model loading is start-up, not per-clip work
+    load_before = os.getloadavg()
     cpu0 = os.times()
     t0 = time.perf_counter()
     clip, heads = stream_heads(args.clip, "ssd_mobilenet_v2", args.split, frames=args.frames)
@@ -74,8 +75,8 @@ def main() -> int:
           f"= {cpu / duration:.2f} core-seconds per second of video")
     print(f"  result: {result.kbps:.1f} kbps, F1 {metrics['agreement']['f1']:.3f}, "
           f"mAP vs uncompressed {metrics['mAP_vs_ref']:.3f}")
-    print(f"  peak memory (max RSS) {rss_mb:.0f} MB; load average during the run {load[0]:.1f} "
-          f"on {os.cpu_count()} cores")
+    print(f"  peak memory (max RSS) {rss_mb:.0f} MB; load average (1 min) {load_before[0]:.1f} at the start, "
+          f"{load[0]:.1f} at the end, on {os.cpu_count()} cores (a shared machine's figures are not the idle ones)")
     return 0
 
 

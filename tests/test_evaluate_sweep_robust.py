@@ -125,3 +125,30 @@ def test_auto_qualities_span_one_common_rate_range(tiny_dataset):
         assert len(grid) >= 4 and len(set(grid)) == len(grid)
     assert len(default_qualities("hevc")) >= 6 and len(default_qualities("vvc")) >= 6
     assert len(default_qualities("png")) >= 6
+
+
+@pytest.mark.slow
+def test_auto_qualities_aligned_on_accuracy_hit_their_f1_targets(tiny_dataset):
+    """--align accuracy: per config, qualities whose probe F1 vs the uncompressed detector lands
+    near common targets; split points far apart in rate get different QPs for the same F1."""
+    from fcmcore import pipeline
+    from fcmcore.evaluate.auto_qualities import auto_qualities
+    from fcmcore.evaluate.metrics import agreement
+    from fcmcore.imageio import decode_image_bytes
+
+    ds = load_dataset(tiny_dataset, limit=2)
+    configs = [PipelineConfig(split="Conv", codec="hevc"), PipelineConfig(split="expanded_conv_9", codec="hevc")]
+    grids, info = auto_qualities(ds, configs, probe_images=2, n_points=4, align="accuracy")
+    assert info["align"] == "accuracy" and info["probe_images"] == 2
+    lo, hi = info["f1_range"]
+    assert 0 <= lo < hi <= 1 and len(info["targets"]) == 4
+    images = [decode_image_bytes(im.path.read_bytes(), im.file_name) for im in ds.images[:2]]
+    refs = dict(enumerate(pipeline.run(img, PipelineConfig(split=None, codec=None)).detections for img in images))
+    for config, grid in zip(configs, grids):
+        assert len(grid) >= 2 and grid == sorted(grid, reverse=True)  # QP falls as the F1 target rises
+        f1 = [agreement(dict(enumerate(pipeline.run(img, config.with_quality(q)).detections for img in images)), refs)["f1"]
+              for q in (grid[0], grid[-1])]
+        assert f1[0] <= f1[1] and abs(f1[1] - info["targets"][-1]) < 0.35, (config.split, grid, f1, info)
+    assert grids[0] != grids[1]
+    with pytest.raises(Exception, match="align"):
+        auto_qualities(ds, configs, align="sideways")

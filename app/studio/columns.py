@@ -1,9 +1,10 @@
 """The compared columns: a header (letter in the column's colour), the settings in a popover,
 the picture, and the numbers right under it, so all columns' results fit the first screen.
 
-Each column's body is an ``st.fragment``: changing its settings reruns that column only.
-When a tab below shows something of that column (the RD tab, the export, the feature maps of
-that column), the fragment then asks for one page rerun, after its own picture is drawn.
+Each column's body is an ``st.fragment`` keyed per column: changing its settings reruns that
+column only. When the open tab shows that column alone (its feature maps or bit allocation,
+fragments too), the widget's callback reruns the column and that tab, nothing else; when the
+tab shows every column (RD, export), the column asks for one page rerun after its picture is drawn.
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ def comparison(codecs: dict[str, dict[str, Any]], shown: inputs.LoadedImage | No
     for cid, col in zip(ids, st.columns(len(ids), border=True, gap="small")):
         with col:
             header(cid, removable=len(ids) > state.MIN_COLUMNS)
-            outcomes.append(column_body(cid, codecs, shown, threshold, len(ids)))
+            outcomes.append(column_fragment(cid)(cid, codecs, shown, threshold, len(ids)))
     return outcomes
+
+
+def stored_outcomes() -> list[ColumnOutcome]:
+    """Every column's last outcome, in column order: what a tab rerunning on its own shows."""
+    ss = st.session_state
+    return [ss[keys.outcome(cid)] for cid in state.column_ids() if keys.outcome(cid) in ss]
 
 
 def header(cid: int, removable: bool) -> None:
@@ -72,22 +79,46 @@ def header(cid: int, removable: bool) -> None:
                      on_click=state.remove_column, args=(cid,), type="tertiary")
 
 
-def _depends_on(cid: int) -> bool:
-    """Does the open tab show something of column ``cid``?"""
-    tab = st.session_state.get(keys.TAB) or url.TABS["maps"]
+def _tab_showing(cid: int) -> str | None:
+    """The fragment key of the open tab when it shows column ``cid`` alone, "app" when it shows every
+    column (RD, export), None when it shows another column."""
+    ss = st.session_state
+    tab = ss.get(keys.TAB) or url.TABS["maps"]
     letter = state.letter(cid)
     if tab in (url.TABS["rd"], url.TABS["export"]):
-        return True
+        return "app"
     if tab == url.TABS["maps"]:
-        return st.session_state.get(keys.FM_COLUMN, "A") == letter
-    return st.session_state.get(keys.BA_COLUMN) == letter
+        return keys.MAPS_FRAGMENT if ss.get(keys.FM_COLUMN, "A") == letter else None
+    return keys.BITS_FRAGMENT if ss.get(keys.BA_COLUMN) == letter else None
 
 
-@st.fragment
-def column_body(cid: int, codecs: dict[str, dict[str, Any]], shown: inputs.LoadedImage | None,
-                threshold: float, n_columns: int) -> ColumnOutcome:
-    with trace.span(f"column {state.letter(cid)}") as info:
-        return _column_body(cid, codecs, shown, threshold, n_columns, info)
+def on_column_change(cid: int) -> None:
+    """Callback of every widget of column ``cid``: rerun the column and the one-column tab showing it.
+
+    Without it the column's fragment would rerun alone and then ask for a whole-page rerun to bring
+    the tab up to date, and the page run redraws every column (a quality step took ~1 s, not 0.2)."""
+    tab = _tab_showing(cid)
+    if tab in (keys.MAPS_FRAGMENT, keys.BITS_FRAGMENT):
+        st.session_state[keys.tab_scheduled(cid)] = True
+        st.rerun([keys.column_fragment(cid), tab])
+
+
+_COLUMN_FRAGMENTS: dict[int, Any] = {}
+
+
+def column_fragment(cid: int):
+    """Column ``cid``'s body as an ``st.fragment`` with its own key, so a callback can rerun it alone.
+
+    (One decorated function shared by all columns would share one key: they would rerun together.)"""
+    if cid not in _COLUMN_FRAGMENTS:
+        def body(cid: int, codecs: dict[str, dict[str, Any]], shown: inputs.LoadedImage | None,
+                 threshold: float, n_columns: int) -> ColumnOutcome:
+            with trace.span(f"column {state.letter(cid)}") as info:
+                return _column_body(cid, codecs, shown, threshold, n_columns, info)
+
+        body.__qualname__ = body.__name__ = f"column_body_{cid}"
+        _COLUMN_FRAGMENTS[cid] = st.fragment(body, key=keys.column_fragment(cid))
+    return _COLUMN_FRAGMENTS[cid]
 
 
 def _column_body(cid, codecs, shown, threshold, n_columns, info) -> ColumnOutcome:
@@ -118,10 +149,13 @@ def _column_body(cid, codecs, shown, threshold, n_columns, info) -> ColumnOutcom
     changed = drawn.get(cid) != now
     drawn[cid] = now
     info.update(fragment=fragment_rerun, changed=changed)
+    ss[keys.outcome(cid)] = outcome
+    tab_scheduled = ss.pop(keys.tab_scheduled(cid), False)
     if fragment_rerun:
         url.sync()
-        if changed and _depends_on(cid):
-            st.rerun(scope="app")  # the tab below shows this column: bring it up to date
+        tab = _tab_showing(cid)
+        if changed and tab is not None and not tab_scheduled:
+            st.rerun(scope="app")  # the tab below shows this column (or all): bring it up to date
     return outcome
 
 
@@ -157,13 +191,13 @@ def column_settings(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[Pipeli
     k = lambda f: keys.column(cid, f)  # noqa: E731
     index = _sanitise(k("paradigm"), list(state.PARADIGMS), state.MODEL_SPLIT)
     paradigm = st.segmented_control(
-        "Paradigm", state.PARADIGMS, default=state.PARADIGMS[index], key=k("paradigm"), required=True, width="stretch",
+        "Paradigm", state.PARADIGMS, default=state.PARADIGMS[index], key=k("paradigm"), on_change=on_column_change, args=(cid,), required=True, width="stretch",
         format_func=lambda p: "split model" if p == state.MODEL_SPLIT else "full input",
         help="Split model: the edge runs the detector up to the split point and codes the feature tensor. "
              "Full input: the edge codes the image itself and the server runs the whole detector.")
     full = paradigm == state.FULL_INPUT
     models = compute.model_names()
-    model_name = st.selectbox("Model", models, index=_sanitise(k("model"), models, models[0]), key=k("model"))
+    model_name = st.selectbox("Model", models, index=_sanitise(k("model"), models, models[0]), key=k("model"), on_change=on_column_change, args=(cid,))
     problem = None
     try:
         splits = {sp["name"]: sp for sp in compute.split_points(model_name)}
@@ -174,27 +208,27 @@ def column_settings(cid: int, codecs: dict[str, dict[str, Any]]) -> tuple[Pipeli
         index = _sanitise(k("split"), list(splits), DEFAULT_SPLIT)
         sp = splits[st.session_state[k("split")]]
         split_name = st.selectbox(
-            "Split point", list(splits), index=index, key=k("split"), format_func=lambda n: f"{n} · {_shape_text(splits[n])}",
+            "Split point", list(splits), index=index, key=k("split"), on_change=on_column_change, args=(cid,), format_func=lambda n: f"{n} · {_shape_text(splits[n])}",
             help=f"{sp['description']}. Tensor(s) crossing the split, C×H×W, and their number of values "
                  f"({sp['num_values'] * 4 / 1024:,.0f} KiB as float32 here).")
     elif full:
         st.caption("Split point: none. The image is coded and the server runs the whole detector.")
 
     names, hidden = valid_codecs(codecs, full, model_name, split_name)
-    codec_name = st.selectbox("Codec", names, index=_sanitise(k("codec"), names, DEFAULT_CODEC), key=k("codec"),
+    codec_name = st.selectbox("Codec", names, index=_sanitise(k("codec"), names, DEFAULT_CODEC), key=k("codec"), on_change=on_column_change, args=(cid,),
                               format_func=lambda n: "none (uncompressed)" if n == state.NO_CODEC else n)
     if hidden:
         st.caption("Not offered here: " + "; ".join(hidden) + ".")
     if not full:
         wrappers = compute.wrappers_with_weights(model_name, split_name)
         wrapper_name = st.selectbox(
-            "Wrapper", wrappers, index=_sanitise(k("wrapper"), wrappers, "none"), key=k("wrapper"),
+            "Wrapper", wrappers, index=_sanitise(k("wrapper"), wrappers, "none"), key=k("wrapper"), on_change=on_column_change, args=(cid,),
             help="A pre-network on the edge that makes features cheaper to code, and its post-network on "
                  "the server. Only wrappers with bundled weights for this split are listed.")
         if wrappers == ["none"]:
             st.caption(f"No wrapper has bundled weights for {split_name}.")
         if wrapper_name != "none":
-            st.selectbox("RDO", list(RDO_MODES), index=_sanitise(k("rdo"), list(RDO_MODES), "sse"), key=k("rdo"), format_func=RDO_LABELS.get,
+            st.selectbox("RDO", list(RDO_MODES), index=_sanitise(k("rdo"), list(RDO_MODES), "sse"), key=k("rdo"), on_change=on_column_change, args=(cid,), format_func=RDO_LABELS.get,
                          help="How the codec spends bits across channels. sse: plain codec RDO (every channel "
                               "alike). wa: wrapper-aware, per-tile gains at packing (any codec). wa-qp: "
                               "wrapper-aware, per-tile QP offsets inside the codec (HEVC only).")
@@ -302,16 +336,16 @@ def quality_control(cid: int, outcome: ColumnOutcome) -> None:
             text = f"{q} (≈{size * 8:,.0f} bits"
             return text + (f", ≈{fmt.bpp(size * 8 / pixels)} here)" if pixels else ")")
 
-        st.select_slider(label, list(range(int(lo), int(hi) + 1)), key=kq, format_func=rate,
+        st.select_slider(label, list(range(int(lo), int(hi) + 1)), key=kq, on_change=on_column_change, args=(cid,), format_func=rate,
                          help=help_text + " Rates: mean stream size per index on the codec's validation images.")
         return
     if lo.is_integer() and hi.is_integer() and default.is_integer():
         st.session_state[kq] = int(round(value))
-        st.slider(label, int(lo), int(hi), step=1, key=kq, help=help_text)
+        st.slider(label, int(lo), int(hi), step=1, key=kq, on_change=on_column_change, args=(cid,), help=help_text)
     else:
         options = quality_steps(info)
         st.session_state[kq] = min(options, key=lambda o: abs(np.log(o / value)) if lo > 0 else abs(o - value))
-        st.select_slider(label, options, key=kq, help=help_text, format_func=lambda v: f"{v:g}")
+        st.select_slider(label, options, key=kq, on_change=on_column_change, args=(cid,), help=help_text, format_func=lambda v: f"{v:g}")
     if res is not None and res.frames and "bits per pixel" in meaning:
         frame = next(iter(res.frames.values()))
         w, h = res.image_size

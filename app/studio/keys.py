@@ -40,9 +40,25 @@ def column_prefix(cid: int) -> str:
     return f"c{cid}."
 
 
+def column_fragment(cid: int) -> str:
+    """The ``st.fragment`` key of column ``cid``'s body (``st.rerun(key)`` reruns just it)."""
+    return f"column-{cid}"
+
+
+def outcome(cid: int) -> str:
+    """Column ``cid``'s last outcome, for the tabs that rerun on their own (fragments)."""
+    return f"_outcome.{cid}"
+
+
+def tab_scheduled(cid: int) -> str:
+    """Set by column ``cid``'s widget callback when it has already scheduled the tab showing that column."""
+    return f"_tab_scheduled.{cid}"
+
+
 # -- tabs ----------------------------------------------------------------------------------
 TAB = "tab"  # st.tabs with state: the open tab's label
 FM_COLUMN, FM_TENSOR, FM_CHANNEL, FM_CHART = "fm.column", "fm.tensor", "fm.channel", "fm.chart"
+MAPS_FRAGMENT, BITS_FRAGMENT = "tab-maps", "tab-bits"  # fragment keys of the two one-column tabs
 BA_COLUMN, BA_CHART, BA_ERROR = "ba.column", "ba.chart", "ba.error"
 BA_KIND, BA_SOURCE, BA_PAD, BA_BLOCKS, BA_HEAT = "ba.kind", "ba.source", "ba.pad", "ba.blocks", "ba.heat"
 RD_SOURCE, RD_LIMIT, RD_METRIC, RD_TARGET, RD_ANCHOR = "rd.source", "rd.limit", "rd.metric", "rd.target", "rd.anchor"

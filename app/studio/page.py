@@ -53,11 +53,10 @@ def _page() -> None:
     rd_doc = None
     with tabs[0]:
         if tabs[0].open:
-            with trace.span("tab feature maps"):
-                maps.feature_maps(outcomes, shown)
+            maps_tab(shown)
     with tabs[1]:
         if tabs[1].open:
-            bits.bit_allocation(outcomes, shown)
+            bits_tab(shown)
     with tabs[2]:
         if tabs[2].open:
             rd_doc = rd.rd_section(images, outcomes)
@@ -65,6 +64,21 @@ def _page() -> None:
         if tabs[3].open:
             export_section(outcomes, shown, rd_doc)
     url.sync()
+
+
+# The two tabs that show one column are fragments of their own: a change in that column reruns the
+# column and the tab (columns.on_column_change), not the page. They read the columns' last outcomes
+# from the session, since a fragment rerun gets the arguments of the last page run.
+@st.fragment(key=keys.MAPS_FRAGMENT)
+def maps_tab(shown: inputs.LoadedImage | None) -> None:
+    with trace.span("tab feature maps"):
+        maps.feature_maps(columns.stored_outcomes(), shown)
+
+
+@st.fragment(key=keys.BITS_FRAGMENT)
+def bits_tab(shown: inputs.LoadedImage | None) -> None:
+    with trace.span("tab bit allocation"):
+        bits.bit_allocation(columns.stored_outcomes(), shown)
 
 
 def top_bar() -> None:

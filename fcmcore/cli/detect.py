@@ -62,9 +62,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, single_quality: bool =
     p.add_argument("--wa-weights", default="channel", choices=["channel", "spatial", "both"],
                    help="WA-RDO importance per channel tile, per spatial position, or per coded sample (both); "
                         "spatial kinds need --rdo wa-qp")
-    p.add_argument("--wa-source", default="wrapper", choices=["wrapper", "fixed", "image"],
+    p.add_argument("--wa-source", default="wrapper", choices=["wrapper", "fixed", "image", "gop"],
                    help="WA-RDO weights saved with the wrapper (fixed), re-estimated per image, or as the "
-                        "wrapper file's rdo_weights says (wrapper)")
+                        "wrapper file's rdo_weights says (wrapper); gop (video only): re-estimated once per GOP")
     p.add_argument("--wa-strength", type=float, default=1.0,
                    help="WA-RDO strength S: QP offsets -3*S*log2(w), tile gains w^(S/2) (default 1; < 1 milder)")
     p.add_argument("--tile-pad", type=int, default=0, choices=[0, 8, 16],
@@ -82,6 +82,8 @@ def config_from_args(args: argparse.Namespace, quality=None):
 
     split = None if str(args.split).lower() == "none" else args.split
     codec = None if args.codec in (None, "", "none") else args.codec
+    if getattr(args, "wa_source", None) == "gop":
+        raise ParameterError("--wa-source gop (weights once per GOP) is for clips: fcm video, fcm sweep --video")
     if split is None and codec is None:
         codec = None  # the plain detector on the raw image
     return PipelineConfig(

@@ -40,7 +40,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, dataset_required: bool = True
     p.add_argument("--annotations", default=None, help="COCO instances JSON for an image folder")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by id)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: number of cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: number of cores; 1 with --video, whose points share heads)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on a Dask cluster (tcp://host:8786)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -58,6 +59,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "(a fixed grid of >= 6 points for the codec) or 'auto' (6 qualities spanning the rates the "
                    "codec reaches, probed on 3 images)")
     g.add_argument("--target-bpp", help="comma-separated target rates: per image, the quality closest to each")
+    p.add_argument("--align", default="rate", choices=["rate", "accuracy"],
+                   help="with --qualities auto: span one common bpp range (default) or one common range of "
+                   "agreement F1 with the uncompressed detector (probed on 8 images)")
     p.add_argument("--name", default=None, help="curve name (default: a readable form of the config)")
     p.add_argument("--out", required=True, help="results JSON to write")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -74,7 +78,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", required=True, help="codec name (see `fcm codecs`)")
     p.add_argument("--qualities", default="auto",
                    help="comma-separated codec qualities, 'default' (the codec's grid) or 'auto' (default: per "
-                   "split, qualities spanning one common bpp range, so the BD figures overlap)")
+                   "split, qualities spanning one common range, see --align, so the BD figures overlap)")
+    p.add_argument("--align", default="accuracy", choices=["rate", "accuracy"],
+                   help="with --qualities auto: one common range of agreement F1 with the uncompressed detector "
+                   "(default: BD-rate integrates over accuracy, and split points lie decades apart in rate) "
+                   "or one common bpp range (what BD-mAP integrates over)")
     p.add_argument("--splits", default=None, help="comma-separated split points (default: all of the model's)")
     p.add_argument("--bits", dest="bit_depth", type=int, default=None, help="packing bit depth (default: codec's)")
     p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="min-max range per tensor or per channel")
@@ -106,7 +114,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_output_path(args.out)  # before the work, not after it
     targets = _floats(args.target_bpp, "--target-bpp") if args.target_bpp else []
     dataset = load_dataset(args.dataset, args.annotations, args.limit)
-    qualities = _resolve_qualities(args.qualities, [config], dataset)[0] if args.qualities else []
+    qualities = _resolve_qualities(args.qualities, [config], dataset, args.align)[0] if args.qualities else []
     if args.folds is not None:  # k-fold training of the trained part (fcmcore/evaluate/kfold.py)
         from ..evaluate.kfold import kfold_from_args  # why: the k-fold stage loads only when --folds is given
 
@@ -127,7 +135,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_qualities(text: str, configs: list, dataset) -> list[list[float]]:
+def _resolve_qualities(text: str, configs: list, dataset, align: str = "rate") -> list[list[float]]:
     """--qualities for each config: numbers as given, the codec's default grid, or auto."""
     # why: on use (fcm --help stays light)
     from ..evaluate.auto_qualities import auto_qualities, default_qualities, parse_qualities
@@ -136,9 +144,10 @@ def _resolve_qualities(text: str, configs: list, dataset) -> list[list[float]]:
     if q == "default":
         return [default_qualities(c.codec) for c in configs]
     if q == "auto":
-        grids, info = auto_qualities(dataset, configs)
-        lo, hi = info["bpp_range"]
-        print(f"auto qualities: {lo:.3g}-{hi:.3g} bpp (probed on {info['probe_images']} images): "
+        grids, info = auto_qualities(dataset, configs, align=align)
+        lo, hi = info["bpp_range"] if align == "rate" else info["f1_range"]
+        span = f"{lo:.3g}-{hi:.3g} bpp" if align == "rate" else f"F1 vs uncompressed {lo:.2f}-{hi:.2f}"
+        print(f"auto qualities: {span} (probed on {info['probe_images']} images): "
               + "; ".join(f"{c.with_quality(None).label()}: {','.join(format(v, 'g') for v in g)}"
                           for c, g in zip(configs, grids)), file=sys.stderr)
         return grids
@@ -217,7 +226,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     base = dict(model=args.model, codec=args.codec, bit_depth=args.bit_depth, quant=args.quant)
     configs = [] if args.no_full_input else [PipelineConfig(split=None, **{**base, "bit_depth": None})]
     configs += [PipelineConfig(split=s, **base) for s in splits]
-    grids = _resolve_qualities(args.qualities, configs, dataset)
+    grids = _resolve_qualities(args.qualities, configs, dataset, args.align)
     curves = [CurveSpec(c, q) for c, q in zip(configs, grids)]
     doc = evaluate(dataset, curves, cache=not args.no_cache, workers=args.workers,
                    scheduler=args.scheduler, progress=not args.quiet)

@@ -3,6 +3,7 @@
     fcm video vtest.avi --split expanded_conv_9 --codec hevc --gop ldp --quality 27 --frames 60 --json
     fcm video vtest.avi --split none --codec hevc --gop ldp --quality 32 --out annotated.mp4
     fcm sweep --video vtest.avi --codec hevc --gop ldp --qualities 22,27,32,37,42 --frames 60 --out ldp.json
+    fcm sweep --video vtest.avi --wrapper learned --rdo wa --wa-source gop --intra-period 20 ... --out wa.json
     fcm bdrate intra.json ldp.json --anchor intra --metric f1
 """
 
@@ -47,6 +48,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=float, default=None, help="codec quality (hevc/vvc: base QP)")
     p.add_argument("--bits", dest="bit_depth", type=int, default=None, help="packing bit depth (default 10)")
     p.add_argument("--quant", default="tensor", choices=["tensor", "channel"], help="range per tensor or per channel")
+    p.add_argument("--wrapper", default="none", help="wrapper NAME[:PATH] run on every frame (see `fcm wrappers`)")
+    p.add_argument("--rdo", default="sse", choices=["sse", "wa"],
+                   help="SSE, or wrapper-aware RDO by per-tile gains at packing (wa; needs --wrapper)")
+    p.add_argument("--wa-source", default="wrapper", choices=["wrapper", "fixed", "image", "gop"],
+                   help="--rdo wa weights: saved with the wrapper (fixed), re-estimated on every frame (image) or on "
+                        "the first frame of each GOP and reused for it (gop); wrapper = as its file says")
     add_video_coding_arguments(p)
     add_clip_arguments(p)
     p.add_argument("--annotations", default=None, help="COCO-style annotation file of the clip (mAP against it)")
@@ -65,9 +72,18 @@ def config_from_args(args: argparse.Namespace, quality=None):
     if codec in (None, "", "none"):
         raise ParameterError("video needs a codec (--codec hevc|vvc|...)")
     gop = args.gop or ("ldp" if codec in SEQUENCE_CODERS else "intra")
+    # options fcm sweep shares with image sweeps that sequence coding has no counterpart for
+    for flag, value, default in (("--wa-weights", getattr(args, "wa_weights", "channel"), "channel"),
+                                 ("--tile-pad", getattr(args, "tile_pad", 0), 0),
+                                 ("--tasks", str(getattr(args, "tasks", None) or "detection"), "detection")):
+        if value != default:
+            raise ParameterError(f"{flag} {value} is not supported for video (per-tile gains take channel weights)"
+                                 if flag == "--wa-weights" else f"{flag} {value} is not supported for video")
     return VideoConfig(model=args.model, split=split, codec=codec, gop=gop, intra_period=args.intra_period,
                        quality=quality if quality is not None else getattr(args, "quality", None),
-                       bit_depth=args.bit_depth, quant=args.quant, ranges=args.ranges)
+                       bit_depth=args.bit_depth, quant=args.quant, ranges=args.ranges,
+                       wrapper=getattr(args, "wrapper", None) or "none", rdo=getattr(args, "rdo", "sse"),
+                       wa_source=getattr(args, "wa_source", "wrapper"))
 
 
 def result_json(result, metrics: dict[str, Any], clip) -> dict[str, Any]:
@@ -172,7 +188,7 @@ def cmd_video_sweep(args: argparse.Namespace) -> int:
     doc = video_sweep(args.video, [(config, _qualities(args.qualities), args.name)],
                       start=args.start, frames=args.frames, stride=args.stride,
                       annotations=getattr(args, "annotations", None), cache=not args.no_cache,
-                      progress=not args.quiet)
+                      progress=not args.quiet, workers=args.workers, scheduler=args.scheduler)
     save_results(doc, args.out)
     c = doc["curves"][0]
     if args.json:

@@ -13,6 +13,14 @@ for each configuration, the qualities whose rates span one *common* bpp range:
    quality whose mean probe bpp is closest (``equal_rate.bisect_quality``, evaluations shared
    between targets).
 
+``align="accuracy"`` (``fcm layers``' default) aligns the other axis: BD-rate integrates over the
+*accuracy* range both curves share, and split points far apart in rate (``Conv`` vs
+``expanded_conv_9``: a decade at equal mAP) share little of it on one bpp range. On ``ACCURACY_PROBES``
+probe images the agreement F1 with the uncompressed detector is measured per quality; the common
+range runs from the highest F1 any configuration has at its fewest bits to the lowest any has at
+its most; ``n_points`` targets evenly spaced over it, each matched per configuration by the same
+bisection (F1 grows with bits, up to noise).
+
 ``default_qualities(codec)``: a fixed grid of at least 6 points per codec for when no probe is
 wanted.
 """
@@ -30,10 +38,13 @@ from ..imageio import decode_image_bytes
 from .. import pipeline  # called as pipeline.run_*: one place to patch (tests count the runs)
 from ..pipeline import PipelineConfig
 from .equal_rate import bisect_quality
+from .metrics import agreement
 
 N_POINTS = 6
 PROBE_IMAGES = 3
+ACCURACY_PROBES = 8  # F1 on 3 images moves in steps of ~0.1: too coarse to aim at
 MAX_DECADES = 2.3
+ALIGNS = ("rate", "accuracy")
 
 _DEFAULT_GRIDS = {  # >= 6 points, spanning the knee and the flat part on coco96
     "hevc": [22, 27, 32, 37, 42, 47], "hevc-slow": [22, 27, 32, 37, 42, 47],
@@ -60,12 +71,19 @@ def _fewest_most(spec) -> tuple[float, float]:
     return (lo, hi) if spec.higher_is_better else (hi, lo)
 
 
-def auto_qualities(dataset, configs: Sequence[PipelineConfig], *, n_points: int = N_POINTS, probe_images: int = PROBE_IMAGES,
-                   bpp_range: tuple[float, float] | None = None) -> tuple[list[list[float]], dict[str, Any]]:
+def auto_qualities(dataset, configs: Sequence[PipelineConfig], *, n_points: int = N_POINTS, probe_images: int | None = None,
+                   bpp_range: tuple[float, float] | None = None,
+                   align: str = "rate") -> tuple[list[list[float]], dict[str, Any]]:
     """Per configuration (``PipelineConfig`` with a codec), ``n_points`` qualities spanning one
-    common bpp range. Returns (qualities per config, {"bpp_range", "probe_images", "targets"})."""
+    common bpp range (``align="rate"``) or one common range of agreement F1 with the uncompressed
+    detector (``align="accuracy"``). Returns (qualities per config, {"align", "bpp_range" or
+    "f1_range", "probe_images", "targets"})."""
     if n_points < 2:
         raise ParameterError(f"auto qualities need at least 2 points, got {n_points}")
+    if align not in ALIGNS:
+        raise ParameterError(f"auto qualities: align must be one of {', '.join(ALIGNS)}, got {align!r}")
+    if probe_images is None:
+        probe_images = ACCURACY_PROBES if align == "accuracy" else PROBE_IMAGES
     images = []
     for im in dataset.images:
         try:
@@ -76,6 +94,8 @@ def auto_qualities(dataset, configs: Sequence[PipelineConfig], *, n_points: int 
             break
     if not images:
         raise InputError(f"dataset {dataset.name}: no readable image to probe rates on")
+    if align == "accuracy":
+        return _accuracy_aligned(images, configs, n_points)
     probes = []
     for config in configs:
         if config.codec is None:
@@ -108,7 +128,63 @@ def auto_qualities(dataset, configs: Sequence[PipelineConfig], *, n_points: int 
             if q not in qs:
                 qs.append(q)
         out.append([float(q) if not spec.integer else float(int(q)) for q in qs])
-    return out, {"bpp_range": [lo, hi], "probe_images": len(images), "targets": targets}
+    return out, {"align": "rate", "bpp_range": [lo, hi], "probe_images": len(images), "targets": targets}
+
+
+def _accuracy_aligned(images: list, configs: Sequence[PipelineConfig],
+                      n_points: int) -> tuple[list[list[float]], dict[str, Any]]:
+    probes = []
+    references: dict[str, list] = {}
+    for config in configs:
+        if config.codec is None:
+            raise ParameterError("auto qualities need a codec")
+        if config.model not in references:  # the uncompressed detector on each probe image
+            references[config.model] = [pipeline.run(img, PipelineConfig(model=config.model, split=None, codec=None)).detections
+                                        for img in images]
+        refs = references[config.model]
+        heads = [pipeline.run_head(img, config.model, config.split) for img in images]
+        memo: dict[float, float] = {}
+
+        def f1_of(q: float, config=config, heads=heads, refs=refs, memo=memo) -> float:
+            if q not in memo:
+                dets = {i: pipeline.run_from_head(h, config.with_quality(q)).detections for i, h in enumerate(heads)}
+                f1 = agreement(dets, dict(enumerate(refs)))["f1"]
+                memo[q] = 1.0 if f1 is None else f1  # nothing to find and nothing found: full agreement
+            return memo[q]
+
+        spec = get_codec(config.codec).quality
+        few, most = _fewest_most(spec)
+        probes.append((spec, f1_of, f1_of(few), f1_of(most)))
+    lo = max(p[2] for p in probes)
+    hi = min(p[3] for p in probes)
+    if not hi > lo:
+        raise ParameterError("the configurations reach no common accuracy range on the probe images; give qualities by hand")
+    # the ends are where only one configuration gets to: aim a little inside them
+    margin = 0.05 * (hi - lo)
+    targets = [float(t) for t in np.linspace(max(lo + margin, 1e-3), hi - margin, n_points)]
+    out = []
+    for spec, f1_of, _, _ in probes:
+        qs = []
+        for t in targets:
+            q = bisect_quality(spec, f1_of, t)  # any measure that grows with bits: here F1
+            if q not in qs:
+                qs.append(q)
+        out.append([float(q) if not spec.integer else float(int(q)) for q in _densify(qs, spec, n_points)])
+    return out, {"align": "accuracy", "f1_range": [lo, hi], "probe_images": len(images), "targets": targets}
+
+
+def _densify(qs: list[float], spec, n_points: int) -> list[float]:
+    """Where F1 rises steeply with quality, several targets land on one quality; fill the widest
+    gaps between the chosen ones (in quality) until there are ``n_points`` or no gap is left."""
+    ordered = sorted(qs, reverse=not spec.higher_is_better)  # fewest bits first
+    while len(ordered) < n_points and len(ordered) >= 2:
+        gaps = [(abs(b - a), i) for i, (a, b) in enumerate(zip(ordered, ordered[1:]))]
+        width, i = max(gaps)
+        if width <= (1 if spec.integer else 1e-3 * abs(float(spec.hi) - float(spec.lo))):
+            break
+        mid = (ordered[i] + ordered[i + 1]) / 2
+        ordered.insert(i + 1, float(round(mid)) if spec.integer else mid)
+    return ordered
 
 
 def parse_qualities(text: str | None) -> str | list[float] | None:

@@ -16,7 +16,8 @@ rows of N counts, seeded) and recomputing the figure on each resample:
 Intervals are percentile intervals (2.5 % and 97.5 % of the resampled values for 95 %). A BD
 figure is "significant" when its interval excludes 0. Every result says on how many images
 it rests. Per-image data comes from the results file (``points[].coco_eval`` and
-``points[].images``), written by ``fcm sweep`` since results carried intervals.
+``points[].images``), written by ``fcm sweep`` since results carried intervals. Two video
+curves (``fcm sweep --video``) are resampled over frame blocks instead (``frame_bootstrap``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from .bdrate import bd_compare, curve_points, monotone_front, overlap_fractions
 from .coco_eval import PerImageEval
+from .frame_bootstrap import block_indices, is_video_curve, video_bd_samples, video_block
 
 N_RESAMPLES = 1000
 SEED = 0
@@ -166,6 +168,7 @@ class BDInterval:
     failed_resamples: int = 0
     confidence: float = CONFIDENCE
     notes: list[str] = field(default_factory=list)
+    unit: str = "images"  # what n_images counts: "frames" for video curves (block bootstrap)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,7 +181,7 @@ class BDInterval:
             return "no BD-rate"
         if self.bd_rate_ci is None:
             return "no interval"
-        return "significant" if self.significant else f"not significant on {self.n_images} images"
+        return "significant" if self.significant else f"not significant on {self.n_images} {self.unit}"
 
 
 def _excludes_zero(ci: list[float] | None) -> bool | None:
@@ -204,6 +207,8 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
         res.overlap, res.rate_overlap = overlap_fractions(fa, ft)
     if (res.bd_rate is None and res.bd_map is None) or n_resamples <= 0:
         return res
+    if is_video_curve(anchor) and is_video_curve(test):
+        return _video_interval(res, anchor, test, metric, n_resamples, seed, confidence)
     try:
         ids = curve_image_ids(anchor)
         if curve_image_ids(test) != ids:
@@ -232,6 +237,52 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
         res.notes.append(f"{test['name']}: {res.failed_resamples} of {n_resamples} resamples gave no BD figure "
                          "(curves without overlap there); the interval covers the others only")
     return res
+
+
+def _video_interval(res: BDInterval, anchor, test, metric: str, n_resamples: int, seed: int,
+                    confidence: float) -> BDInterval:
+    """Two video curves: the paired circular moving-block bootstrap over frames
+    (``frame_bootstrap``), on F1 (the metric video points keep per frame)."""
+    n = len(anchor["points"][0]["frame_bits"])
+    block = video_block(anchor)
+    if metric != "f1" or block is None or any(len(p["frame_bits"]) != n for c in (anchor, test) for p in c["points"]):
+        why = ("per-frame intervals are on --metric f1" if metric != "f1" else
+               "no block length recorded (re-run the sweep)" if block is None else "curves on different frames")
+        res.notes.append(f"{test['name']}: no interval: {why}")
+        return res
+    res.n_images, res.unit = n, "frames"
+    idx = block_indices(n, block, n_resamples, seed)
+    ra, va = video_bd_samples(anchor, idx)
+    rt, vt = video_bd_samples(test, idx)
+    rates, maps = np.full(n_resamples, np.nan), np.full(n_resamples, np.nan)
+    for b in range(n_resamples):
+        fa = _finite_front("a", ra[b], va[b])
+        ft = _finite_front("t", rt[b], vt[b])
+        if fa is None or ft is None:
+            continue
+        r = bd_compare(fa, ft, metric, fast=True)
+        rates[b] = np.nan if r.bd_rate is None else r.bd_rate
+        maps[b] = np.nan if r.bd_map is None else r.bd_map
+    res.n_resamples = n_resamples
+    if res.bd_rate is not None:
+        res.bd_rate_ci = percentile_interval(rates, confidence)
+        res.significant = _excludes_zero(res.bd_rate_ci)
+    if res.bd_map is not None:
+        res.bd_map_ci = percentile_interval(maps, confidence)
+        res.bd_map_significant = _excludes_zero(res.bd_map_ci)
+    res.failed_resamples = int(np.count_nonzero(~np.isfinite(rates if res.bd_rate is not None else maps)))
+    res.notes.append(f"{test['name']}: interval over {n} frames, circular blocks of {block} frames")
+    if res.failed_resamples > 0.05 * n_resamples:
+        res.notes.append(f"{test['name']}: {res.failed_resamples} of {n_resamples} resamples gave no BD figure "
+                         "(curves without overlap there); the interval covers the others only")
+    return res
+
+
+def _finite_front(name: str, rates, values):
+    keep = [(r, v) for r, v in zip(rates, values) if np.isfinite(v)]
+    if len(keep) < 2:
+        return None
+    return monotone_front(name, [r for r, _ in keep], [v for _, v in keep])
 
 
 def bd_table_with_ci(curves: Sequence[Mapping[str, Any]], anchor: str, metric: str = "mAP", *,

@@ -7,6 +7,8 @@ by packing every item's tensors and coding each tensor's frames as ONE HEVC/VVC 
 for ``intra``). Each item of the returned ``EncodedSequence`` carries its measured bits
 (``extra["bits"]``: its access units + its ranges, header in the first) and whether it was
 coded intra; their own ``bitstream`` is empty (one stream cannot be cut into independent items).
+``rdo="wa"``: wrapper-aware RDO by per-tile gains at packing, from ``channel_weights`` (one
+name -> (C,) dict per item; ``fcmcore.video.features``); ``"sse"`` ignores weights.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ from ..errors import ParameterError
 from .features import decode_feature_sequence, encode_feature_sequence
 from .sequence import GOPS, sequence_coder
 
+SEQUENCE_RDO = ("sse", "wa")  # wa-qp needs per-region QP, which the in-process sequence coders lack
+
 
 class VideoFeatureCoder(FeatureCoder):
     def __init__(self, codec: str = "hevc", *, structure: str = "ldp", bit_depth: int | None = None,
-                 quant: str = "tensor", ranges: str = "sequence"):
+                 quant: str = "tensor", ranges: str = "sequence", rdo: str = "sse"):
         if structure not in GOPS:
             raise ParameterError(f"structure must be one of {', '.join(GOPS)}, not {structure!r}")
+        if rdo not in SEQUENCE_RDO:
+            raise ParameterError(f"sequence coding takes --rdo {' or '.join(SEQUENCE_RDO)} (per-tile gains), "
+                                 f"not {rdo!r}")
+        self.rdo = rdo
+        self.uses_channel_weights = rdo == "wa"
         self.coder = sequence_coder(codec)
         self.name = f"{codec}-{structure}"
         self.structure = structure
@@ -37,12 +46,16 @@ class VideoFeatureCoder(FeatureCoder):
 
     def encode_sequence(self, sources: Sequence, quality=None, *, gop: int | None = None,
                         channel_weights=None) -> EncodedSequence:
-        if channel_weights is not None and any(w is not None for w in channel_weights):
-            raise ParameterError(f"{self.name}: wrapper-aware weights are not supported in sequence coding yet")
+        weights = None
+        if self.rdo == "wa":
+            if channel_weights is None or len(channel_weights) != len(sources) or any(w is None for w in channel_weights):
+                raise ParameterError(f"{self.name}: --rdo wa needs importance weights for every frame")
+            weights = list(channel_weights)
         q = self.check_quality(quality)
         period = None if self.structure == "intra" else gop
         enc = encode_feature_sequence(list(sources), self.coder, q, gop=self.structure, intra_period=period,
-                                      bit_depth=self.bit_depth, quant=self.quant, ranges=self.ranges)
+                                      bit_depth=self.bit_depth, quant=self.quant, ranges=self.ranges,
+                                      channel_weights=weights)
         items = []
         for i in range(len(enc.frame_bits)):
             frames = {name: fr[i] for name, fr in enc.frames.items()}
@@ -55,7 +68,7 @@ class VideoFeatureCoder(FeatureCoder):
         return [Decoded(features=f) for f in decode_feature_sequence(bitstream, self.coder)]
 
     def encode(self, source, quality=None, *, channel_weights=None) -> Encoded:
-        seq = self.encode_sequence([source], quality, channel_weights=[channel_weights])
+        seq = self.encode_sequence([source], quality, channel_weights=None if channel_weights is None else [channel_weights])
         item = seq.items[0]
         return Encoded(bitstream=seq.bitstream, quality=item.quality, header_bytes=item.header_bytes,
                        frames=item.frames, bit_depth=item.bit_depth)

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..evaluate.frame_bootstrap import block_indices, default_block, f1_of  # shared with fcm bdrate
 from ..evaluate.metrics import (MATCH_IOU, REFERENCE_SCORE_THRESHOLD, agreement, coco_map, map_vs_reference,
                                 match_detections)
 
@@ -41,27 +42,8 @@ def frame_counts(detections: Sequence[Sequence], reference: Sequence[Sequence]) 
     return out
 
 
-def f1_of(counts: np.ndarray) -> float | None:
-    m, mi, f = (int(v) for v in np.asarray(counts).reshape(-1, 3).sum(axis=0))
-    return 2 * m / (2 * m + mi + f) if (2 * m + mi + f) else None
-
-
 def per_frame_f1(counts: np.ndarray) -> list[float | None]:
     return [f1_of(c) for c in counts]
-
-
-def block_indices(n: int, block: int, samples: int, seed: int = 0) -> np.ndarray:
-    """(samples, n) frame indices of circular moving-block bootstrap resamples."""
-    block = max(1, min(int(block), n))
-    k = -(-n // block)
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, n, size=(samples, k))
-    idx = (starts[:, :, None] + np.arange(block)[None, None, :]) % n
-    return idx.reshape(samples, -1)[:, :n]
-
-
-def default_block(fps: float, n: int) -> int:
-    return max(1, min(n, int(round(fps))))
 
 
 def f1_interval(counts: np.ndarray, block: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0

@@ -14,6 +14,16 @@ same structures) or frame by frame (still codecs), then the whole detector per d
 The uncompressed reference (``reference_detections``) is the tail on the uncoded head
 features, which equals the whole detector by the split-model contract. Heads are computed
 once per clip and split (:func:`compute_heads`) and reused across qualities and structures.
+
+Wrappers and wrapper-aware RDO: ``wrapper`` runs its pre-network on every frame's features
+before packing and its post-network before the tail; ``rdo="wa"`` packs each frame with
+per-tile gains sqrt(w_c) from the wrapper's importance weights (the codec-agnostic
+mechanism of ``--rdo wa`` for images). ``wa_source`` says where the weights come from:
+``fixed`` (saved with the wrapper: one set for the clip), ``image`` (re-estimated on every
+frame's reduced tensor) or ``gop`` (re-estimated on the first frame of each GOP, i.e. every
+intra period, and reused for the GOP's frames: the wrapper-aware RDO paper's practical
+variant, one estimate per GOP instead of per frame). ``"wrapper"`` resolves to what the
+wrapper file's ``rdo_weights`` says (fixed, or image for ``image-*``).
 """
 
 from __future__ import annotations
@@ -31,11 +41,13 @@ from ..errors import CodecUnavailableError, ParameterError
 from ..models import DEFAULT_MODEL, load_model
 from ..models.base import Detection, Features, ImageMeta
 from ..pipeline import HeadOutput, PipelineConfig, run_from_head
+from ..wrappers import load_wrapper
 from .clip import Clip, iter_clip
-from .coder import VideoFeatureCoder  # the FeatureCoder sequence hook
+from .coder import SEQUENCE_RDO, VideoFeatureCoder  # the FeatureCoder sequence hook
 from .sequence import GOPS, SEQUENCE_CODERS, check_gop, sequence_coder
 
 DEFAULT_SPLIT = "expanded_conv_9"
+WA_SOURCES = ("fixed", "image", "gop")  # + "wrapper": as the wrapper file says (resolved by validate)
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -52,6 +64,9 @@ class VideoConfig:
     bit_depth: int | None = None  # None: 10 for hevc/vvc, the codec's default otherwise
     quant: str = "tensor"
     ranges: str = "sequence"  # min/max per "sequence" or per "frame" (sequence coding only)
+    wrapper: str = "none"  # "name" or "name:path" (fcmcore.wrappers)
+    rdo: str = "sse"  # "sse" or "wa" (wrapper-aware: per-tile gains at packing)
+    wa_source: str | None = "wrapper"  # fixed / image / gop (see the module docstring); None with sse
 
     @property
     def sequence_coded(self) -> bool:
@@ -65,7 +80,9 @@ class VideoConfig:
         gop = self.gop if self.sequence_coded else "per-frame"
         extra = f" ip{self.intra_period}" if self.intra_period and self.gop != "intra" else ""
         rng = " frame-ranges" if self.ranges == "frame" and self.split and self.sequence_coded else ""
-        return f"{self.model} @ {where} + {self.codec} {gop}{extra}{rng}"
+        wrap = f" [{self.wrapper.split(':')[0]}]" if self.wrapper not in (None, "", "none") else ""
+        rdo = f" wa-rdo/{self.wa_source}" if self.rdo == "wa" else ""
+        return f"{self.model} @ {where} + {self.codec} {gop}{extra}{rng}{wrap}{rdo}"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,6 +99,7 @@ def validate(config: VideoConfig) -> VideoConfig:
         raise ParameterError(f"--quant must be tensor or channel, not {config.quant!r}")
     if config.ranges not in ("sequence", "frame"):
         raise ParameterError(f"--range must be sequence or frame, not {config.ranges!r}")
+    config = _validate_wrapper(config)
     if config.sequence_coded:
         coder = sequence_coder(config.codec)
         check_gop(config.gop, config.intra_period)
@@ -103,7 +121,37 @@ def validate(config: VideoConfig) -> VideoConfig:
     q = codec.check_quality(config.quality)
     if config.split is None and not codec.supports_images:
         raise ParameterError(f"{config.codec} codes features only; it cannot code the clip (full-input)")
+    if config.wa_source == "gop":
+        raise ParameterError(f"--wa-source gop needs sequence coding ({' or '.join(SEQUENCE_CODERS)}); "
+                             f"{config.codec} codes every frame on its own: use --wa-source image")
     return replace(config, quality=q, intra_period=None, ranges="sequence")
+
+
+def _validate_wrapper(config: VideoConfig) -> VideoConfig:
+    """Wrapper / RDO options: checked, and ``wa_source`` resolved (None with ``sse``)."""
+    wrapped = config.wrapper not in (None, "", "none")
+    if config.rdo not in SEQUENCE_RDO:
+        raise ParameterError(f"video coding takes --rdo {' or '.join(SEQUENCE_RDO)} (per-tile gains at packing), "
+                             f"not {config.rdo!r}")
+    if config.wa_source not in (None, "wrapper", *WA_SOURCES):
+        raise ParameterError(f"--wa-source must be one of {', '.join(WA_SOURCES)}, not {config.wa_source!r}")
+    if config.split is None and (wrapped or config.rdo != "sse"):
+        raise ParameterError("wrappers and --rdo wa work on split features; full-input (split none) takes neither")
+    if not wrapped:
+        if config.rdo == "wa":
+            raise ParameterError("--rdo wa needs a wrapper with importance weights (--wrapper pca|learned)")
+        return replace(config, wrapper="none", wa_source=None)
+    wrapper = load_wrapper(config.wrapper, config.model, config.split)  # missing / mismatched file: one line
+    if config.rdo == "sse":
+        if config.wa_source not in (None, "wrapper"):
+            raise ParameterError(f"--wa-source {config.wa_source} applies to --rdo wa")
+        return replace(config, wa_source=None)
+    source = config.wa_source or "wrapper"
+    if source == "wrapper":
+        source = "image" if str(getattr(wrapper, "rdo_weights", "")).startswith("image-") else "fixed"
+    if not hasattr(wrapper, "importance_weights"):
+        raise ParameterError(f"--rdo wa needs a wrapper with importance weights; {wrapper.name!r} has none")
+    return replace(config, wa_source=source)
 
 
 @dataclass
@@ -220,9 +268,19 @@ def run_video(clip: Clip, config: VideoConfig, *, heads: Heads | None = None,
     if config.sequence_coded:
         coder = sequence_coder(config.codec)
         if config.split is not None:
+            wrapper = load_wrapper(config.wrapper, config.model, config.split)
+            with torch.inference_mode():
+                reduced = [wrapper.pre(f) for f in heads.features]
+            tw = time.perf_counter()
+            weights = sequence_weights(wrapper, reduced, config) if config.rdo == "wa" else None
+            t0, ts = time.perf_counter(), t0  # "encode" times the codec; wrapper and weights apart
+            if wrapper.name != "none":
+                timings["pre_wrapper"] = (tw - ts) * 1000
+            if weights is not None:
+                timings["weights"] = (t0 - tw) * 1000
             fc = VideoFeatureCoder(config.codec, structure=config.gop, bit_depth=config.bit_depth,
-                                   quant=config.quant, ranges=config.ranges)
-            enc = fc.encode_sequence(heads.features, config.quality, gop=config.intra_period)
+                                   quant=config.quant, ranges=config.ranges, rdo=config.rdo)
+            enc = fc.encode_sequence(reduced, config.quality, gop=config.intra_period, channel_weights=weights)
             t1 = time.perf_counter()
             decoded = [d.features for d in fc.decode_sequence(enc.bitstream)]
             t2 = time.perf_counter()
@@ -231,7 +289,7 @@ def run_video(clip: Clip, config: VideoConfig, *, heads: Heads | None = None,
             bits, header_bytes = enc.bits, enc.items[0].header_bytes
             with torch.inference_mode():
                 for i in range(n):
-                    dets.append(model.tail(decoded[i], config.split, heads.metas[i]))
+                    dets.append(model.tail(wrapper.post(decoded[i]), config.split, heads.metas[i]))
                     if progress:
                         progress("tail", i + 1, n)
         else:
@@ -253,10 +311,32 @@ def run_video(clip: Clip, config: VideoConfig, *, heads: Heads | None = None,
                        bits, header_bytes, timings, decoded_frames if keep_decoded else None)
 
 
+def sequence_weights(wrapper, reduced: list, config: VideoConfig) -> list[dict]:
+    """Per frame, the wrapper's channel importance (mean 1) from ``config.wa_source``:
+    ``fixed`` one set for the clip, ``image`` one estimate per frame, ``gop`` one estimate on
+    the first frame of each GOP (every intra period, display order) reused for its frames."""
+    n = len(reduced)
+    # why: per-image estimates are memoised on the wrapper (a sweep codes one image at several
+    # QPs); each run must pay for the estimates its encoder makes, or gop-vs-image timings lie
+    wrapper.__dict__.pop("_image_maps", None)
+    if config.wa_source == "fixed":
+        return [wrapper.importance_weights(reduced[0], "channel", "fixed")] * n
+    if config.wa_source == "image":
+        return [wrapper.importance_weights(r, "channel", "image") for r in reduced]
+    period = check_gop(config.gop, config.intra_period)
+    out: list[dict] = []
+    for i, r in enumerate(reduced):
+        if i % period == 0:
+            current = wrapper.importance_weights(r, "channel", "image")
+        out.append(current)
+    return out
+
+
 def _run_per_frame(clip, heads, config: VideoConfig, dets, progress, keep_decoded):
     """Per-frame intra baselines: every frame through the image pipeline on its own."""
     pconf = PipelineConfig(model=config.model, split=config.split, codec=config.codec, quality=config.quality,
-                           bit_depth=config.bit_depth, quant=config.quant)
+                           bit_depth=config.bit_depth, quant=config.quant, wrapper=config.wrapper, rdo=config.rdo,
+                           wa_source=config.wa_source or "wrapper")
     model = load_model(config.model)
     frame_bits, decoded = [], []
     n = len(clip.frames)
