@@ -225,7 +225,13 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
         r = bd_compare(monotone_front("a", ra[b], va[b]), monotone_front("t", rt[b], vt[b]), metric, fast=True)
         rates[b] = np.nan if r.bd_rate is None else r.bd_rate
         maps[b] = np.nan if r.bd_map is None else r.bd_map
-    res.n_resamples = n_resamples
+    _set_intervals(res, rates, maps, confidence)
+    return res
+
+
+def _set_intervals(res: BDInterval, rates: np.ndarray, maps: np.ndarray, confidence: float) -> None:
+    """``res``'s intervals and verdicts from the BD figures of every resample (NaN: none there)."""
+    res.n_resamples = n_resamples = len(rates)
     if res.bd_rate is not None:
         res.bd_rate_ci = percentile_interval(rates, confidence)
         res.significant = _excludes_zero(res.bd_rate_ci)
@@ -234,9 +240,8 @@ def bd_with_ci(anchor: Mapping[str, Any], test: Mapping[str, Any], *, metric: st
         res.bd_map_significant = _excludes_zero(res.bd_map_ci)
     res.failed_resamples = int(np.count_nonzero(~np.isfinite(rates if res.bd_rate is not None else maps)))
     if res.failed_resamples > 0.05 * n_resamples:
-        res.notes.append(f"{test['name']}: {res.failed_resamples} of {n_resamples} resamples gave no BD figure "
+        res.notes.append(f"{res.name}: {res.failed_resamples} of {n_resamples} resamples gave no BD figure "
                          "(curves without overlap there); the interval covers the others only")
-    return res
 
 
 def _video_interval(res: BDInterval, anchor, test, metric: str, n_resamples: int, seed: int,
@@ -263,18 +268,8 @@ def _video_interval(res: BDInterval, anchor, test, metric: str, n_resamples: int
         r = bd_compare(fa, ft, metric, fast=True)
         rates[b] = np.nan if r.bd_rate is None else r.bd_rate
         maps[b] = np.nan if r.bd_map is None else r.bd_map
-    res.n_resamples = n_resamples
-    if res.bd_rate is not None:
-        res.bd_rate_ci = percentile_interval(rates, confidence)
-        res.significant = _excludes_zero(res.bd_rate_ci)
-    if res.bd_map is not None:
-        res.bd_map_ci = percentile_interval(maps, confidence)
-        res.bd_map_significant = _excludes_zero(res.bd_map_ci)
-    res.failed_resamples = int(np.count_nonzero(~np.isfinite(rates if res.bd_rate is not None else maps)))
     res.notes.append(f"{test['name']}: interval over {n} frames, circular blocks of {block} frames")
-    if res.failed_resamples > 0.05 * n_resamples:
-        res.notes.append(f"{test['name']}: {res.failed_resamples} of {n_resamples} resamples gave no BD figure "
-                         "(curves without overlap there); the interval covers the others only")
+    _set_intervals(res, rates, maps, confidence)
     return res
 
 
