@@ -1,7 +1,7 @@
 """Rate vs secondary-task agreement, and the total bits of serving three tasks.
 
     python benchmarks/tasks_rd.py [--dataset D] [--subset val] [--split expanded_conv_9]
-        [--split-qualities 22,27,32,37,42] [--hevc-qualities ...] [--jpeg-qualities ...]
+        [--split-qualities 27,32,37,42] [--hevc-qualities 32,37,42,47] [--jpeg-qualities 5,10,20,40]
         [--out results.json] [--json table.json]
 
 On the held-out images (``--subset val``: ``fcmcore.datasplit``, never trained on) three
@@ -74,7 +74,6 @@ def rate_for(curve: dict, metric: str, value: float) -> tuple[float | None, str]
 
 
 def main() -> int:
-    import numpy as np
     import torch
 
     from fcmcore.evaluate.bootstrap import bd_table_with_ci
@@ -82,25 +81,29 @@ def main() -> int:
     from fcmcore.evaluate.sweep import CurveSpec, evaluate, save_results
     from fcmcore.paths import shared_dir
     from fcmcore.pipeline import PipelineConfig
+    from fcmcore.tasks.metrics import bootstrap_diff
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default=str(shared_dir() / "datasets" / "coco96"))
     p.add_argument("--subset", default="val", choices=["val", "all"],
                    help="val: the held-out images (the connectors never saw them)")
     p.add_argument("--split", default="expanded_conv_9")
-    p.add_argument("--split-qualities", default="22,27,32,37,42", help="HEVC QPs of curve (a)")
-    p.add_argument("--hevc-qualities", default="22,27,32,37,42,47", help="HEVC QPs of curve (b)")
-    p.add_argument("--jpeg-qualities", default="5,10,20,40,70,90", help="JPEG qualities of curve (b)")
+    p.add_argument("--split-qualities", default="27,32,37,42", help="HEVC QPs of curve (a)")
+    p.add_argument("--hevc-qualities", default="32,37,42,47", help="HEVC QPs of curve (b)")
+    p.add_argument("--jpeg-qualities", default="5,10,20,40", help="JPEG qualities of curve (b)")
     p.add_argument("--default-quality", type=float, default=32, help="the split bitstream's operating point")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--out", default=None, help="results JSON (all curves) for fcm bdrate")
     p.add_argument("--json", default=None, help="write the tables here")
+    p.add_argument("--limit", type=int, default=None, help="only the first N held-out images (a smoke test)")
     p.add_argument("--no-cache", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     ds = load_dataset(args.dataset)
     ds = held_out(ds, args.subset) if args.subset != "all" else ds
+    if args.limit:
+        ds = dataclasses.replace(ds, images=ds.images[: args.limit])
     split_q = _floats(args.split_qualities)
     if args.default_quality not in split_q:
         split_q = sorted(split_q + [args.default_quality])
@@ -109,18 +112,20 @@ def main() -> int:
     run = dict(cache=not args.no_cache, workers=1, progress=True)
     split_cfg = PipelineConfig(split=args.split, codec="hevc", tasks=TASKS)
     image_cfg = PipelineConfig(split=None, codec="hevc", tasks=TASKS)
-    doc = evaluate(ds, [CurveSpec(split_cfg, split_q, name=name_a),
-                        CurveSpec(image_cfg, _floats(args.hevc_qualities), name=name_bh),
-                        CurveSpec(dataclasses.replace(image_cfg, codec="jpeg"), _floats(args.jpeg_qualities),
-                                  name=name_bj)], **run)
+    specs = [CurveSpec(split_cfg, split_q, name=name_a),
+             CurveSpec(image_cfg, _floats(args.hevc_qualities), name=name_bh), None,
+             CurveSpec(dataclasses.replace(image_cfg, codec="jpeg"), _floats(args.jpeg_qualities), name=name_bj)]
+    doc: dict = {"curves": []}
+    for spec in specs:  # one curve at a time, the results file rewritten after each (a long run keeps its part)
+        if spec is None:  # (c): (a)'s mean rates as targets
+            a = doc["curves"][0]
+            spec = CurveSpec(image_cfg, target_bpp=[round(b, 6) for b in a["results"]["bpp"]], name=name_c)
+        part = evaluate(ds, [spec], **run)
+        doc = {**part, "curves": doc["curves"] + part["curves"]}
+        if args.out:
+            save_results(doc, args.out)
     curves = {c["name"]: c for c in doc["curves"]}
     a = curves[name_a]
-    doc_c = evaluate(ds, [CurveSpec(image_cfg, target_bpp=[round(b, 6) for b in a["results"]["bpp"]], name=name_c)],
-                     **run)
-    doc["curves"] += doc_c["curves"]
-    curves = {c["name"]: c for c in doc["curves"]}
-    if args.out:
-        save_results(doc, args.out)
 
     out: dict = {"dataset": ds.name, "subset": args.subset, "images": len(ds.images), "split": args.split,
                  "bd_rate": {}, "equal_rate": [], "totals": {}}
@@ -133,8 +138,12 @@ def main() -> int:
                 "bd_metric": r.bd_map, "bd_metric_ci95": r.bd_map_ci, "overlap": r.overlap, "notes": r.notes}
     c = curves[name_c]
     for pa, pc in zip(a["points"], c["points"]):
-        out["equal_rate"].append({"qp_a": pa["quality"], "kbit_a": pa["bits_mean"] / 1e3, "kbit_c": pc["bits_mean"] / 1e3,
-                                  **{f"{m}_a": pa.get(m) for m in METRICS}, **{f"{m}_c": pc.get(m) for m in METRICS}})
+        row = {"qp_a": pa["quality"], "kbit_a": pa["bits_mean"] / 1e3, "kbit_c": pc["bits_mean"] / 1e3,
+               **{f"{m}_a": pa.get(m) for m in METRICS}, **{f"{m}_c": pc.get(m) for m in METRICS}}
+        for m in ("pose_oks", "cls_top1"):  # paired over images: (a) - (c)
+            d, lo, hi = bootstrap_diff([r["tasks"].get(m) for r in pa["images"]], [r["tasks"].get(m) for r in pc["images"]])
+            row[f"{m}_a_minus_c"] = {"mean": d, "ci95": [lo, hi], "significant": bool(lo > 0 or hi < 0)}
+        out["equal_rate"].append(row)
     # totals at the split bitstream's default quality
     pd = next(pt for pt in a["points"] if pt["quality"] == args.default_quality)
     for anchor in (name_bh, name_bj):
@@ -152,7 +161,6 @@ def main() -> int:
     print(format_tables(out, name_a))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=float) + "\n", encoding="utf-8")
-    del np
     return 0
 
 
@@ -170,13 +178,17 @@ def format_tables(out: dict, name_a: str) -> str:
             continue
         verdict = "significant" if r["significant"] else "not significant"
         lines.append(f"| {metric} | {anchor} | {r['bd_rate']:+.1f} | {_ci(r['ci95'])} | {verdict} |")
-    lines += ["", "| QP (a) | kbit (a) | kbit (c) | OKS (a) | OKS (c) | top-1 (a) | top-1 (c) | mAP (a) | mAP (c) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| QP (a) | kbit (a) | kbit (c) | OKS (a) | OKS (c) | (a) - (c) [95 % CI] | top-1 (a) | top-1 (c) | "
+              "(a) - (c) [95 % CI] | mAP (a) | mAP (c) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+
+    def diff(d):
+        return f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]{'' if d['significant'] else ' n.s.'}"
+
     for r in out["equal_rate"]:
         lines.append(f"| {r['qp_a']:g} | {r['kbit_a']:.1f} | {r['kbit_c']:.1f} | {f(r['pose_oks_a'])} | "
-                     f"{f(r['pose_oks_c'])} | {f(r['cls_top1_a'])} | {f(r['cls_top1_c'])} | {f(r['mAP_a'])} | "
-                     f"{f(r['mAP_c'])} |")
+                     f"{f(r['pose_oks_c'])} | {diff(r['pose_oks_a_minus_c'])} | {f(r['cls_top1_a'])} | "
+                     f"{f(r['cls_top1_c'])} | {diff(r['cls_top1_a_minus_c'])} | {f(r['mAP_a'])} | {f(r['mAP_c'])} |")
     lines += ["", "| image codec | split bitstream kbit (3 tasks) | image kbit: detection | pose | classification | "
               "image total kbit |", "|---|---|---|---|---|---|"]
     for anchor, t in out["totals"].items():
