@@ -75,3 +75,14 @@ def test_task_metric_intervals_resample_the_per_image_values():
     with pytest.raises(NoPerImageData):
         point_metric_samples({"images": [{"image_id": 1}]}, "cls_top1", w[:, :1], [1])
     assert per_image_tasks(_People(), [1], [{"detections": []}]) is None
+
+
+@pytest.mark.parametrize("task", ["pose", "classification"])
+def test_second_split_connectors_are_bundled_and_documented(task):
+    for kind in ("conv", "linear"):
+        module, meta = connectors.load_default(task, split="expanded_conv_12", kind=kind)
+        assert connectors.size_bytes(module) <= connectors.MAX_BYTES
+        assert meta["split"] == "expanded_conv_12" and meta["task"] == task and meta["kind"] == kind
+        assert module.cin == 96  # expanded_conv_12 carries 96 channels
+        assert "--split expanded_conv_12" in meta["command"] and "/tmp/" not in meta["command"]
+    assert "expanded_conv_12" in (connectors.CONNECTOR_DIR / "README.md").read_text()
