@@ -1,6 +1,6 @@
 """Secondary-task agreement on held-out images: connector vs naive projection.
 
-    python benchmarks/tasks_agreement.py [--dataset D] [--codec hevc] [--quality Q] [--json OUT]
+    python benchmarks/tasks_agreement.py [--dataset D] [--split expanded_conv_9] [--codec hevc] [--quality Q] [--json OUT]
 
 On the coco96 validation images (``fcmcore.datasplit``: never trained on), the detector's
 split tensor is coded at the codec's default quality (and also sent uncoded); pose and
@@ -36,6 +36,7 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default=str(shared_dir() / "datasets" / "coco96"))
+    p.add_argument("--split", default="expanded_conv_9", help="detector split (its bundled connectors)")
     p.add_argument("--codec", default="hevc")
     p.add_argument("--quality", type=float, default=None)
     p.add_argument("--limit", type=int, default=None)
@@ -56,7 +57,7 @@ def main() -> int:
     for rec in val:
         image = load_image(rec.path)
         for codec in (None, args.codec):
-            config = PipelineConfig(codec=codec, quality=args.quality if codec else None)
+            config = PipelineConfig(split=args.split, codec=codec, quality=args.quality if codec else None)
             result = run(image, config)
             decoded = next(iter(result.decoded_features.values()))
             for kind in kinds:
@@ -70,7 +71,7 @@ def main() -> int:
                              "top5": float(a_cls["top5_agrees"]) if a_cls else None})
         print(f"  {len(rows) // (2 * len(kinds))}/{len(val)} images ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
-    summary: dict = {"dataset": Path(args.dataset).name, "val_images": len(val),
+    summary: dict = {"dataset": Path(args.dataset).name, "split": args.split, "val_images": len(val),
                      "person_images": len(person), "codec": args.codec, "figures": {}}
     for codec in ("none", args.codec):
         sel = {k: [r for r in rows if r["codec"] == codec and r["kind"] == k] for k in kinds}

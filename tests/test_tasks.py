@@ -251,5 +251,7 @@ def test_sweep_records_task_metrics_and_bdrate_reads_them(coco96_dir, tmp_path):
     res = doc["curves"][0]["results"]
     assert len(res["cls_top1"]) == 3 and all(0 <= v <= 1 for v in res["cls_top1"])
     assert "pose_oks" in res and "cls_top5" in res
+    rows = doc["curves"][0]["points"][0]["images"]
+    assert len(rows) == 4 and all(set(r["tasks"]) == {"pose_oks", "cls_top1", "cls_top5"} for r in rows)
     for metric in ("pose_oks", "cls_top1"):
         assert main(["bdrate", str(out_a), str(out_b), "--anchor", "image", "--metric", metric, "--json"]) == 0

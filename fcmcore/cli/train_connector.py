@@ -37,6 +37,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--hidden", type=int, default=96, help="connector channels before the resize")
     p.add_argument("--mid", type=int, default=None, help="connector channels after the resize (default: hidden)")
+    p.add_argument("--blocks", type=int, default=0,
+                   help="inverted-residual blocks on the input grid before the resize (a deeper connector)")
+    p.add_argument("--no-skip", action="store_true",
+                   help="no least-squares linear path (the connector learns the whole map)")
+    p.add_argument("--extra", action="append", default=[], metavar="PATH",
+                   help="unlabelled training images: an image, a folder of images or a video (repeatable)")
+    p.add_argument("--extra-views", type=int, default=1, help="random views per unlabelled image")
+    p.add_argument("--frame-step", type=int, default=10, help="every N-th frame of an --extra video")
     p.add_argument("--output-weight", type=float, default=1.0,
                    help="weight of the output-distillation term against the feature term (0: features only)")
     p.add_argument("--seed", type=int, default=0)
@@ -49,8 +57,10 @@ def cached_bank(args: argparse.Namespace, target: str):
     # why: on use (fcm --help stays light)
     from ..tasks.training import TaskBank, build_bank
 
-    key = "|".join(map(str, (Path(args.dataset).resolve(), args.task, target, args.model, args.split,
-                             args.augment, args.seed, 1)))
+    parts = [Path(args.dataset).resolve(), args.task, target, args.model, args.split, args.augment, args.seed, 1]
+    if args.extra:  # banks without unlabelled images keep their old key
+        parts += [*(Path(e).resolve() for e in args.extra), args.extra_views, args.frame_step]
+    key = "|".join(map(str, parts))
     path = cache_dir() / "connector-banks" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".pt")
 
     def build() -> dict:
@@ -58,7 +68,8 @@ def cached_bank(args: argparse.Namespace, target: str):
         from ..evaluate.datasets import load_dataset
 
         bank = build_bank(load_dataset(args.dataset), args.task, target, args.model, args.split, args.augment,
-                          args.seed, log=lambda m: print(m, file=sys.stderr))
+                          args.seed, log=lambda m: print(m, file=sys.stderr), extra=args.extra,
+                          extra_views=args.extra_views, frame_step=args.frame_step)
         return vars(bank)
 
     # tensors and plain data only: a cached bank never unpickles code; damaged or of another layout: rebuilt
@@ -75,9 +86,9 @@ def cmd_train_connector(args: argparse.Namespace) -> int:
     from ..tasks import connectors
     from ..tasks.training import default_target, meta_for, train_connector
 
-    for name in ("epochs", "augment", "batch", "hidden"):
-        if getattr(args, name) < (0 if name == "augment" else 1):
-            raise ParameterError(f"--{name} must be positive, got {getattr(args, name)}")
+    for name in ("epochs", "augment", "batch", "hidden", "blocks", "extra_views", "frame_step"):
+        if getattr(args, name) < (0 if name in ("augment", "blocks", "extra_views") else 1):
+            raise ParameterError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     target = args.target or default_target(args.task)
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
@@ -85,7 +96,8 @@ def cmd_train_connector(args: argparse.Namespace) -> int:
           f"{args.task} @ {target}", file=sys.stderr)
     bank = cached_bank(args, target)
     module, info = train_connector(bank, args.task, target, kind=args.kind, epochs=args.epochs, batch=args.batch,
-                                   lr=args.lr, hidden=args.hidden, mid=args.mid, output_weight=args.output_weight,
+                                   lr=args.lr, hidden=args.hidden, mid=args.mid, blocks=args.blocks,
+                                   skip=not args.no_skip, output_weight=args.output_weight,
                                    seed=args.seed,
                                    log=lambda m: print(m, file=sys.stderr))
     argv = ["fcm", "train-connector", "--dataset", portable(args.dataset), "--split", args.split, "--task", args.task,
@@ -93,6 +105,15 @@ def cmd_train_connector(args: argparse.Namespace) -> int:
             "--augment", str(args.augment), "--hidden", str(args.hidden)]
     if args.mid:
         argv += ["--mid", str(args.mid)]
+    if args.blocks:
+        argv += ["--blocks", str(args.blocks)]
+    if args.no_skip:
+        argv += ["--no-skip"]
+    for e in args.extra:
+        argv += ["--extra", portable(e)]
+    if args.extra:
+        argv += ["--extra-views", str(args.extra_views), "--frame-step", str(args.frame_step)]
+    argv += ["--batch", str(args.batch), "--lr", f"{args.lr:g}"]
     argv += ["--output-weight", f"{args.output_weight:g}", "--seed", str(args.seed)]
     extra = {"cpu_seconds": round(time.process_time() - cpu0, 1), "wall_seconds": round(time.perf_counter() - wall0, 1),
              "torch_threads": torch.get_num_threads(), "size_bytes": connectors.size_bytes(module), **info}

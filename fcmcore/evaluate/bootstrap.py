@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..tasks.evaluation import TASK_METRICS
 from .bdrate import bd_compare, curve_points, monotone_front, overlap_fractions
 from .coco_eval import PerImageEval
 from .frame_bootstrap import block_indices, is_video_curve, video_bd_samples, video_block
@@ -95,6 +96,8 @@ def point_metric_samples(point: Mapping[str, Any], metric: str, weights: np.ndar
     """(B,) the point's metric on each resample (rows of ``weights`` over ``image_ids``)."""
     if metric.endswith("_vs_ref") and point.get(metric) == 1.0 and "coco_eval_vs_ref" not in point:
         return np.ones(weights.shape[0])  # a reference against itself
+    if metric in TASK_METRICS:
+        return _task_metric_samples(point, metric, weights, image_ids)
     ev = PerImageEval.from_json(point[_eval_key(point, metric)])
     if ev.image_ids != list(image_ids):
         column = {i: n for n, i in enumerate(image_ids)}
@@ -103,6 +106,23 @@ def point_metric_samples(point: Mapping[str, Any], metric: str, weights: np.ndar
         weights = weights[:, [column[i] for i in ev.image_ids]]
     m, m50 = ev.map_for_weights(weights)
     return m50 if metric.startswith("mAP50") else m
+
+
+def _task_metric_samples(point: Mapping[str, Any], metric: str, weights: np.ndarray,
+                         image_ids: Sequence[int]) -> np.ndarray:
+    """A secondary-task metric (a mean over the images where it is defined) on each resample."""
+    rows = point.get("images") or []
+    if not rows or any("tasks" not in r for r in rows):
+        raise NoPerImageData(f"no per-image {metric} (results written before per-image task values: re-run "
+                             "fcm sweep --tasks, the cache makes it fast)")
+    if [int(r["image_id"]) for r in rows] != list(image_ids):
+        raise NoPerImageData("per-image task values cover other images than the point")
+    v = np.array([np.nan if r["tasks"].get(metric) is None else float(r["tasks"][metric]) for r in rows])
+    ok = np.isfinite(v)
+    num = weights[:, ok] @ v[ok]
+    den = weights[:, ok].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def point_rate_samples(point: Mapping[str, Any], weights: np.ndarray) -> np.ndarray:

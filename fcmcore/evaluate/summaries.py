@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..pipeline import PipelineConfig
-from ..tasks.evaluation import summarise_tasks
+from ..tasks.evaluation import per_image_tasks, summarise_tasks
 from .bootstrap import agreement_intervals, percentile_interval
 from .coco_eval import PerImageEval
 from .datasets import Dataset, detections_to_coco
@@ -103,6 +103,7 @@ def summarise(dataset: Dataset, image_ids: list[int], spec: RunSpec, recs: dict[
             stages[k].append(v)
     point["timings_ms"] = {k: round(_mean(v), 3) for k, v in stages.items()}
     point.update(_task_summary(dataset, image_ids, rows))
+    per_image_task = per_image_tasks(dataset, image_ids, rows)
     point["num_images"] = len(rows)
     point["cached_images"] = sum(1 for r in rows if r.get("cached"))
     point["images"] = [
@@ -110,7 +111,8 @@ def summarise(dataset: Dataset, image_ids: list[int], spec: RunSpec, recs: dict[
          "num_detections": len(r["detections"]),
          "num_shown": sum(1 for d in r["detections"] if d[1] >= REFERENCE_SCORE_THRESHOLD),
          "cached": bool(r.get("cached")),
-         **({"agreement": per_image_agreement[n]} if per_image_agreement is not None else {})}
+         **({"agreement": per_image_agreement[n]} if per_image_agreement is not None else {}),
+         **({"tasks": per_image_task[n]} if per_image_task is not None else {})}
         for n, r in enumerate(rows)
     ]
     # per-image data for intervals computed later (fcm bdrate): kept last, one line per image

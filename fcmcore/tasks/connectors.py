@@ -4,8 +4,10 @@ tensor of a secondary-task network (the task network then finishes from that lay
 Two kinds, both ``nn.Module`` with the same file format (safetensors weights, JSON
 metadata in the file's header):
 
-* ``Connector`` (``kind="conv"``): conv 3x3 -> ReLU -> resize to the target grid ->
-  conv 3x3 -> ReLU -> conv 1x1, trained by distillation (``fcmcore.tasks.training``);
+* ``Connector`` (``kind="conv"``): conv 3x3 -> ReLU -> ``blocks`` inverted-residual blocks
+  (1x1 expand, depthwise 3x3, 1x1 project, identity shortcut) on the input grid -> resize to
+  the target grid -> conv 3x3 -> ReLU -> conv 1x1, trained by distillation
+  (``fcmcore.tasks.training``);
 * ``LinearProjection`` (``kind="linear"``): bilinear resize + one 1x1 linear channel map
   fitted by least squares on the same data: the "naive projection" a connector is
   compared with.
@@ -39,19 +41,40 @@ MAX_BYTES = 1_000_000  # the size limit a connector must respect (float32 weight
 DEFAULT_TARGETS = {"pose": "fpn", "classification": "blocks_11"}
 
 
+class InvertedResidual(nn.Module):
+    """x + project(relu(depthwise(relu(expand(x))))); the projection starts at zero, so a new
+    block is the identity and training grows it from there."""
+
+    def __init__(self, channels: int, expand: int = 2):
+        super().__init__()
+        wide = channels * expand
+        self.expand = nn.Conv2d(channels, wide, 1)
+        self.depthwise = nn.Conv2d(wide, wide, 3, padding=1, groups=wide)
+        self.project = nn.Conv2d(wide, channels, 1)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(F.relu(self.depthwise(F.relu(self.expand(x)))))
+
+
 class Connector(nn.Module):
     """Decoded split tensor (N, Cin, h, w) -> target tensor (N, Cout, H, W)."""
 
     kind = "conv"
 
     def __init__(self, cin: int, cout: int, out_hw: tuple[int, int], hidden: int = 96, mid: int | None = None,
-                 in_scale: float = 1.0, skip: bool = True):
+                 in_scale: float = 1.0, skip: bool = True, blocks: int = 0, expand: int = 2):
         super().__init__()
+        self.blocks, self.expand = int(blocks), int(expand)
         self.out_hw = tuple(int(v) for v in out_hw)
         self.cin, self.cout, self.hidden = int(cin), int(cout), int(hidden)
         self.in_scale = float(in_scale)  # 1 / std of the training inputs: unit-scale activations at init
         self.mid = int(mid) if mid else self.hidden  # channels after the resize (cost grows with the grid)
         self.conv_in = nn.Conv2d(cin, self.hidden, 3, padding=1)
+        # the files of blocks=0 have no "body" weights: the attribute exists only with blocks
+        if self.blocks:
+            self.body = nn.Sequential(*(InvertedResidual(self.hidden, self.expand) for _ in range(self.blocks)))
         self.conv_mid = nn.Conv2d(self.hidden, self.mid, 3, padding=1)
         self.conv_out = nn.Conv2d(self.mid, cout, 1)
         # Linear path (resize + 1x1, fitted by least squares before training): the connector
@@ -72,13 +95,16 @@ class Connector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.conv_in(x * self.in_scale))
+        if self.blocks:
+            h = self.body(h)
         h = F.interpolate(h, size=self.out_hw, mode="bilinear", align_corners=False)
         y = self.conv_out(F.relu(self.conv_mid(h)))
         return y + self.skip(x) if self.skip is not None else y
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "cin": self.cin, "cout": self.cout, "out_hw": list(self.out_hw),
-                "hidden": self.hidden, "mid": self.mid, "in_scale": self.in_scale, "skip": self.skip is not None}
+                "hidden": self.hidden, "mid": self.mid, "in_scale": self.in_scale, "skip": self.skip is not None,
+                "blocks": self.blocks, "expand": self.expand}
 
 
 class LinearProjection(nn.Module):
@@ -117,7 +143,8 @@ def build(config: dict[str, Any]) -> nn.Module:
     hw = tuple(config["out_hw"])
     if kind == "conv":
         return Connector(config["cin"], config["cout"], hw, config.get("hidden", 96), config.get("mid"),
-                         config.get("in_scale", 1.0), config.get("skip", False))
+                         config.get("in_scale", 1.0), config.get("skip", False), config.get("blocks", 0),
+                         config.get("expand", 2))
     if kind == "linear":
         return LinearProjection(config["cin"], config["cout"], hw)
     raise WeightsError(f"unknown connector kind {kind!r}")

@@ -29,16 +29,35 @@ def record_tasks(result) -> dict[str, Any]:
     return {"tasks": row}
 
 
+def _people(dataset, image_ids: Sequence[int]) -> set[int] | None:
+    if not getattr(dataset, "has_annotations", False):
+        return None
+    return {i for i in image_ids if any(a.get("category_id") == PERSON_CATEGORY for a in dataset.annotations_for(i))}
+
+
+def per_image_tasks(dataset, image_ids: Sequence[int], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+    """Per image, the task metrics that enter the point's means (pose OKS None on images
+    without a person, as in ``summarise_tasks``): what paired intervals resample. None
+    for detection only."""
+    if not any("tasks" in r for r in rows):
+        return None
+    people = _people(dataset, image_ids)
+    out = []
+    for r, i in zip(rows, image_ids):
+        t = dict(r.get("tasks") or {})
+        if "pose_oks" in t and people is not None and i not in people:
+            t["pose_oks"] = None
+        out.append(t)
+    return out
+
+
 def summarise_tasks(dataset, image_ids: Sequence[int], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Means over images of each task metric present in ``rows``. Pose OKS counts the images
     with a person: a COCO person annotation when the dataset has annotations, and a
     defined OKS (>= 4 confident reference keypoints)."""
     if not any("tasks" in r for r in rows):
         return {}
-    people = None
-    if getattr(dataset, "has_annotations", False):
-        people = {i for i in image_ids
-                  if any(a.get("category_id") == PERSON_CATEGORY for a in dataset.annotations_for(i))}
+    people = _people(dataset, image_ids)
     out: dict[str, Any] = {}
     for key in TASK_METRICS:
         vals = [r["tasks"].get(key) for r, i in zip(rows, image_ids) if "tasks" in r

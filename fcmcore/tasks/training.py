@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from ..errors import ParameterError
 from ..models import load_model
 from ..models.task_network import TaskNetwork, load_task_network
+from ..training import augment as augment_view
 from ..training import collect_views, feature_extractor, log_every, proxy_noise, single_tensor, train_val_records
+from ..training.unlabelled import unlabelled_images
 from .connectors import DEFAULT_TARGETS, Connector, LinearProjection
 
 KINDS = ("conv", "linear")
@@ -50,10 +52,13 @@ class TaskBank:
 
 
 def build_bank(dataset, task: str, target: str, model_name: str, split: str,
-               augment: int = 3, seed: int = 0, log: Callable[[str], None] | None = print) -> TaskBank:
+               augment: int = 3, seed: int = 0, log: Callable[[str], None] | None = print,
+               extra: Sequence[str] = (), extra_views: int = 1, frame_step: int = 10) -> TaskBank:
     """``dataset``: a loaded ``fcmcore.evaluate.Dataset`` (the command loads it, so training
     never imports the evaluation stage). Layout: image by image, the plain view then its
-    ``augment`` random views ("crop50", ``training.augment``)."""
+    ``augment`` random views ("crop50", ``training.augment``); then the unlabelled images of
+    ``extra`` (``training.unlabelled``: files, folders, video frames every ``frame_step``),
+    each with ``extra_views`` random views, drawn from the same rng after the dataset's."""
     detector = load_model(model_name)
     tensor = single_tensor(detector, split, "connectors")
     net = load_task_network(task)
@@ -68,6 +73,12 @@ def build_bank(dataset, task: str, target: str, model_name: str, split: str,
 
     per_image = collect_views(train, pair, augment, np.random.default_rng(seed), "crop50",
                               log_every(24, log, "bank", time.perf_counter()))
+    rng_extra = np.random.default_rng([seed, 1])
+    t0 = time.perf_counter()
+    for k, (_, image) in enumerate(unlabelled_images(extra, frame_step)):
+        per_image.append([pair(image)] + [pair(augment_view(image, rng_extra, "crop50")) for _ in range(extra_views)])
+        if log and (k + 1) % 50 == 0:
+            log(f"  bank: {k + 1} unlabelled images ({time.perf_counter() - t0:.0f} s)")
     ins, outs = zip(*(p for views in per_image for p in views))
     vin, vout = zip(*(views[0] for views in collect_views(val, pair)))
     return TaskBank(torch.stack(ins), torch.stack(outs), torch.stack(vin), torch.stack(vout), len(train), len(val))
@@ -105,6 +116,7 @@ def output_loss(net: TaskNetwork, target: str) -> Callable[[torch.Tensor, torch.
 
 def train_connector(bank: TaskBank, task: str, target: str, *, kind: str = "conv", epochs: int = 6,
                     batch: int = 8, lr: float = 2e-3, hidden: int = 96, mid: int | None = None,
+                    blocks: int = 0, skip: bool | None = None,
                     output_weight: float = 1.0, seed: int = 0, log: Callable[[str], None] | None = print):
     """-> (connector, history). ``kind="linear"`` fits the naive projection instead."""
     if kind not in KINDS:
@@ -118,7 +130,8 @@ def train_connector(bank: TaskBank, task: str, target: str, *, kind: str = "conv
         proj.fit(bank.inputs, bank.targets)
         return proj, {"val_feature_nmse": _val_nmse(proj, bank), "seconds": time.perf_counter() - t0}
     net = load_task_network(task)
-    connector = Connector(cin, cout, (h, w), hidden, mid, in_scale=1.0 / float(bank.inputs.std()))
+    connector = Connector(cin, cout, (h, w), hidden, mid, in_scale=1.0 / float(bank.inputs.std()),
+                          skip=True if skip is None else skip, blocks=blocks)
     connector.init_output(bank.inputs, bank.targets)
     out_loss = output_loss(net, target)
     var = float(bank.targets.var())
