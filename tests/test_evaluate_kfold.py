@@ -8,6 +8,7 @@ gives; the merged curve is bootstrap-able; fold weights live in the cache, one e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -288,3 +289,51 @@ def test_learned_codec_kfold_tiny_budget(tiny_dataset, cache_env):
     assert curve_image_ids(curve) == ds.image_ids and curve["config"]["codec"] == "hyperprior"
     assert (ASSETS_DIR / "learned" / "hyperprior" / "manifest.json").read_bytes() == before
     assert os.environ.get("FCM_LEARNED_DIR") == env_before  # the fold folders were used inside the sweep only
+
+
+SCAR9 = PipelineConfig(split="expanded_conv_9", codec="scar")
+
+
+def test_scar_recipe_warm_starts_from_the_folds_own_context(tiny_dataset):
+    """scar's bundled recipe starts from the bundled context weights (trained on images a fold
+    holds out): per fold it starts from that fold's context, retrained with context's recipe;
+    the init is part of the fold key, parts without an init keep their keys."""
+    part = trainable_of(SCAR9)
+    context = trainable_of(PipelineConfig(split="expanded_conv_9", codec="context"))
+    assert part.init is not None and part.init.name == "context" and part.init.recipe == context.recipe
+    assert "init" not in part.recipe and context.init is None
+    ds = load_dataset(tiny_dataset)
+    fold = plan_folds(ds, 2, 0)[0]
+    without_init = fold_key(ds, type(part)(part.kind, part.name, part.recipe, part.source), SCAR9, fold)
+    assert fold_key(ds, part, SCAR9, fold) != without_init
+
+
+def test_init_that_is_not_a_bundled_codec_is_refused(tmp_path):
+    from fcmcore.codecs import get_codec
+    from fcmcore.evaluate.kfold_train import _init_trainable
+
+    with pytest.raises(ParameterError, match="no readable"):
+        _init_trainable(SCAR9, get_codec("scar"), str(tmp_path / "missing"))
+    (tmp_path / "manifest.json").write_text(json.dumps({"arch": "context"}))
+    with pytest.raises(ParameterError, match="not a bundled"):
+        _init_trainable(SCAR9, get_codec("scar"), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_scar_fold_trains_its_context_first(tiny_dataset, cache_env):
+    """One scar fold (one step per model): the fold's context is trained (cached under its own
+    key) and scar's manifest names it as its init, never the assets' context."""
+    from fcmcore.evaluate.kfold_train import train_fold
+
+    ds = load_dataset(tiny_dataset)
+    fold = plan_folds(ds, 2, 0)[1]
+    part = trainable_of(SCAR9)
+    tiny = {"epochs": 1, "finetune_epochs": 1, "max_steps": 1}
+    part.recipe.update(tiny)
+    part.init.recipe.update(tiny)
+    info = train_fold(ds, part, SCAR9, fold, log=lambda m: None)
+    assert info["init"]["key"] == fold_key(ds, part.init, SCAR9, fold) and info["init"]["cpu_s"] > 0
+    manifest = json.loads((Path(info["dir"]) / "learned" / "scar" / "manifest.json").read_text())
+    assert manifest["init"].endswith(f"kfold/{info['init']['key']}/learned/context")
+    again = train_fold(ds, part, SCAR9, fold, log=lambda m: None)
+    assert again["cached"] and again["init"] == info["init"]

@@ -74,12 +74,17 @@ def evaluate_kfold(dataset: Dataset, curve, k: int, *, seed: int = 0, overrides:
     doc["curves"][0]["kfold"] = {
         "k": k, "seed": seed, "part": part.kind, "name": part.name, "recipe": part.recipe, "recipe_from": part.source,
         "budget_overrides": {f: v for f, v in (overrides or {}).items() if v is not None},
-        "folds": [{**f.to_json(), "weights_in_cache": f"kfold/{i['key']}", "key": i["key"], "train_cpu_s": i["cpu_s"],
-                   "cached": i["cached"]} for f, i in zip(folds, infos)],
-        "train_cpu_s": round(sum(i["cpu_s"] for i in infos), 1),
+        "folds": [{**f.to_json(), "weights_in_cache": f"kfold/{i['key']}", "key": i["key"], "train_cpu_s": _fold_cpu_s(i),
+                   "cached": i["cached"], **({"init": i["init"]} if "init" in i else {})} for f, i in zip(folds, infos)],
+        "train_cpu_s": round(sum(_fold_cpu_s(i) for i in infos), 1),
     }
     doc["settings"]["kfold"] = {"k": k, "seed": seed}
     return doc
+
+
+def _fold_cpu_s(info: dict) -> float:
+    """Training CPU s of one fold's model, including the model it warm-started from."""
+    return round(info["cpu_s"] + (info.get("init") or {}).get("cpu_s", 0.0), 1)
 
 
 def _fold_runner(dataset, curve, name, part, fold, info, cache, workers, scheduler, progress):

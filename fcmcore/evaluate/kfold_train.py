@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import ParameterError
-from ..paths import PACKAGE_DIR, cache_dir, portable
+from ..paths import PACKAGE_DIR, REPO_DIR, cache_dir, portable
 from .datasets import Dataset
 from .kfold_folds import Fold, training_view
 
@@ -44,6 +44,7 @@ class Trainable:
     name: str  # wrapper method or codec arch
     recipe: dict[str, Any]  # training arguments (budget overrides applied)
     source: str  # where the recipe was read (portable path)
+    init: "Trainable | None" = None  # trained first on the same fold; this part warm-starts from it (scar from context)
 
 
 def _wrapper_recipe(config, overrides: dict[str, Any]) -> Trainable:
@@ -84,7 +85,31 @@ def _codec_recipe(config, codec, overrides: dict[str, Any]) -> Trainable:
     for f in BUDGET_FLAGS:
         if overrides.get(f) is not None:
             recipe[f] = int(overrides[f])
-    return Trainable("codec", codec.arch, recipe, portable(codec.weights_dir))
+    init = manifest.get("init") or (manifest.get("config") or {}).get("init")
+    base = _init_trainable(config, codec, str(init)) if init else None
+    return Trainable("codec", codec.arch, recipe, portable(codec.weights_dir), base)
+
+
+def _init_trainable(config, codec, init: str) -> Trainable:
+    """The part ``codec``'s recipe warm-starts from (``--init``): the bundled learned codec in that
+    folder, retrained per fold with its own recipe. Warm-starting a fold from the bundled weights
+    would leak (they were trained on images the fold holds out); dropping the init would not be
+    the recipe."""
+    from ..codecs import get_codec  # why: the registry, as in trainable_of
+    from ..learned.codec import LearnedFeatureCodec  # why: torch, only when --folds is used
+
+    folder = Path(os.path.expandvars(init))
+    folder = folder if folder.is_absolute() else REPO_DIR / folder
+    try:
+        arch = json.loads((folder / "manifest.json").read_text())["arch"]
+        base = get_codec(arch)
+    except (OSError, ValueError, KeyError) as e:
+        raise ParameterError(f"--folds: the {codec.name} recipe warm-starts from {init}, which has no readable "
+                             f"learned-codec manifest ({type(e).__name__}); k-fold cannot retrain it per fold") from None
+    if not isinstance(base, LearnedFeatureCodec) or base.weights_dir.resolve() != folder.resolve():
+        raise ParameterError(f"--folds: the {codec.name} recipe warm-starts from {init}, which is not a bundled "
+                             "learned codec; k-fold can only retrain a bundled one per fold")
+    return _codec_recipe(config, base, {})
 
 
 def trainable_of(config, overrides: dict[str, Any] | None = None) -> Trainable:
@@ -135,6 +160,8 @@ def fold_key(dataset: Dataset, part: Trainable, config, fold: Fold) -> str:
            "model": config.model, "split": config.split, **fold.to_json(),
            "train_images": [[i, sha[i]] for i in fold.train_ids], "held_out_images": [[i, sha[i]] for i in fold.held_out_ids],
            "sources": _sources_hash(part.kind)}
+    if part.init is not None:  # only then: keys of parts without an init stay as they were
+        doc["init"] = fold_key(dataset, part.init, config, fold)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -157,11 +184,14 @@ def train_fold(dataset: Dataset, part: Trainable, config, fold: Fold, log: Log =
     if marker.is_file():
         info = json.loads(marker.read_text())
         return dict(info, cached=True, dir=str(final))
+    base = None if part.init is None else train_fold(dataset, part.init, config, fold, log)
     tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     view = training_view(dataset, fold)
     stamp = {**fold.to_json(), "recipe": part.recipe, "recipe_from": part.source, "key": key}
+    if base is not None:  # the fold's own init model, its CPU s counted in this fold's cost
+        stamp["init"] = {"name": part.init.name, "key": base["key"], "cpu_s": base["cpu_s"]}
     torch.set_num_threads(1)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     log(f"fold {fold.index + 1}/{fold.k}: training {part.kind} {part.name} on {len(fold.train_ids)} images "
@@ -178,7 +208,8 @@ def train_fold(dataset: Dataset, part: Trainable, config, fold: Fold, log: Log =
             from ..learned.train import TrainConfig, train_codec  # why: the trainer loads only to train
 
             out = tmp / "learned" / part.name
-            cfg = TrainConfig(dataset=portable(dataset.root), out=str(out), threads=1, resume=False, init=None,
+            init_dir = None if base is None else str(Path(base["dir"]) / "learned" / part.init.name)
+            cfg = TrainConfig(dataset=portable(dataset.root), out=str(out), threads=1, resume=False, init=init_dir,
                               **part.recipe)
             manifest = train_codec(cfg, view, progress=False, command="fcm sweep --folds")
             manifest["kfold"] = dict(stamp, cpu_s=round(time.process_time() - cpu0, 1))
