@@ -32,6 +32,16 @@ from fcmcore.video.sweep import bd_rate_interval, video_sweep
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
+def clip_and_qualities(args) -> list[float] | None:
+    """The video benchmarks' common start: the clip must exist (None: said why), one torch thread,
+    ``--qualities`` as numbers."""
+    if not Path(args.clip).is_file():
+        print(f"clip {args.clip} not found (apt-get install opencv-doc, or --clip)", file=sys.stderr)
+        return None
+    torch.set_num_threads(1)
+    return [float(q) for q in args.qualities.split(",")]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clip", default=str(VTEST))
@@ -44,11 +54,9 @@ def main() -> int:
     p.add_argument("--gops", default="intra,ldp,ra")
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    if not Path(args.clip).is_file():
-        print(f"clip {args.clip} not found (apt-get install opencv-doc, or --clip)", file=sys.stderr)
+    qs = clip_and_qualities(args)
+    if qs is None:
         return 2
-    torch.set_num_threads(1)
-    qs = [float(q) for q in args.qualities.split(",")]
     fqs = [float(q) for q in (args.full_qualities or args.qualities).split(",")]
     gops = args.gops.split(",")
     curves = [(VideoConfig(split=args.split, codec=args.codec, gop=g), qs, f"split {g}") for g in gops]

@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 from fcmcore.evaluate.bootstrap import bd_with_ci
 from fcmcore.evaluate.sweep import save_results
 from fcmcore.video.run import VideoConfig
 from fcmcore.video.sweep import video_sweep
+from video_rd import clip_and_qualities  # this script's folder is on sys.path
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -45,11 +45,9 @@ def main() -> int:
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    if not Path(args.clip).is_file():
-        print(f"clip {args.clip} not found (apt-get install opencv-doc, or --clip)", file=sys.stderr)
+    qs = clip_and_qualities(args)
+    if qs is None:
         return 2
-    torch.set_num_threads(1)
-    qs = [float(q) for q in args.qualities.split(",")]
     base = dict(split=args.split, codec=args.codec, gop=args.gop, intra_period=args.intra_period, wrapper=args.wrapper)
     curves = [(VideoConfig(**base), qs, "sse")]
     curves += [(VideoConfig(**base, rdo="wa", wa_source=s), qs, f"wa {s}") for s in args.sources.split(",")]
