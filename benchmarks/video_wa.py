@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from fcmcore.evaluate.bootstrap import bd_with_ci
 from fcmcore.evaluate.sweep import save_results
 from fcmcore.video.run import VideoConfig

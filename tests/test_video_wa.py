@@ -238,3 +238,10 @@ def test_fcm_bdrate_gives_block_bootstrap_intervals_for_video(tmp_path, capsys):
     del anchor["points"][0]["block_frames"]  # a file written before the block was recorded
     res = bd_with_ci(anchor, half, metric="f1", n_resamples=100)
     assert res.bd_rate_ci is None and any("no block length" in n for n in res.notes)
+    # a clip of one block has no interval (every resample would be the clip itself)
+    short, short_half = _synthetic_curve("intra", 1.0, n=6), _synthetic_curve("ldp", 0.5, n=6)
+    for p in short["points"] + short_half["points"]:
+        p["block_frames"] = 6
+    res = bd_with_ci(short, short_half, metric="f1", n_resamples=50)
+    assert res.bd_rate is not None and res.bd_rate_ci is None and not res.significant
+    assert any("fewer than two blocks" in n for n in res.notes)

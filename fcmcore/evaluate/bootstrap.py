@@ -276,6 +276,9 @@ def _video_interval(res: BDInterval, anchor, test, metric: str, n_resamples: int
         res.notes.append(f"{test['name']}: no interval: {why}")
         return res
     res.n_images, res.unit = n, "frames"
+    if n < 2 * block:  # one block: every resample is the clip itself, a zero-width "interval"
+        res.notes.append(f"{test['name']}: no interval: {n} frames hold fewer than two blocks of {block} frames")
+        return res
     idx = block_indices(n, block, n_resamples, seed)
     ra, va = video_bd_samples(anchor, idx)
     rt, vt = video_bd_samples(test, idx)
