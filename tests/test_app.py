@@ -865,3 +865,34 @@ def test_bit_allocation_tab_offers_spatial_weights_and_per_block_heat_maps(fresh
     assert any("**sse-qp**" in t and "**wa-qp**" in t for t in texts(tab)), texts(tab)
     specs = _chart_specs(tab)
     assert any("QP offset (wa-qp)" in s and "error change" in s for s in specs), specs
+
+
+def _mode_bits(tab) -> dict[str, int]:
+    line = next(t for t in texts(tab) if "**sse-qp**" in t and "**wa-qp**" in t)
+    return {m: int(b.replace(",", "")) for m, b in re.findall(r"\*\*([a-z-]+)\*\*: ([\d,]+) bits", line)}
+
+
+@pytest.mark.slow
+def test_bit_allocation_strength_moves_the_wa_bits_and_leaves_the_anchor_alone(fresh_cache):
+    at = run(new_app())
+    at.selectbox(key="c1.wrapper").set_value("pca")
+    run(at)
+    at.selectbox(key="c1.rdo").set_value("wa-qp")
+    run(at)
+    bits = {}
+    for strength in (1.0, 0.25):
+        at = open_tab(at, "bits", **{keys.BA_COLUMN: "B", keys.BA_KIND: "spatial", keys.BA_SOURCE: "fixed",
+                                     keys.BA_PAD: True, keys.BA_STRENGTH: strength})
+        tab = at.tabs[1]
+        assert not at.exception and not [e.value for e in tab.error], [e.value for e in tab.error]
+        bits[strength] = _mode_bits(tab)
+    assert bits[1.0]["sse-qp"] == bits[0.25]["sse-qp"], bits  # the anchor has no offsets to scale
+    assert bits[1.0]["wa-qp"] != bits[0.25]["wa-qp"], bits  # the strength reached the encoder
+
+
+def test_mode_config_keeps_the_strength_for_wa_modes_only():
+    cfg = PipelineConfig(model="ssd_mobilenet_v2", split="expanded_conv_9", codec="hevc", quality=37,
+                         wrapper="pca", rdo="wa-qp", wa_weights="spatial", wa_strength=0.5)
+    assert compute.mode_config(cfg, "wa-qp").wa_strength == 0.5
+    assert compute.mode_config(cfg, "wa").wa_strength == 0.5
+    assert compute.mode_config(cfg, "sse-qp").wa_strength == 1.0 and compute.mode_config(cfg, "sse-qp").rdo == "sse-qp"

@@ -23,6 +23,10 @@ EXPLAIN = (
     "all offsets 0, the fair anchor. Padding tiles to the 8-grid keeps every block inside one channel.")
 SOURCES = {"wrapper": "wrapper file's choice", "fixed": "fixed (saved with the wrapper)",
            "image": "this image (Jacobian at the encoder)"}
+# why: the strengths measured in assets/wrappers/results/NOTES.md (step 6) plus a stronger one
+STRENGTHS = (0.25, 0.5, 1.0, 2.0)
+STRENGTH_HELP = ("WA-RDO strength S (`--wa-strength`): QP offsets -3·S·log2(weight), tile gains weight^(S/2). "
+                 "1 is the first-order model; smaller moves fewer bits, larger more.")
 HEAT = (
     "**Per block** (8x8 blocks of the packed frame, one tile per channel): the importance weight the encoder "
     "used, the QP offset it turns into (blue = finer), and where the error moved: log2 of WA's squared error "
@@ -89,15 +93,19 @@ def bit_allocation(outcomes: list[ColumnOutcome], shown: inputs.LoadedImage | No
 
 def _weight_options(config):
     """The tab's own WA-RDO weight options (kind, source, tile padding) for the compared run."""
-    a, b, c = st.columns(3)
+    a, b, c, d = st.columns(4)
     _sanitise(keys.BA_KIND, ["channel", "spatial", "both"], config.wa_weights)
     _sanitise(keys.BA_SOURCE, ["wrapper", "fixed", "image"], config.wa_source)
+    _sanitise(keys.BA_STRENGTH, list(STRENGTHS), config.wa_strength if config.wa_strength in STRENGTHS else 1.0)
     kind = a.selectbox("Importance", ["channel", "spatial", "both"], key=keys.BA_KIND,
                        help="per channel tile, per spatial position (shared by every tile), or per coded sample")
     source = b.selectbox("Weights from", ["wrapper", "fixed", "image"], key=keys.BA_SOURCE,
                          format_func=lambda v: SOURCES.get(v, str(v)))
-    pad = c.checkbox("Pad tiles to the 8x8 QP grid", key=keys.BA_PAD)
-    return dataclasses.replace(config, wa_weights=kind, wa_source=source, tile_pad=8 if pad else 0)
+    strength = c.select_slider("Strength", list(STRENGTHS), key=keys.BA_STRENGTH, format_func=lambda v: f"{v:g}",
+                               help=STRENGTH_HELP)
+    pad = d.checkbox("Pad tiles to the 8x8 QP grid", key=keys.BA_PAD)
+    return dataclasses.replace(config, wa_weights=kind, wa_source=source, tile_pad=8 if pad else 0,
+                               wa_strength=float(strength))
 
 
 def _heat_maps(shown, config, blocks: dict, modes: list[str]) -> None:

@@ -116,6 +116,12 @@ def anchor_mode(config: PipelineConfig) -> str:
     return "sse-qp" if wa_mode(config) == "wa-qp" else "sse"
 
 
+def mode_config(config: PipelineConfig, mode: str) -> PipelineConfig:
+    """``config`` coded with RDO ``mode``; the strength only applies to the WA modes (the SSE
+    anchor is the same encoder with no offsets at all)."""
+    return dataclasses.replace(config, rdo=mode, wa_strength=config.wa_strength if mode in ("wa", "wa-qp") else 1.0)
+
+
 def bit_allocation(sha: str, image: Image.Image, config: PipelineConfig) -> dict[str, Any]:
     """Same configuration with SSE RDO (same encoder path) and with its WA mode, both measuring
     bits per channel (cached like any result), plus the wrapper's importance weights: per
@@ -125,13 +131,13 @@ def bit_allocation(sha: str, image: Image.Image, config: PipelineConfig) -> dict
 
     from fcmcore.pipeline import weights_for
 
-    runs = {mode: result(sha, image, dataclasses.replace(config, rdo=mode, bits_per_channel=True))
+    runs = {mode: result(sha, image, dataclasses.replace(mode_config(config, mode), bits_per_channel=True))
             for mode in (anchor_mode(config), wa_mode(config))}
     w = wrapper(config.wrapper, config.model, config.split)
     h = head(sha, config.model, config.split, image)
     with torch.no_grad():
         reduced = w.pre(h.features)
-    wa_config = dataclasses.replace(config, rdo=wa_mode(config))
+    wa_config = mode_config(config, wa_mode(config))
     channel = weights_for(w, reduced, dataclasses.replace(wa_config, wa_weights="channel")) or {}
     full = {}
     if config.wa_weights != "channel":
@@ -168,7 +174,7 @@ def _block_maps(runs, reduced, wa_config, channel, full) -> dict[str, dict[str, 
         wm = entry["weight"]
         used = wm > 0  # unused tiles of the grid carry no weight and keep offset 0
         logw = np.log2(np.where(used, wm, 1.0))
-        entry["qp_offset"] = np.where(used, np.clip(-3.0 * (logw - logw[used].mean()), -12, 12), 0.0)
+        entry["qp_offset"] = np.where(used, np.clip(-3.0 * wa_config.wa_strength * (logw - logw[used].mean()), -12, 12), 0.0)
         for mode, res in runs.items():
             orig, dec = (res.frames or {}).get(tensor), (res.decoded_frames or {}).get(tensor)
             if orig is not None and dec is not None and orig.shape == dec.shape:
@@ -190,7 +196,7 @@ def bits_per_block(sha: str, image: Image.Image, config: PipelineConfig) -> dict
     with torch.no_grad():
         reduced = w.pre(h.features)
     for mode in (anchor_mode(config), wa_mode(config)):
-        cfg = dataclasses.replace(config, rdo=mode)
+        cfg = mode_config(config, mode)
         coder = make_coder(cfg, reduced)
         weights = weights_for(w, reduced, cfg) if coder.uses_channel_weights else None
         enc = coder.encode(reduced, coder.check_quality(cfg.quality), channel_weights=weights)

@@ -61,6 +61,7 @@ FM_COLUMN, FM_TENSOR, FM_CHANNEL, FM_CHART = "fm.column", "fm.tensor", "fm.chann
 MAPS_FRAGMENT, BITS_FRAGMENT = "tab-maps", "tab-bits"  # fragment keys of the two one-column tabs
 BA_COLUMN, BA_CHART, BA_ERROR = "ba.column", "ba.chart", "ba.error"
 BA_KIND, BA_SOURCE, BA_PAD, BA_BLOCKS, BA_HEAT = "ba.kind", "ba.source", "ba.pad", "ba.blocks", "ba.heat"
+BA_STRENGTH = "ba.strength"
 RD_SOURCE, RD_LIMIT, RD_METRIC, RD_TARGET, RD_ANCHOR = "rd.source", "rd.limit", "rd.metric", "rd.target", "rd.anchor"
 RD_CHART = "rd.chart"
 RD_CURVE_COLUMNS = "rd.curve_columns"  # curve name -> column ids using it (for chart clicks)
