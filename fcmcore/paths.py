@@ -27,14 +27,18 @@ def portable(path: str | Path | None) -> str | None:
     """A path as written into results files and recorded commands, naming no location of
     this machine: inside the checkout it is relative to it (``assets/...``), the shared
     folder is ``../shared/...`` (its default place beside the checkout; ``$FCM_SHARED``
-    when set elsewhere) and the home folder is ``~``."""
+    when set elsewhere), a ``$FCM_CACHE_DIR`` set outside both is ``$FCM_CACHE_DIR`` and the
+    home folder is ``~``."""
     if path is None:
         return None
     text = str(path)
     shared = shared_dir()
     shared_token = "../shared" if shared.resolve() == (REPO_DIR.parent / "shared").resolve() else "$FCM_SHARED"
-    for prefix, token in ((str(REPO_DIR), "."), (str(shared.resolve()), shared_token), (str(shared), shared_token),
-                          (str(Path.home()), "~")):
+    prefixes = [(str(REPO_DIR), "."), (str(shared.resolve()), shared_token), (str(shared), shared_token)]
+    env_cache = os.environ.get("FCM_CACHE_DIR")
+    if env_cache:  # why: after the checkout and shared folder, which may hold it; before ~, which may too
+        prefixes += [(str(Path(env_cache).resolve()), "$FCM_CACHE_DIR"), (str(Path(env_cache)), "$FCM_CACHE_DIR")]
+    for prefix, token in prefixes + [(str(Path.home()), "~")]:
         if text == prefix or text.startswith(prefix + os.sep):
             rest = text[len(prefix):]
             return (token + rest) if token != "." else (rest.lstrip(os.sep) or ".")
