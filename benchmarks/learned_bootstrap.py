@@ -170,7 +170,6 @@ def main(argv=None) -> int:
     from fcmcore.evaluate.datasets import detections_to_coco
     from fcmcore.evaluate.metrics import coco_map
     from fcmcore.imageio import load_image
-    from fcmcore.learned import codec_class
     from fcmcore.paths import portable, shared_dir
     from fcmcore.pipeline import run_head
 
@@ -218,7 +217,7 @@ def main(argv=None) -> int:
     for spec in [v for v in args.variants.split(",") if v]:
         name, rest = spec.split("=")
         arch, folder = rest.split(":", 1)
-        codec = codec_class(arch)(weights_dir=folder)
+        codec = type(get_codec(arch))(weights_dir=folder)  # another weights folder of a registered codec
         curves[name] = runs(name, list(range(1, int(codec.quality.hi) + 1)), codec)
 
     gt = ds.ground_truth()
