@@ -46,6 +46,23 @@ def test_limit_takes_first_ids_and_their_annotations(tiny_dataset):
     assert [im["id"] for im in gt["images"]] == ds.image_ids
 
 
+def test_subset_val_is_every_fourth_image_by_id_and_its_annotations(tiny_dataset):
+    full = load_dataset(tiny_dataset)
+    val, train = load_dataset(tiny_dataset, subset="val"), load_dataset(tiny_dataset, subset="train")
+    assert val.image_ids == full.image_ids[3::4] == [4, 8] and val.name == full.name + "-val"
+    assert sorted(train.image_ids + val.image_ids) == full.image_ids and not set(train.image_ids) & set(val.image_ids)
+    assert {a["image_id"] for a in val.annotations} <= set(val.image_ids)
+    assert len(val.annotations) == sum(len(full.annotations_for(i)) for i in val.image_ids)
+    assert load_dataset(tiny_dataset, subset="train", limit=2).image_ids == train.image_ids[:2]
+
+
+def test_bad_subset(tiny_dataset):
+    from fcmcore.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="subset must be all, train or val"):
+        load_dataset(tiny_dataset, subset="test")
+
+
 def _mini(tmp_path, tiny_dataset, n=2, **changes):
     """A COCO folder with n tinycoco images; ``changes`` edit the JSON."""
     full = json.loads((tiny_dataset / "instances.json").read_text())

@@ -39,6 +39,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, dataset_required: bool = True
     p.add_argument("--dataset", required=dataset_required, help="COCO folder (images/ + instances.json) or an image folder")
     p.add_argument("--annotations", default=None, help="COCO instances JSON for an image folder")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by id)")
+    p.add_argument("--subset", default="all", choices=["all", "train", "val"],
+                   help="images of the trained parts' split (every 4th by id is val: held out from every bundled "
+                        "wrapper, learned codec and connector); applied before --limit")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: number of cores; 1 with --video, whose points share heads)")
@@ -113,7 +116,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ParameterError("fcm sweep needs --codec (the uncompressed reference is recorded with every sweep)")
     check_output_path(args.out)  # before the work, not after it
     targets = _floats(args.target_bpp, "--target-bpp") if args.target_bpp else []
-    dataset = load_dataset(args.dataset, args.annotations, args.limit)
+    dataset = load_dataset(args.dataset, args.annotations, args.limit, subset=getattr(args, "subset", "all"))
     qualities = _resolve_qualities(args.qualities, [config], dataset, args.align)[0] if args.qualities else []
     if args.folds is not None:  # k-fold training of the trained part (fcmcore/evaluate/kfold.py)
         from ..evaluate.kfold import kfold_from_args  # why: the k-fold stage loads only when --folds is given
@@ -222,7 +225,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     for s in splits:
         model.split_point(s)  # unknown split: clear error
     splits.sort(key=known.index)  # input -> output
-    dataset = load_dataset(args.dataset, args.annotations, args.limit)
+    dataset = load_dataset(args.dataset, args.annotations, args.limit, subset=getattr(args, "subset", "all"))
     base = dict(model=args.model, codec=args.codec, bit_depth=args.bit_depth, quant=args.quant)
     configs = [] if args.no_full_input else [PipelineConfig(split=None, **{**base, "bit_depth": None})]
     configs += [PipelineConfig(split=s, **base) for s in splits]

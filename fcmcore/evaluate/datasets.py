@@ -28,6 +28,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..datasplit import subset as datasplit_subset
 from ..paths import portable
 from ..errors import InputError
 from ..imageio import MAX_BYTES, read_regular_file
@@ -136,8 +137,10 @@ def _norm(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
-def load_dataset(path: str | Path, annotations: str | Path | None = None, limit: int | None = None) -> Dataset:
-    """Open a dataset folder (see the module docstring) or raise ``InputError``."""
+def load_dataset(path: str | Path, annotations: str | Path | None = None, limit: int | None = None,
+                 subset: str = "all") -> Dataset:
+    """Open a dataset folder (see the module docstring) or raise ``InputError``. ``subset``
+    ``train`` / ``val`` keeps that part of ``fcmcore.datasplit`` (before ``limit``)."""
     root = Path(path).expanduser()
     if not root.exists():
         raise InputError(f"dataset {root}: no such folder")
@@ -163,8 +166,13 @@ def load_dataset(path: str | Path, annotations: str | Path | None = None, limit:
         dataset = _coco_folder(name, root, image_dir, ann_path)
     if not dataset.images:
         raise InputError(f"dataset {root}: no images found")
-    if limit is not None:
-        keep = dataset.images[:limit]
+    if subset != "all":
+        dataset.images = datasplit_subset(dataset.images, subset)
+        dataset.name = f"{dataset.name}-{subset}"
+        if not dataset.images:
+            raise InputError(f"dataset {root}: no images in its {subset} part")
+    if limit is not None or subset != "all":
+        keep = dataset.images[:limit] if limit is not None else dataset.images
         dataset.images = keep
         if dataset.annotations is not None:
             ids = {im.id for im in keep}
