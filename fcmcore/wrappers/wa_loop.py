@@ -134,7 +134,7 @@ class WAAllocator:
         mult = step_multipliers(maps, self.cfg)
         self.mult = torch.from_numpy(mult).float().unsqueeze(0)
         w = weights_of_kind(maps, self.cfg.weights)
-        s = spread(w)
+        s = spread(w)  # of the per-position weights; the encoder pools them per block (the dQP range shows that)
         dqp = 6.0 * np.log2(mult)
         return {"wa_max_over_min": round(s["max_over_min"], 4), "wa_cv": round(s["cv"], 4),
                 "wa_am_gm_db": round(s["am_gm_db"], 4), "wa_dqp_min": round(float(dqp.min()), 2),
