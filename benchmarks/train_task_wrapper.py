@@ -23,6 +23,7 @@ from fcmcore.errors import FCMError  # noqa: E402
 from fcmcore.evaluate import load_dataset  # noqa: E402
 from fcmcore.paths import shared_dir  # noqa: E402
 from fcmcore.wrappers.task_training import train_task_wrapper  # noqa: E402
+from fcmcore.wrappers.wa_loop import WAInLoop  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,16 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", type=int, default=2)
     ap.add_argument("--lam", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--wa-in-loop", action="store_true",
+                    help="proxy codec with WA-RDO's per-block steps (fcmcore.wrappers.wa_loop), weights per epoch")
+    ap.add_argument("--wa-weights", default="spatial", choices=["channel", "spatial", "both"])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     command = "python benchmarks/train_task_wrapper.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("/"))
     try:
+        wa = WAInLoop(weights=args.wa_weights) if args.wa_in_loop else None
         c0 = time.process_time()
         w = train_task_wrapper(load_dataset(Path(args.dataset)), "ssd_mobilenet_v2", args.split, args.channels,
                                epochs=args.epochs, augment=args.augment, lam=args.lam, seed=args.seed,
-                               command=command)
+                               command=command, wa_in_loop=wa)
         w.meta["total_cpu_seconds"] = round(time.process_time() - c0, 1)
         w.save(args.out)
     except FCMError as exc:

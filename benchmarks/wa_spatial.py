@@ -14,6 +14,8 @@ Curves (HEVC, x265 medium, 10-bit tensor packing; ``--wrapper`` NAME or NAME:PAT
     wa-qp <kind>/<source> pad8   per-block QP offsets, kind channel|spatial|both, source fixed|image
     wa-qp spatial/fixed pad8 s<S>   ``--set strength``: the anchor and spatial/fixed pad8 at
                    each of ``--strengths`` (dQP = -3 S log2 w)
+    ``--set r5``: sse, sse-qp pad8 and wa-qp channel|spatial|both/fixed pad8 (round 5: a wrapper
+    trained with WA in the loop); ``--set anchors``: sse and sse-qp pad8 only
     (``--set steps|all|short`` add gains, sse-qp and wa-qp channel/fixed without padding: what
     padding changes; ``short`` leaves out both/fixed and channel/image)
 
@@ -64,6 +66,13 @@ def curves_for(split: str, wrapper: str, qualities: list[float], which: str,
             cfg = replace(base, rdo="wa-qp", wa_weights="spatial", wa_source="fixed", tile_pad=8, wa_strength=s)
             out.append(CurveSpec(cfg, qualities, name=f"wa-qp spatial/fixed pad8 s{s:g}"))
         return out
+    if which in ("r5", "anchors"):
+        out = [CurveSpec(base, qualities, name="sse"),
+               CurveSpec(replace(base, rdo="sse-qp", tile_pad=8), qualities, name="sse-qp pad8")]
+        if which == "r5":
+            out += [CurveSpec(replace(base, rdo="wa-qp", wa_weights=kind, wa_source="fixed", tile_pad=8), qualities,
+                              name=f"wa-qp {kind}/fixed pad8") for kind in ("spatial", "channel", "both")]
+        return out
     out = [CurveSpec(base, qualities, name="sse"),
            CurveSpec(replace(base, tile_pad=8), qualities, name="sse pad8"),
            CurveSpec(replace(base, rdo="sse-qp", tile_pad=8), qualities, name="sse-qp pad8")]
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrapper", default="pca")
     ap.add_argument("--images", default="val", choices=["val", "all"])
     ap.add_argument("--qualities", default="26,29,32,35,38,41,44,47")
-    ap.add_argument("--set", default="steps", choices=["steps", "all", "fixed", "kinds", "short", "strength"])
+    ap.add_argument("--set", default="steps", choices=["steps", "all", "fixed", "kinds", "short", "strength", "r5", "anchors"])
+    ap.add_argument("--label", default="", help="prefix of every curve name (to compare wrappers in one fcm bdrate)")
     ap.add_argument("--strengths", default="1,0.5,0.25", help="--set strength: the WA strengths S to sweep")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", required=True)
@@ -99,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     qualities = [float(q) for q in args.qualities.split(",")]
     strengths = tuple(float(s) for s in args.strengths.split(","))
     curves = curves_for(args.split, args.wrapper, qualities, args.set, strengths)
+    if args.label:
+        curves = [replace(c, name=f"{args.label} {c.name}") for c in curves]
     print(f"{len(curves)} curves x {len(qualities)} QPs on {len(ds.images)} images", file=sys.stderr)
     doc = evaluate(ds, curves, workers=args.workers, progress=True)
     save_results(doc, args.out)

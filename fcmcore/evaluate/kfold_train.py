@@ -63,6 +63,10 @@ def _wrapper_recipe(config, overrides: dict[str, Any]) -> Trainable:
                       hidden=int(meta.get("hidden", 64)), lam=float(meta.get("lam", 0.01)))
         if overrides.get("epochs") is not None:
             recipe["epochs"] = int(overrides["epochs"])
+        if meta.get("wa_in_loop"):  # only then: recipes (and fold keys) of other wrappers stay as they were
+            from ..wrappers.wa_loop import WAInLoop  # why: with the trainer, only when --folds is used
+
+            recipe["wa_in_loop"] = WAInLoop.from_meta(meta["wa_in_loop"]).to_meta()
     bad = [f for f in BUDGET_FLAGS if overrides.get(f) is not None and f not in recipe]
     if bad:
         raise ParameterError(f"--fold-{bad[0].replace('_', '-')} does not apply to the {name} wrapper")

@@ -30,12 +30,14 @@ from .convnet import LearnedNets, LearnedWrapper
 from .importance import estimate_maps
 from .training import (BITS_RANGE, FeatureBank, attach_importance, base_meta, build_bank, evaluate_wrapper,
                        fit_learned_nets, make_distortion)
+from .wa_loop import WAInLoop
 
 
 def train_task_nets(bank: FeatureBank, meta: dict[str, Any], *, epochs: int = 10, batch: int = 8,
                     lr: float = 2e-3, lam: float = 0.01, hidden: int = 64, seed: int = 0,
-                    log: Callable[[str], None] | None = print):
-    """-> a ``LearnedWrapper`` trained from random weights on the task loss."""
+                    log: Callable[[str], None] | None = print, wa: WAInLoop | None = None):
+    """-> a ``LearnedWrapper`` trained from random weights on the task loss (with ``wa``:
+    WA-RDO's allocation in the proxy codec, ``wa_loop``)."""
     if epochs < 1:
         raise ParameterError(f"--epochs must be at least 1, got {epochs}")
     torch.manual_seed(seed)
@@ -44,16 +46,19 @@ def train_task_nets(bank: FeatureBank, meta: dict[str, Any], *, epochs: int = 10
     dist_fn = make_distortion("task", meta["model"], meta["split"], float(bank.train.var()))
     c0 = time.process_time()
     history, seconds = fit_learned_nets(nets, int(meta["k"]), bank, dist_fn, epochs=epochs, batch=batch, lr=lr,
-                                        lam=lam, seed=seed, pct_start=0.15, log=log)
+                                        lam=lam, seed=seed, pct_start=0.15, log=log, wa=wa,
+                                        model_split=(meta["model"], meta["split"]))
     meta = dict(meta, method="learned", loss="task", init="random", trainer="task_training", epochs=epochs,
                 batch=batch, lr=lr, lam=lam, hidden=hidden, down=1, proxy_bits=list(BITS_RANGE), history=history,
                 train_seconds=seconds, train_cpu_seconds=round(time.process_time() - c0, 1))
+    if wa is not None:
+        meta["wa_in_loop"] = wa.to_meta()
     return LearnedWrapper(meta, nets)
 
 
 def train_task_wrapper(dataset, model_name: str, split: str, k: int, *, epochs: int = 10, augment: int = 2,
                        lam: float = 0.01, seed: int = 0, command: str = "", probes: int = 2,
-                       log: Callable[[str], None] | None = print):
+                       log: Callable[[str], None] | None = print, wa_in_loop: WAInLoop | None = None):
     """Features, training, fixed importance weights (``importance.*``) and maps
     (``importance_maps``: post and task) of a task-trained wrapper."""
     t0 = time.perf_counter()
@@ -62,7 +67,7 @@ def train_task_wrapper(dataset, model_name: str, split: str, k: int, *, epochs: 
     if not 1 <= k <= c:
         raise ParameterError(f"--channels must be in [1, {c}] for {bank.tensor} ({c} channels), got {k}")
     meta = base_meta("learned", model_name, split, bank, k, seed, command, str(dataset.root))
-    wrapper = train_task_nets(bank, meta, epochs=epochs, lam=lam, seed=seed, log=log)
+    wrapper = train_task_nets(bank, meta, epochs=epochs, lam=lam, seed=seed, log=log, wa=wa_in_loop)
     wrapper.meta["val_feature_nmse"] = round(evaluate_wrapper(wrapper, bank, "feature"), 6)
     attach_importance(wrapper, bank, probes=probes, seed=seed, log=log)
     with torch.no_grad():

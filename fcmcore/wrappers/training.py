@@ -40,6 +40,7 @@ from .convnet import LearnedNets, LearnedWrapper, pca_init
 from .fitted import RDO_WEIGHT_MODES, FittedWrapper
 from .importance import WEIGHT_TARGETS, detector_outputs, estimate_maps, tail_function
 from .linear import PCAWrapper, TruncateWrapper
+from .wa_loop import WAAllocator, WAInLoop
 
 METHODS = ("learned", "pca", "truncate")
 LOSSES = ("feature", "deep", "task")
@@ -140,25 +141,36 @@ _proxy_step = proxy_step  # the proxy codec (``training.proxy``), under its old 
 # -- training --------------------------------------------------------------------------------
 def train_learned(bank: FeatureBank, meta: dict[str, Any], *, loss: str = "deep", epochs: int = 12,
                   batch: int = 8, lr: float = 1e-3, lam: float = 0.01, hidden: int = 64, down: int = 1,
-                  seed: int = 0, log: Callable[[str], None] | None = print):
+                  seed: int = 0, log: Callable[[str], None] | None = print, wa: WAInLoop | None = None):
     torch.manual_seed(seed)
     _, c, h, w = bank.train.shape
+    if wa is not None and down != 1:
+        raise ParameterError("--wa-in-loop needs --down 1 (the coded tensor's positions must be the split's)")
     nets = LearnedNets(c, int(meta["k"]), hidden, down, (h, w))
     pca_init(nets, bank.train)
     dist_fn = make_distortion(loss, meta["model"], meta["split"], float(bank.train.var()))
+    c0 = time.process_time()
     history, seconds = fit_learned_nets(nets, int(meta["k"]), bank, dist_fn, epochs=epochs, batch=batch, lr=lr, lam=lam,
-                                        seed=seed, pct_start=0.1, log=log)
+                                        seed=seed, pct_start=0.1, log=log, wa=wa,
+                                        model_split=(meta["model"], meta["split"]))
     meta = dict(meta, loss=loss, epochs=epochs, batch=batch, lr=lr, lam=lam, hidden=hidden, down=down,
-                proxy_bits=list(BITS_RANGE), history=history, train_seconds=seconds)
+                proxy_bits=list(BITS_RANGE), history=history, train_seconds=seconds,
+                train_cpu_seconds=round(time.process_time() - c0, 1))
+    if wa is not None:
+        meta["wa_in_loop"] = wa.to_meta()
     return LearnedWrapper(meta, nets)
 
 
 def fit_learned_nets(nets: LearnedNets, k: int, bank: FeatureBank, dist_fn, *, epochs: int, batch: int, lr: float,
-                     lam: float, seed: int, pct_start: float, log: Callable[[str], None] | None = print
+                     lam: float, seed: int, pct_start: float, log: Callable[[str], None] | None = print,
+                     wa: WAInLoop | None = None, model_split: tuple[str, str] | None = None
                      ) -> tuple[list[dict[str, float]], float]:
     """The training loop of the learned wrappers (PCA-initialised or task-trained from random):
     the proxy codec (uniform noise at a random effective bit depth, CompressAI's entropy
     bottleneck for the rate), distortion + ``lam`` · rate, Adam with a one-cycle schedule.
+    With ``wa`` (``wa_loop.WAInLoop``; ``model_split`` = (model, split) for its tail) the
+    proxy's step is scaled per coded sample as ``--rdo wa-qp`` would scale it, with the
+    importance of the current nets re-estimated before every epoch (``wa_loop``).
     Trains ``nets`` in place; -> (per-epoch history, wall seconds)."""
     from compressai.entropy_models import EntropyBottleneck  # why: CompressAI is optional (learned only)
 
@@ -171,8 +183,22 @@ def fit_learned_nets(nets: LearnedNets, k: int, bank: FeatureBank, dist_fn, *, e
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=pct_start)
     gen = torch.Generator().manual_seed(seed)
     history = []
+    alloc = None
+    if wa is not None:
+        if model_split is None:
+            raise ParameterError("WA in the loop needs the model and split of the tail its importance goes through")
+        alloc = WAAllocator(wa, model_split[0], model_split[1], k, tuple(bank.train.shape[2:]), seed=seed)
     t0 = time.perf_counter()
     for epoch in range(epochs):
+        wa_info = {}
+        if alloc is not None:
+            c0 = time.process_time()
+            wa_info = alloc.update(nets, bank.train_plain, epoch)
+            wa_info["wa_estimate_cpu_s"] = round(time.process_time() - c0, 2)
+            if log:
+                log(f"  epoch {epoch + 1}: WA weights ({wa.weights}/{wa.target}) max/min {wa_info['wa_max_over_min']:.3g} "
+                    f"CV {wa_info['wa_cv']:.3f} AM/GM {wa_info['wa_am_gm_db']:.3f} dB, dQP "
+                    f"[{wa_info['wa_dqp_min']:+.1f}, {wa_info['wa_dqp_max']:+.1f}] ({wa_info['wa_estimate_cpu_s']:.1f} CPU s)")
         nets.train()
         eb.train()
         order = torch.randperm(bank.train.shape[0], generator=gen)
@@ -183,6 +209,8 @@ def fit_learned_nets(nets: LearnedNets, k: int, bank: FeatureBank, dist_fn, *, e
             bits = random_bits(x.shape[0], gen)
             z = nets.pre(x)
             step = proxy_step(z, bits)
+            if alloc is not None:  # per-sample steps as x265 scales them for WA's QP offsets
+                step = alloc.step(step)
             y_hat, lik = eb(z / step, training=True)
             rate = -torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()  # bits per coded value
             d = dist_fn(nets.post(y_hat * step), x)
@@ -197,8 +225,8 @@ def fit_learned_nets(nets: LearnedNets, k: int, bank: FeatureBank, dist_fn, *, e
             tot_d += float(d.detach())
             tot_r += float(rate.detach())
             nb += 1
-        val = validate_learned(nets, eb, bank, dist_fn)
-        history.append({"epoch": epoch + 1, "train_distortion": tot_d / nb, "train_rate": tot_r / nb, **val})
+        val = validate_learned(nets, eb, bank, dist_fn, alloc)
+        history.append({"epoch": epoch + 1, "train_distortion": tot_d / nb, "train_rate": tot_r / nb, **val, **wa_info})
         if log:
             log(f"  epoch {epoch + 1}/{epochs}: train D {tot_d / nb:.4f} R {tot_r / nb:.3f} b/value; "
                 f"val D@5b {val['val_distortion_5b']:.4f} R {val['val_rate_5b']:.3f}; "
@@ -208,8 +236,9 @@ def fit_learned_nets(nets: LearnedNets, k: int, bank: FeatureBank, dist_fn, *, e
 
 
 @torch.no_grad()
-def validate_learned(nets, eb, bank: FeatureBank, dist_fn) -> dict[str, float]:
-    """Validation distortion and rate at 5 effective bits (eval-mode quantisation)."""
+def validate_learned(nets, eb, bank: FeatureBank, dist_fn, alloc=None) -> dict[str, float]:
+    """Validation distortion and rate at 5 effective bits (eval-mode quantisation; with WA in
+    the loop, the steps of ``alloc``'s current allocation)."""
     nets.eval()
     eb.eval()
     ds, rs = [], []
@@ -217,6 +246,8 @@ def validate_learned(nets, eb, bank: FeatureBank, dist_fn) -> dict[str, float]:
         x = bank.val[i:i + 8]
         z = nets.pre(x)
         step = proxy_step(z, torch.full((x.shape[0],), 5.0))
+        if alloc is not None:
+            step = alloc.step(step)
         y_hat, lik = eb(z / step, training=False)
         rs.append(float(-torch.log2(lik.clamp_min(1e-9)).sum() / lik.numel()))
         ds.append(float(dist_fn(nets.post(y_hat * step), x)))
@@ -259,16 +290,23 @@ def attach_importance(wrapper: FittedWrapper, bank: FeatureBank, probes: int = 2
 def train_wrapper(dataset, model_name: str, split: str, k: int, method: str = "learned",
                   loss: str = "deep", seed: int = 0, epochs: int = 12, augment: int = 4, down: int = 1,
                   hidden: int = 64, lam: float = 0.01, rdo_weights: str = "task", command: str = "",
-                  log: Callable[[str], None] | None = print) -> FittedWrapper:
-    """Fit or train a wrapper end to end (features, fitting, importance weights)."""
+                  log: Callable[[str], None] | None = print,
+                  wa_in_loop: "WAInLoop | dict | None" = None) -> FittedWrapper:
+    """Fit or train a wrapper end to end (features, fitting, importance weights).
+    ``wa_in_loop`` (learned only; a ``WAInLoop`` or its ``to_meta()`` dict, as a k-fold
+    recipe carries it): train with WA-RDO's allocation in the proxy codec (``wa_loop``)."""
     if method not in METHODS:
         raise ParameterError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    wa = wa_in_loop if isinstance(wa_in_loop, WAInLoop) or wa_in_loop is None else WAInLoop.from_meta(wa_in_loop)
+    if wa is not None and method != "learned":
+        raise ParameterError(f"--wa-in-loop trains a learned wrapper through the proxy codec; {method} is fitted "
+                             "in closed form (use --method learned)")
     if rdo_weights not in RDO_WEIGHT_MODES:
         raise ParameterError(f"--rdo-weights must be one of {', '.join(RDO_WEIGHT_MODES)}, not {rdo_weights!r}")
     if epochs < 1 and method == "learned":
         raise ParameterError(f"--epochs must be at least 1, got {epochs}")
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bank = build_bank(dataset, model_name, split, augment=augment if method == "learned" else 0, seed=seed, log=log)
     c = bank.train.shape[1]
     if not 1 <= k <= c:
@@ -283,11 +321,12 @@ def train_wrapper(dataset, model_name: str, split: str, k: int, method: str = "l
         wrapper = TruncateWrapper.fit(bank.train, k, meta)
     else:
         wrapper = train_learned(bank, meta, loss=loss, epochs=epochs, seed=seed, down=down, hidden=hidden,
-                                lam=lam, log=log)
+                                lam=lam, log=log, wa=wa)
     wrapper.meta["val_feature_nmse"] = round(evaluate_wrapper(wrapper, bank, "feature"), 6)
     attach_importance(wrapper, bank, seed=seed, log=log)
     wrapper.rdo_weights = rdo_weights
     wrapper.meta["total_seconds"] = round(time.perf_counter() - t0, 1)
+    wrapper.meta["total_cpu_seconds"] = round(time.process_time() - c0, 1)
     if log:
         log(f"val feature NMSE without coding: {wrapper.meta['val_feature_nmse']:.4f}; "
             f"total {wrapper.meta['total_seconds']:.0f} s")
