@@ -46,9 +46,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "(loss: bits per feature value + lambda * MSE).")
     _common(p)
     p.add_argument("--arch", required=True, choices=["factorized", "hyperprior", "context", "scar"])
-    p.add_argument("--loss", default="feature", choices=["feature", "deep"],
-                   help="MSE at the split (feature) or at --deep-layer through the frozen remainder (deep)")
+    p.add_argument("--loss", default="feature", choices=["feature", "deep", "task"],
+                   help="MSE at the split (feature), at --deep-layer through the frozen remainder (deep), or the "
+                        "detector's outputs distilled: class-score KL + box smooth-L1 vs the uncompressed run "
+                        "+ 0.1 feature MSE (task, the wrappers' task distortion)")
     p.add_argument("--deep-layer", default="expanded_conv_12", help="layer for --loss deep (a stage name or map0)")
+    p.add_argument("--lambda-scale", type=float, default=None,
+                   help="distortion weight = lambda * this (default per loss, so that the same lambdas give "
+                        "about the same rates: see fcmcore/learned/train.py LAMBDA_SCALE)")
     p.add_argument("--channels", default=None, help="N,M,Nh transform/latent/hyper widths (default 64,64,64)")
     p.add_argument("--groups", default=None, help="context channel groups, summing to M (default 8,8,16,32)")
     p.add_argument("--down", type=int, default=1, choices=[1, 2], help="spatial downsampling of the analysis transform")
@@ -70,6 +75,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--student", default="thin", choices=["thin", "light"],
                    help="thin: the detector's blocks with thinned expansions (default); light: a depthwise stack")
     d.add_argument("--keep", type=float, default=0.5, help="thin student: fraction of expansion channels kept")
+    d.add_argument("--loss", default="feature", choices=["feature", "deep", "task"],
+                   help="distortion of the codec fine-tuning, as train-codec --loss (the student's distillation "
+                        "is always feature MSE)")
+    d.add_argument("--deep-layer", default="expanded_conv_12", help="layer for --loss deep (a stage name or map0)")
+    d.add_argument("--lambda-scale", type=float, default=None, help="distortion weight = lambda * this "
+                                                                   "(default per loss, as train-codec)")
     d.set_defaults(func=cmd_train_direct)
 
 
@@ -91,7 +102,8 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(dataset=args.dataset, split=args.split, arch=args.arch, lambdas=_floats(args.lambdas),
                       out=args.out, loss=args.loss, deep_layer=args.deep_layer, seed=args.seed, model=args.model,
                       variants=args.variants, batch_size=args.batch_size, resume=args.resume, threads=args.threads,
-                      down=args.down, lr=args.lr, init=args.init, max_steps=args.max_steps, **kw)
+                      down=args.down, lr=args.lr, init=args.init, max_steps=args.max_steps,
+                      lambda_scale=args.lambda_scale, **kw)
     manifest = train_codec(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0
@@ -110,7 +122,8 @@ def cmd_train_direct(args: argparse.Namespace) -> int:
     cfg = DirectTrainConfig(dataset=args.dataset, split=args.split, lambdas=_floats(args.lambdas), out=args.out,
                             init=args.init, seed=args.seed, model=args.model, variants=args.variants,
                             batch_size=args.batch_size, resume=args.resume, threads=args.threads,
-                            student=args.student, keep=args.keep, **kw)
+                            student=args.student, keep=args.keep, loss=args.loss, deep_layer=args.deep_layer,
+                            lambda_scale=args.lambda_scale, **kw)
     manifest = train_direct(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0

@@ -25,7 +25,7 @@ from .bank import build_bank
 from .codec import learned_root
 from .direct_student import (PREFIX_STAGES, STUDENT_FILE, StudentTrunk, ThinStudent, load_student, prefix, prefix_macs,
                              save_student, student_macs)
-from .train import _rate_bits, optimizer_step
+from .train import DEFAULT_DEEP_LAYER, LAMBDA_SCALE, LOSSES, _rate_bits, deep_fn, optimizer_step, raw_distortion
 from .weights import load_weights, save_weights
 
 # ----- training -------------------------------------------------------------------------------
@@ -50,6 +50,9 @@ class DirectTrainConfig:
     student: str = "thin"  # "thin": the detector's blocks, expansions thinned; "light": depthwise stack
     keep: float = 0.5  # thin: fraction of each expansion's channels kept
     widths: list[int] = field(default_factory=lambda: [48, 96, 96, 128, 128])  # light
+    loss: str = "feature"  # codec fine-tuning distortion, as ``fcm train-codec --loss``
+    deep_layer: str = DEFAULT_DEEP_LAYER
+    lambda_scale: float | None = None  # default LAMBDA_SCALE[loss]
 
 
 def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
@@ -57,6 +60,11 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
     torch.set_num_threads(cfg.threads)
     if not cfg.lambdas:
         raise ParameterError("lambdas must not be empty")
+    if cfg.loss not in LOSSES:
+        raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
+    scale = LAMBDA_SCALE[cfg.loss] if cfg.lambda_scale is None else float(cfg.lambda_scale)
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ParameterError(f"lambda scale must be a positive number, got {cfg.lambda_scale!r}")
     ft_epochs = cfg.finetune_epochs or cfg.epochs
     init_dir = Path(cfg.init) if cfg.init else learned_root() / "hyperprior"
     init_manifest_path = init_dir / "manifest.json"
@@ -75,6 +83,8 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
     out = Path(cfg.out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.model)
+    if cfg.loss == "deep":
+        deep_fn(model, cfg.split, cfg.deep_layer)  # a bad --deep-layer fails before the bank is built
     t_wall, t_cpu0 = time.perf_counter(), time.process_time()
     bank = build_bank(cfg.model, dataset, cfg.split, cfg.variants, cfg.seed, keep_images=True, progress=progress)
     name = bank["tensor"]
@@ -160,6 +170,7 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
     distill_val_mse = float(F.mse_loss(s_val, norm(val_feats)))
 
     # 2. per lambda: fine-tune the hyperprior codec on the student's outputs
+    task_dist = raw_distortion(cfg.loss, model, cfg.model, cfg.split, cfg.deep_layer, feats)
     results = {}
     for n_done, lam in enumerate(sorted(cfg.lambdas, reverse=True)):
         final = out / "checkpoints" / f"lambda_{lam:g}.final.safetensors"
@@ -186,8 +197,11 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
                 y_hat, lik = net.entropy_forward(net.analysis(src))
                 x_hat = net.synthesis(y_hat, h, w)
                 rate = _rate_bits(lik) / target.numel()
-                dist = F.mse_loss(x_hat, target)
-                loss = rate + lam * dist
+                if task_dist is None:
+                    dist = F.mse_loss(x_hat, target)
+                else:  # against the teacher's features (what the detector saw uncompressed)
+                    dist = task_dist(net.denormalize(x_hat), feats[idx].float())
+                loss = rate + lam * scale * dist
                 optimizer_step(net, loss, opt, sched, aux_opt)
                 sums += (rate.item(), dist.item())
                 bar.update(1)
@@ -227,6 +241,7 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
         "channels": int(channels), "shape": [int(channels), int(h), int(w)],
         "input_shape": [3, int(imgs.shape[-2]), int(imgs.shape[-1])],
         "lambdas": sorted(cfg.lambdas), "seed": cfg.seed, "command": command or "",
+        "loss": cfg.loss, "deep_layer": cfg.deep_layer if cfg.loss == "deep" else None, "lambda_scale": scale,
         "init": portable(init_dir), "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
         "student": {"file": STUDENT_FILE, "sha256": hashlib.sha256(sdata).hexdigest(), "size_bytes": len(sdata),
                     **sinfo, "parameters": sum(p.numel() for p in student.parameters()),

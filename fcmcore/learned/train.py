@@ -10,7 +10,17 @@ likelihoods of y and z, divided by C*H*W of the split tensor) and D:
 
 * ``feature``: MSE between normalised features (per-channel mean/std of the train bank);
 * ``deep``: MSE at a deeper layer (default ``expanded_conv_12``) after running the frozen
-  network remainder on the decoded features, normalised per channel by that layer's std.
+  network remainder on the decoded features, normalised per channel by that layer's std;
+* ``task``: the detector's outputs distilled, the wrappers' task distortion
+  (``wrappers.training.make_distortion("task")``: Bernoulli KL of the class scores plus
+  score-weighted smooth-L1 of the box regressions vs the uncompressed run, plus 0.1 x the
+  feature MSE normalised by the bank's variance), the whole frozen tail run per batch.
+
+The distortion is multiplied by ``lambda * lambda_scale``. The scale (default per loss,
+``LAMBDA_SCALE``) makes the same nominal lambdas land at about the same rates whatever the
+distortion's units: measured so the val bits of each loss at lambda 0.25 and 8 bracket the
+feature-loss codec's (see ``assets/learned/losses/README.md``). The latent's initial gain
+follows the nominal lambda (it is a rate knob).
 
 One network per lambda. The highest lambda is trained from scratch for ``epochs`` (its
 latent gain starts at ``initial_gain(lambda)``); each lower lambda starts from the previous
@@ -49,7 +59,12 @@ from .bank import build_bank, trunk_name
 from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain
 from .weights import init_from, load_stored_state, load_weights, save_weights, stored_state
 
-LOSSES = ("feature", "deep")
+LOSSES = ("feature", "deep", "task")
+# nominal lambda -> distortion weight, per loss (see the module docstring); deep is normalised
+# per channel like feature, task is a KL summed over 90 classes per anchor. Both from the slope
+# dD_feature/dD_loss along the feature-loss hyperprior (val): deep ~0.94 (ec12) / 1.08 (ec15),
+# task 0.34..0.66 (geometric mean 0.47): equal marginal rate cost -> about equal rates
+LAMBDA_SCALE = {"feature": 1.0, "deep": 1.0, "task": 0.5}
 DEFAULT_DEEP_LAYER = "expanded_conv_12"
 MANIFEST = "manifest.json"
 
@@ -71,6 +86,35 @@ def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], tor
     with torch.no_grad():
         c = run(torch.zeros(1, *model.split_point(split).tensors[trunk])).shape[1]
     return run, c
+
+
+def raw_distortion(loss: str, model, model_name: str, split: str, deep_layer: str, train: torch.Tensor
+                   ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The deep or task distortion f(x_hat, x) on raw split features, targets computed per
+    batch (``train``: the train bank, for the normalising statistics); None for feature (its
+    callers keep their normalised MSE). For trainers that cannot precompute deep targets
+    (``train-direct``: its inputs are the student's outputs)."""
+    if loss == "feature":
+        return None
+    if loss == "task":
+        # why: the wrappers' distortion, shared (one definition of "task" distortion in fcmcore)
+        from ..wrappers.training import make_distortion
+
+        return make_distortion("task", model_name, split, float(train.float().var()))
+    if loss != "deep":
+        raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+    deep, _ = deep_fn(model, split, deep_layer)
+    with torch.no_grad():
+        sample = train[torch.arange(0, len(train), max(1, len(train) // 256))].float()
+        std = torch.cat([deep(sample[i:i + 64]) for i in range(0, len(sample), 64)]).std(dim=(0, 2, 3))
+    std = std.clamp_min(1e-3).view(1, -1, 1, 1)
+
+    def deep_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = deep(x)
+        return F.mse_loss(deep(x_hat) / std, target / std)
+
+    return deep_loss
 
 
 # ----- training -------------------------------------------------------------------------------
@@ -101,12 +145,18 @@ class TrainConfig:
     half: bool = True  # store float16 weights
     init: str | None = None  # trained codec folder: each lambda starts from its model of that lambda
     max_steps: int | None = None  # cap on the optimiser steps of each lambda (short fine-tunes)
+    lambda_scale: float | None = None  # distortion weight = lambda * this; default LAMBDA_SCALE[loss]
+
+    def scale(self) -> float:
+        return LAMBDA_SCALE[self.loss] if self.lambda_scale is None else float(self.lambda_scale)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
             raise ParameterError(f"unknown architecture {self.arch!r}; known: {', '.join(ARCHS)}")
         if self.loss not in LOSSES:
             raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.lambda_scale is not None and (not self.lambda_scale > 0 or not math.isfinite(self.lambda_scale)):
+            raise ParameterError(f"lambda scale must be a positive number, got {self.lambda_scale!r}")
         if not self.lambdas or any(not (lam > 0) or not math.isfinite(lam) for lam in self.lambdas):
             raise ParameterError("lambdas must be positive numbers")
         if len(set(self.lambdas)) != len(self.lambdas):
@@ -193,12 +243,13 @@ def _set_gain(net: FeatureCodecNet, lam: float, prev: FeatureCodecNet | None, pr
 
 
 @torch.no_grad()
-def evaluate_val(net: FeatureCodecNet, val: torch.Tensor, deep=None, deep_std=None) -> dict[str, float]:
-    """Real bitstreams on the val features: mean bytes, estimated bits, normalised MSE."""
+def evaluate_val(net: FeatureCodecNet, val: torch.Tensor, deep=None, deep_std=None, task=None) -> dict[str, float]:
+    """Real bitstreams on the val features: mean bytes, estimated bits, normalised MSE (and
+    the training distortion of deep / task losses)."""
     net.eval()
     net.update(force=True)
     values = val[0].numel()
-    bits, est, mse, dmse = [], [], [], []
+    bits, est, mse, dmse, tdist = [], [], [], [], []
     for i in range(val.shape[0]):
         x = val[i:i + 1].float()
         c = net.compress(x)
@@ -207,10 +258,14 @@ def evaluate_val(net: FeatureCodecNet, val: torch.Tensor, deep=None, deep_std=No
         mse.append(float(F.mse_loss(net.normalize(c["x_hat"]), net.normalize(x))))
         if deep is not None:
             dmse.append(float(F.mse_loss(deep(c["x_hat"]) / deep_std, deep(x) / deep_std)))
+        if task is not None:
+            tdist.append(float(task(c["x_hat"], x)))
     out = {"bits_per_value": float(np.mean(bits)) / values, "bits_per_value_est": float(np.mean(est)) / values,
            "stream_bytes": float(np.mean(bits)) / 8, "mse_norm": float(np.mean(mse))}
     if dmse:
         out["deep_mse_norm"] = float(np.mean(dmse))
+    if tdist:
+        out["task_distortion"] = float(np.mean(tdist))
     return out
 
 
@@ -224,6 +279,8 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(cfg.model)
     name = trunk_name(model, cfg.split)
+    if cfg.loss == "deep":
+        deep_fn(model, cfg.split, cfg.deep_layer)  # a bad --deep-layer fails before the bank is built
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     bank = build_bank(cfg.model, dataset, cfg.split, cfg.variants, cfg.seed, progress=progress)
     bank_cpu = time.process_time() - t_cpu
@@ -240,7 +297,14 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
             targets = torch.cat([deep(tf[i:i + 64]) for i in range(0, len(tf), 64)])
         deep_std = targets.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1)
         targets = targets.half()
+    task = None
+    if cfg.loss == "task":
+        # why: the wrappers' distortion, shared (one definition of "task" distortion in fcmcore)
+        from ..wrappers.training import make_distortion
+
+        task = make_distortion("task", cfg.model, cfg.split, float(tf.var()))
     del tf
+    scale = cfg.scale()
 
     order = sorted(cfg.lambdas, reverse=True)  # highest rate first, then warm starts
     results: dict[float, dict[str, Any]] = {}
@@ -287,16 +351,18 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
             for s in range(steps_per_epoch):
                 idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
                 x = train[idx].float()
-                if cfg.loss == "feature":
+                if cfg.loss != "deep":  # deep's targets are precomputed on the unflipped bank
                     flip = torch.rand(len(idx), generator=gen) < 0.5
                     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
                 res = net(x)
                 rate = _rate_bits(res["likelihoods"]) / x.numel()
                 if cfg.loss == "feature":
                     dist = F.mse_loss(res["x_hat_norm"], res["x_norm"])
+                elif cfg.loss == "task":
+                    dist = task(res["x_hat"], x)
                 else:
                     dist = F.mse_loss(deep(res["x_hat"]) / deep_std, targets[idx].float() / deep_std)
-                loss = rate + lam * dist
+                loss = rate + lam * scale * dist
                 optimizer_step(net, loss, opt, sched, aux_opt)
                 sums += (loss.item(), rate.item(), dist.item())
                 bar.update(1)
@@ -314,7 +380,7 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
                 "last_epoch": log}
         save_weights(net, final, {"train": info}, half=cfg.half)
         net, _ = load_weights(final)  # measure what is stored (float16 weights)
-        info["val"] = evaluate_val(net, val, deep, deep_std)
+        info["val"] = evaluate_val(net, val, deep, deep_std, task)
         save_weights(net, final, {"train": info}, half=cfg.half)
         results[lam] = info
         prev = net
@@ -345,6 +411,7 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
         "lambdas": sorted(cfg.lambdas),
         "loss": cfg.loss,
         "deep_layer": cfg.deep_layer if cfg.loss == "deep" else None,
+        "lambda_scale": scale,
         "init": portable_path(cfg.init),
         "seed": cfg.seed,
         "command": command or "",
