@@ -127,12 +127,15 @@ class NeighbourAttention(nn.Module):
         r, n, c, hd = self.window // 2, positions.numel(), self.kv_dim, self.kv_dim // self.heads
         padded = F.pad(kv, (r, r, r, r)).flatten(2)
         # one gather of the K window cells of every queried position (the same values as stacking
-        # K shifted maps and then picking the positions, without building K full maps)
+        # K shifted maps and then picking the positions, without building K full maps). Kept
+        # channel-major on purpose: attend's sums then run over a strided axis, in index order, as
+        # they always did; a cell-major copy would make them vectorised sums, rounded differently,
+        # and change the bytes of existing weights
         cols = padded.index_select(2, self.window_index(h, w, positions)).view(b, 2 * c, n, len(self.offsets))
         cols = cols.permute(0, 2, 3, 1).reshape(b * n, len(self.offsets), 2 * c)
         k = (cols[..., :c] + self.rel).view(b * n, -1, self.heads, hd).transpose(1, 2)
         v = cols[..., c:].reshape(b * n, -1, self.heads, hd).transpose(1, 2)
-        q_in = self.ln_q(query.flatten(2).index_select(2, positions).transpose(1, 2)).reshape(b * n, -1)
+        q_in = self.ln_q(query.flatten(2).transpose(1, 2).contiguous().index_select(1, positions)).reshape(b * n, -1)
         out = self.proj(attend(self.q(q_in).view(b * n, self.heads, hd), k, v).reshape(b * n, c))
         return out.view(b, n, -1).transpose(1, 2)
 
