@@ -203,6 +203,23 @@ def _optimizers(net: FeatureCodecNet, lr: float, new: set[str] | None = None, ne
     return torch.optim.Adam(groups), torch.optim.Adam(aux, lr=1e-3)
 
 
+def _schedule(opt, total: int, freeze: int = 0):
+    """Cosine decay to 5 % over ``total`` steps for every group; with ``freeze`` > 0 (an
+    ``_optimizers`` with a third, new-parameter group) the first two groups (the parameters
+    copied from --init, and the gain) stay at lr 0 for the first ``freeze`` steps."""
+    def cosine(s: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05
+
+    def held(s: int) -> float:
+        # why: a fresh entropy model's first gradients would pull the trained transforms and gains
+        # towards its poor prediction; they wait until it has caught up
+        return 0.0 if s < freeze else cosine(s)
+
+    if len(opt.param_groups) == 3:
+        return torch.optim.lr_scheduler.LambdaLR(opt, [held, held, cosine])
+    return torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+
+
 def _set_gain(net: FeatureCodecNet, lam: float, prev: FeatureCodecNet | None, prev_lam: float | None) -> None:
     """First model: the gain of ``initial_gain(lam)``; warm start: the previous gains scaled by
     sqrt(lam / prev_lam) (the quantiser step of the high-rate optimum goes as lam^-1/2)."""
@@ -296,18 +313,7 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
             steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
             epochs = min(epochs, -(-cfg.max_steps // steps_per_epoch))
         total = epochs * steps_per_epoch
-
-        def cosine(s: int) -> float:
-            return 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05
-
-        freeze = cfg.init_freeze_steps if new else 0
-
-        def held(s: int) -> float:
-            # why: a fresh entropy model's first gradients would pull trained transforms and gains
-            # towards its poor prediction; they wait until it has caught up
-            return 0.0 if s < freeze else cosine(s)
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, [held, held, cosine] if new else cosine)
+        sched = _schedule(opt, total, cfg.init_freeze_steps if new else 0)
         start_epoch, cpu_used = 0, 0.0
         ckpt = _checkpoint_path(out, lam)
         if cfg.resume and ckpt.exists():
