@@ -150,13 +150,13 @@ def run_points(ds, heads, name, qualities, codec=None, split="expanded_conv_9"):
                 rows.append((r.bits, r.detections, r.timings_ms.get("encode", 0), r.timings_ms.get("decode", 0)))
                 continue
             t0 = time.perf_counter()
-            enc = codec.encode_features(head.features, q)
+            enc = codec.encode(head.features, q)
             t1 = time.perf_counter()
-            dec = codec.decode_features(enc.data)
+            dec = codec.decode(enc.bitstream)
             t2 = time.perf_counter()
             with torch.inference_mode():
                 dets = model.tail(dec.features, split, head.meta)
-            rows.append((len(enc.data) * 8, dets, (t1 - t0) * 1000, (t2 - t1) * 1000))
+            rows.append((len(enc.bitstream) * 8, dets, (t1 - t0) * 1000, (t2 - t1) * 1000))
         points.append((q, rows))
         print(f"  {name} q{q:g}: {np.mean([r[0] for r in rows]):.0f} bits", file=sys.stderr)
     return points
@@ -170,7 +170,6 @@ def main(argv=None) -> int:
     from fcmcore.evaluate.datasets import detections_to_coco
     from fcmcore.evaluate.metrics import coco_map
     from fcmcore.imageio import load_image
-    from fcmcore.learned import codec_class
     from fcmcore.paths import portable, shared_dir
     from fcmcore.pipeline import run_head
 
@@ -218,7 +217,7 @@ def main(argv=None) -> int:
     for spec in [v for v in args.variants.split(",") if v]:
         name, rest = spec.split("=")
         arch, folder = rest.split(":", 1)
-        codec = codec_class(arch)(weights_dir=folder)
+        codec = type(get_codec(arch))(weights_dir=folder)  # the registered class, other weights
         curves[name] = runs(name, list(range(1, int(codec.quality.hi) + 1)), codec)
 
     gt = ds.ground_truth()
