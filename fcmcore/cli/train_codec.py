@@ -63,6 +63,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "with matching names; context -> scar shares hyperprior, transforms and LRP) and is "
                         "trained --epochs at half the learning rate")
     p.add_argument("--max-steps", type=int, default=None, help="cap on the optimiser steps of each lambda")
+    p.add_argument("--init-new-lr", type=float, default=1.0,
+                   help="with --init: learning-rate factor of the parameters the init codec does not have "
+                        "(scar's transformer context)")
+    p.add_argument("--init-freeze-steps", type=int, default=0,
+                   help="with --init: optimiser steps during which the copied parameters (transforms, "
+                        "hyperprior, LRP, gains) stay fixed while the new ones train")
+    p.add_argument("--init-heads", action="store_true",
+                   help="with --init --arch scar: start the new heads at the init codec's per-channel latent "
+                        "Gaussian instead of scale 1, mean 0")
     p.set_defaults(func=cmd_train_codec)
 
     d = sub.add_parser("train-direct", help="train the direct-coding student (image -> coded split latent)",
@@ -103,7 +112,8 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
                       out=args.out, loss=args.loss, deep_layer=args.deep_layer, seed=args.seed, model=args.model,
                       variants=args.variants, batch_size=args.batch_size, resume=args.resume, threads=args.threads,
                       down=args.down, lr=args.lr, init=args.init, max_steps=args.max_steps,
-                      lambda_scale=args.lambda_scale, **kw)
+                      lambda_scale=args.lambda_scale, init_new_lr=args.init_new_lr, init_freeze_steps=args.init_freeze_steps,
+                      init_heads=args.init_heads, **kw)
     manifest = train_codec(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0

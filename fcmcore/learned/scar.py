@@ -72,7 +72,12 @@ class ChannelBlock(nn.Module):
             cache[1] = torch.cat([cache[1], v], dim=2)
         else:
             cache.extend([k, v])
-        a = attend(q[:, :, 0], cache[0], cache[1])  # the newest token sees all so far
+        if cache[0].shape[2] == 1:
+            # the first token sees only itself: softmax of one logit is exactly 1, so the
+            # attention output is its own value (the same numbers, a few ops fewer)
+            a = v[:, :, 0]
+        else:
+            a = attend(q[:, :, 0], cache[0], cache[1])  # the newest token sees all so far
         x = x + self.proj(a.reshape(n, d))
         return x + self.ff(self.ln2(x))
 
@@ -98,19 +103,39 @@ class NeighbourAttention(nn.Module):
         self.ln_q = nn.LayerNorm(d)
         self.q = nn.Linear(d, kv_dim)
         self.proj = nn.Linear(kv_dim, d)
+        self._windows: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def window_index(self, h: int, w: int, positions: Tensor) -> Tensor:
+        """Flat indexes into the (h + 2r) x (w + 2r) padded map of every (position, offset) pair,
+        position-major (len(positions) * K); cached per map size and position set."""
+        key = (h, w, positions.numel(), positions.data_ptr())
+        hit = self._windows.get(key)
+        if hit is not None and hit[0] is positions:
+            return hit[1]
+        r, wp = self.window // 2, w + 2 * (self.window // 2)
+        di = torch.tensor([o[0] for o in self.offsets], device=positions.device)
+        dj = torch.tensor([o[1] for o in self.offsets], device=positions.device)
+        i, j = (positions // w).view(-1, 1), (positions % w).view(-1, 1)
+        index = ((i + r + di) * wp + (j + r + dj)).reshape(-1)
+        self._windows[key] = (positions, index)
+        return index
 
     def forward(self, query: Tensor, kv: Tensor, positions: Tensor) -> Tensor:
-        """query (B, d, H, W); kv (B, 2 kv_dim, H, W) zero off the anchors; positions: flat
-        indexes queried -> (B, d, len(positions))."""
+        """query (B, d, H, W); kv (B, 2 kv_dim, H, W) (only its anchor cells are read); positions:
+        flat indexes of non-anchors queried -> (B, d, len(positions))."""
         b, _, h, w = kv.shape
         r, n, c, hd = self.window // 2, positions.numel(), self.kv_dim, self.kv_dim // self.heads
-        padded = F.pad(kv, (r, r, r, r))
-        cols = torch.stack([padded[:, :, r + di:r + di + h, r + dj:r + dj + w].reshape(b, 2 * c, h * w)
-                            for di, dj in self.offsets], dim=2).index_select(3, positions)  # (B, 2c, K, n)
-        cols = cols.permute(0, 3, 2, 1).reshape(b * n, len(self.offsets), 2 * c)
+        padded = F.pad(kv, (r, r, r, r)).flatten(2)
+        # one gather of the K window cells of every queried position (the same values as stacking
+        # K shifted maps and then picking the positions, without building K full maps). Kept
+        # channel-major on purpose: attend's sums then run over a strided axis, in index order, as
+        # they always did; a cell-major copy would make them vectorised sums, rounded differently,
+        # and change the bytes of existing weights
+        cols = padded.index_select(2, self.window_index(h, w, positions)).view(b, 2 * c, n, len(self.offsets))
+        cols = cols.permute(0, 2, 3, 1).reshape(b * n, len(self.offsets), 2 * c)
         k = (cols[..., :c] + self.rel).view(b * n, -1, self.heads, hd).transpose(1, 2)
         v = cols[..., c:].reshape(b * n, -1, self.heads, hd).transpose(1, 2)
-        q_in = self.ln_q(query.flatten(2).index_select(2, positions).transpose(1, 2)).reshape(b * n, -1)
+        q_in = self.ln_q(query.flatten(2).transpose(1, 2).contiguous().index_select(1, positions)).reshape(b * n, -1)
         out = self.proj(attend(self.q(q_in).view(b * n, self.heads, hd), k, v).reshape(b * n, c))
         return out.view(b, n, -1).transpose(1, 2)
 
@@ -144,6 +169,26 @@ class ScarEntropyModel(nn.Module):
         self.gaussian_conditional = GaussianConditional(None)
         self.lrp = LatentResidualPrediction(M, self.groups)
         self._layout: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor]] = {}
+
+    @torch.no_grad()
+    def init_heads(self, y: Tensor) -> None:
+        """Start every group's anchor and non-anchor heads at the per-channel Gaussian of the
+        latents ``y`` (B, M, H, W) (output weights zeroed, biases = std and mean), i.e. as a
+        factorized prior. Used when the transforms come trained from another codec (``--init``):
+        the default start (scale 1, mean 0) costs ~1.5 bits per value where the trained
+        latents need < 0.1, and Adam moves a bias by about the learning rate per step, so
+        hundreds of steps would go to walking the scales down while the rate gradient drags
+        the trained transforms along."""
+        flat = y.transpose(0, 1).reshape(y.shape[1], -1)
+        mean, std = flat.mean(1), flat.std(1).clamp_min(0.11)
+        c0 = 0
+        for k, g in enumerate(self.groups):
+            for head in (self.head_anchor[k], self.head_rest[k]):
+                last = head[-1]
+                last.weight.zero_()
+                last.bias[:g].copy_(std[c0:c0 + g])
+                last.bias[g:].copy_(mean[c0:c0 + g])
+            c0 += g
 
     def layout(self, h: int, w: int, device) -> tuple[Tensor, Tensor, Tensor]:
         """(anchor mask (1, 1, h, w), flat anchor indexes, flat non-anchor indexes)."""
@@ -196,25 +241,29 @@ class ScarEntropyModel(nn.Module):
             y_k = y[:, c0:c0 + g] if y is not None else None
             c0 += g
             ctx = self.channel_context(token, k, caches)
-            scales_a, means_a = self.head_anchor[k](ctx).chunk(2, 1)
+            params_a = self.head_anchor[k](ctx)
             if coder is None:
+                scales_a, means_a = params_a.chunk(2, 1)
                 anchors = (quantize_ste(y_k - means_a) + means_a) * mask
             else:
-                values = coder.gaussian(gc, None if y_k is None else self._take(y_k, ia),
-                                        self._take(scales_a, ia), self._take(means_a, ia))
+                scales_a, means_a = self._take(params_a, ia).chunk(2, 1)  # one gather for both
+                values = coder.gaussian(gc, None if y_k is None else self._take(y_k, ia), scales_a, means_a)
                 anchors = self._place(values, ia, h, w)
-            spatial = self.spatial(ctx, self.anchor_kv[k](anchors) * mask, inon)
+            # no mask on the keys/values: the window of a non-anchor holds only anchors (offsets
+            # with di + dj odd) and the zero padding, so the off-anchor cells are never read
+            spatial = self.spatial(ctx, self.anchor_kv[k](anchors), inon)
             spatial = self._place(spatial, inon, h, w)
-            scales_n, means_n = self.head_rest[k](torch.cat([ctx, spatial], dim=1)).chunk(2, 1)
+            params_n = self.head_rest[k](torch.cat([ctx, spatial], dim=1))
             if coder is None:
+                scales_n, means_n = params_n.chunk(2, 1)
                 scales = torch.where(mask, scales_a, scales_n)
                 means = torch.where(mask, means_a, means_n)
                 _, lik = gc(y_k, scales, means)
                 likelihoods.append(lik)
                 y_hat_k = quantize_ste(y_k - means) + means
             else:
-                values = coder.gaussian(gc, None if y_k is None else self._take(y_k, inon),
-                                        self._take(scales_n, inon), self._take(means_n, inon))
+                scales_n, means_n = self._take(params_n, inon).chunk(2, 1)
+                values = coder.gaussian(gc, None if y_k is None else self._take(y_k, inon), scales_n, means_n)
                 y_hat_k = anchors + self._place(values, inon, h, w)
             y_hats.append(y_hat_k)
             if k < len(self.groups) - 1:

@@ -149,6 +149,11 @@ class TrainConfig:
 
     def scale(self) -> float:
         return LAMBDA_SCALE[self.loss] if self.lambda_scale is None else float(self.lambda_scale)
+    # --init only: learning-rate factor of the parameters the init codec did not provide (scar's new
+    # transformer context), and optimiser steps during which the provided ones are held fixed
+    init_new_lr: float = 1.0
+    init_freeze_steps: int = 0
+    init_heads: bool = False  # --init into scar: its new heads start at the latents' per-channel Gaussian
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -164,6 +169,15 @@ class TrainConfig:
         for name in ("epochs", "finetune_epochs", "variants", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"{name} must be >= 1")
+        if not (self.init_new_lr > 0) or not math.isfinite(self.init_new_lr):
+            raise ParameterError("init_new_lr must be a positive number")
+        if self.init_freeze_steps < 0:
+            raise ParameterError("init_freeze_steps must be >= 0")
+        if (self.init_new_lr != 1.0 or self.init_freeze_steps or self.init_heads) and not self.init:
+            raise ParameterError("init_new_lr / init_freeze_steps / init_heads need --init (they act on the "
+                                 "copied parameters)")
+        if self.init_heads and self.arch != "scar":
+            raise ParameterError("init_heads is for --arch scar (its heads are the new part)")
 
 
 def _rate_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -225,11 +239,35 @@ def _codec_config(cfg: TrainConfig, channels: int) -> CodecConfig:
 GAIN_LR_FACTOR = 10.0  # the latent gain moves faster than the weights
 
 
-def _optimizers(net: FeatureCodecNet, lr: float):
-    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles") and n != "log_gain"]
+def _optimizers(net: FeatureCodecNet, lr: float, new: set[str] | None = None, new_lr: float = 1.0):
+    """Adam over the weights (lr), the latent gain (lr x GAIN_LR_FACTOR) and, when ``new`` names the
+    parameters an --init codec did not provide, those in a third group at lr x ``new_lr``; plus the
+    bottleneck quantiles' own Adam. Group order: weights, gain[, new]."""
+    new = new or set()
+    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles") and n != "log_gain" and n not in new]
+    fresh = [p for n, p in net.named_parameters() if n in new]
     aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
     groups = [{"params": main, "lr": lr}, {"params": [net.log_gain], "lr": lr * GAIN_LR_FACTOR}]
+    if fresh:
+        groups.append({"params": fresh, "lr": lr * new_lr})
     return torch.optim.Adam(groups), torch.optim.Adam(aux, lr=1e-3)
+
+
+def _schedule(opt, total: int, freeze: int = 0):
+    """Cosine decay to 5 % over ``total`` steps for every group; with ``freeze`` > 0 (an
+    ``_optimizers`` with a third, new-parameter group) the first two groups (the parameters
+    copied from --init, and the gain) stay at lr 0 for the first ``freeze`` steps."""
+    def cosine(s: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05
+
+    def held(s: int) -> float:
+        # why: a fresh entropy model's first gradients would pull the trained transforms and gains
+        # towards its poor prediction; they wait until it has caught up
+        return 0.0 if s < freeze else cosine(s)
+
+    if len(opt.param_groups) == 3:
+        return torch.optim.lr_scheduler.LambdaLR(opt, [held, held, cosine])
+    return torch.optim.lr_scheduler.LambdaLR(opt, cosine)
 
 
 def _set_gain(net: FeatureCodecNet, lam: float, prev: FeatureCodecNet | None, prev_lam: float | None) -> None:
@@ -320,21 +358,26 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
         torch.manual_seed(cfg.seed + n_done)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + n_done)
         net = _make_net(cfg, channels, mean, std)
+        new: set[str] = set()
         if cfg.init:  # every lambda from the init codec's model of that lambda, `epochs` each
             epochs = cfg.epochs
-            init_from(net, _init_model(cfg.init, lam))
+            copied = set(init_from(net, _init_model(cfg.init, lam)))
+            if cfg.init_heads and cfg.arch == "scar":
+                with torch.no_grad():  # the init codec's latents of the first 256 bank samples
+                    net.scar.init_heads(net.analysis(net.normalize(train[:256].float())))
+            if cfg.init_new_lr != 1.0 or cfg.init_freeze_steps:
+                new = {n for n, _ in net.named_parameters() if n not in copied and not n.endswith(".quantiles")}
         elif prev is not None:
             load_stored_state(net, stored_state(prev, half=False))
         if not cfg.init:
             _set_gain(net, lam, prev, order[n_done - 1] if n_done else None)
-        opt, aux_opt = _optimizers(net, cfg.lr if prev is None and not cfg.init else cfg.lr * 0.5)
+        opt, aux_opt = _optimizers(net, cfg.lr if prev is None and not cfg.init else cfg.lr * 0.5, new, cfg.init_new_lr)
         steps_per_epoch = max(1, len(train) // cfg.batch_size)
         if cfg.max_steps:
             steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
             epochs = min(epochs, -(-cfg.max_steps // steps_per_epoch))
         total = epochs * steps_per_epoch
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
+        sched = _schedule(opt, total, cfg.init_freeze_steps if new else 0)
         start_epoch, cpu_used = 0, 0.0
         ckpt = _checkpoint_path(out, lam)
         if cfg.resume and ckpt.exists():
