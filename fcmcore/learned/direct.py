@@ -23,8 +23,15 @@ Training (``fcm train-direct``), on the augmented train bank (model inputs kept)
    it end to end on the frozen student's outputs with ``R + lambda * MSE(decoded,
    normalise(head(x)))``: its decoder learns to undo part of the student's error.
 
+Options (``direct_training``): ``--student full`` (the detector's own blocks and weights: the
+student *is* the head, so this is model splitting + a fine-tuned hyperprior codec),
+``--distill-layer L`` (distillation and codec distortion at a deeper layer through the frozen
+detector remainder), ``--joint`` (student and codec fine-tuned together per lambda).
+
 Weights: ``assets/learned/direct/student.safetensors`` + ``q<i>.safetensors`` (hyperprior
-networks) + ``manifest.json``. Bitstream: the container of ``codec`` with codec id 4.
+networks) + ``manifest.json``; with ``--joint`` each quality names its own student file in
+its manifest entry (``student``). Bitstream: the container of ``codec`` with codec id 4 (the
+decoder never needs the student).
 """
 
 from __future__ import annotations
