@@ -1,7 +1,7 @@
 """Learned codecs vs anchors on the val images, BD-rate with paired bootstrap intervals.
 
     python benchmarks/learned_bootstrap.py [--codecs scar,context,hyperprior]
-        [--variants context-ft1=context:assets/learned/context-ft1] [--hevc 22,27,32,37,42,47]
+        [--variants context-ft1=context:assets/learned/context-ft1,direct-full=direct:DIR] [--hevc 22,27,32,37,42,47]
         [--anchors hyperprior,hevc] [--resamples 1000] [--seed 0] [--out results.json]
 
 Every point is a real run on each of the 24 *val* images of ``fcmcore.datasplit``: head,
@@ -17,6 +17,9 @@ the resampled ones ("not significant" when the interval contains 0). Resampled m
 the per-image COCO matches of the full evaluation, accumulated with image multiplicities:
 identical to running COCOeval on the multiset (duplicated detections tie in score, and
 the interpolated precision is the same whether tied copies are taken at once or one by one).
+Each point also gets a per-point mAP interval and its mAP drop from the uncompressed detector
+(head -> tail on the same images) with a paired interval; ``edge_macs``: what each curve runs
+on the device at its highest quality (head + encoder; direct: stem + student + encoder).
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def run_points(ds, heads, name, qualities, codec=None, split="expanded_conv_9"):
     """[(quality, [(bits, detections, encode_ms, decode_ms) per image])]."""
     import torch
 
+    from fcmcore.coding import MODEL_INPUT
     from fcmcore.models import load_model
     from fcmcore.pipeline import PipelineConfig, run_from_head
 
@@ -149,14 +153,16 @@ def run_points(ds, heads, name, qualities, codec=None, split="expanded_conv_9"):
                 r = run_from_head(head, PipelineConfig(split=split, codec=name, quality=q))
                 rows.append((r.bits, r.detections, r.timings_ms.get("encode", 0), r.timings_ms.get("decode", 0)))
                 continue
+            # direct coding replaces the head: it codes the model input, not the split tensors
+            source = head.model_input if codec.consumes == MODEL_INPUT else head.features
             t0 = time.perf_counter()
-            enc = codec.encode(head.features, q)
+            enc = codec.encode(source, q)
             t1 = time.perf_counter()
             dec = codec.decode(enc.bitstream)
             t2 = time.perf_counter()
             with torch.inference_mode():
                 dets = model.tail(dec.features, split, head.meta)
-            rows.append((len(enc.bitstream) * 8, dets, (t1 - t0) * 1000, (t2 - t1) * 1000))
+            rows.append((len(enc.bitstream) * 8, dets, (t1 - t0) * 1000, (t2 - t1) * 1000))  # bytes read x 8
         points.append((q, rows))
         print(f"  {name} q{q:g}: {np.mean([r[0] for r in rows]):.0f} bits", file=sys.stderr)
     return points
@@ -170,6 +176,7 @@ def main(argv=None) -> int:
     from fcmcore.evaluate.datasets import detections_to_coco
     from fcmcore.evaluate.metrics import coco_map
     from fcmcore.imageio import load_image
+    from fcmcore.models import load_model
     from fcmcore.paths import portable, shared_dir
     from fcmcore.pipeline import run_head
 
@@ -209,16 +216,21 @@ def main(argv=None) -> int:
             path.write_bytes(pickle.dumps({"key": key, "points": points}))
         return points
 
+    head_macs = load_model("ssd_mobilenet_v2").edge_macs(args.split)
+    edge = {}  # curve -> edge MACs at its highest quality (what runs before the bitstream leaves the device)
     if args.hevc:
         curves["hevc"] = runs("hevc", [float(q) for q in args.hevc.split(",")])
+        edge["hevc"] = int(head_macs)  # the head; the HEVC encoder's operations are not MACs of a network
     for name in [c for c in args.codecs.split(",") if c]:
         codec = get_codec(name)
         curves[name] = runs(name, list(range(1, int(codec.quality.hi) + 1)), codec)
+        edge[name] = int(codec.edge_macs(head_macs, int(codec.quality.hi)))
     for spec in [v for v in args.variants.split(",") if v]:
         name, rest = spec.split("=")
         arch, folder = rest.split(":", 1)
-        codec = type(get_codec(arch))(weights_dir=folder)  # another weights folder of a registered codec
+        codec = type(get_codec(arch))(weights_dir=folder)  # the registered codec's class, other weights
         curves[name] = runs(name, list(range(1, int(codec.quality.hi) + 1)), codec)
+        edge[name] = int(codec.edge_macs(head_macs, int(codec.quality.hi)))
 
     gt = ds.ground_truth()
     rng = np.random.default_rng(args.seed)
@@ -227,7 +239,22 @@ def main(argv=None) -> int:
     full = np.ones((1, len(ids)))
     doc = {"dataset": ds.name, "images": ids, "resamples": args.resamples, "seed": args.seed,
            "method": "paired bootstrap over images (same draws for every curve); BD-rate on mAP@[.5:.95], "
-                     "Pareto front, Akima; interval = 2.5/97.5 percentiles", "curves": {}, "bd": {}}
+                     "Pareto front, Akima; interval = 2.5/97.5 percentiles", "edge_macs": edge, "curves": {}, "bd": {}}
+    # uncompressed reference (head -> tail, no coding): each point's mAP drop is paired with it
+    with torch.inference_mode():
+        ref_model = load_model("ssd_mobilenet_v2")
+        ref_results = []
+        for i, head in zip(ids, heads):
+            ref_results += detections_to_coco(ds, i, ref_model.tail(head.features, args.split, head.meta))[0]
+    ref_acc = MapAccumulator(gt, ref_results, ids)
+    ref_boot = ref_acc.map(weights)
+    doc["reference"] = {"mAP": coco_map(gt, ref_results, ids).mAP,
+                        "mAP_ci": [float(v) for v in np.nanpercentile(ref_boot, [2.5, 97.5])]}
+
+    def pct(values):
+        finite = values[np.isfinite(values)]
+        return [float(v) for v in np.percentile(finite, [2.5, 97.5])] if finite.size else None
+
     per_curve = {}
     for name, points in curves.items():
         rows_out, boot_bpp, boot_map = [], [], []
@@ -243,7 +270,9 @@ def main(argv=None) -> int:
             bpp_img = np.array([r[0] for r in rows]) / pixels
             boot_bpp.append(weights @ bpp_img / len(ids))
             boot_map.append(acc.map(weights))
-            rows_out.append({"quality": q, "bpp": float(bpp_img.mean()), "mAP": ref,
+            rows_out.append({"quality": q, "bpp": float(bpp_img.mean()), "mAP": ref, "mAP_ci": pct(boot_map[-1]),
+                             "mAP_vs_ref": None if ref is None else ref - doc["reference"]["mAP"],
+                             "mAP_vs_ref_ci": pct(boot_map[-1] - ref_boot),  # paired: same draws
                              "bits_mean": float(np.mean([r[0] for r in rows])),
                              "encode_ms": float(np.median([r[2] for r in rows])),
                              "decode_ms": float(np.median([r[3] for r in rows])),

@@ -149,23 +149,7 @@ def test_lambda_scale_override_is_recorded_and_weighs_the_distortion(tmp_path, t
     assert bits[1.0] > bits[0.01]
 
 
-# ----- train-direct's codec fine-tuning (same losses) -------------------------------------------
-
-@pytest.mark.parametrize("kw, match", [(dict(loss="mse"), "loss must be one of feature, deep, task"),
-                                       (dict(loss="task", lambda_scale=0.0), "lambda scale must be a positive"),
-                                       (dict(loss="deep", deep_layer="nope"), "unknown deep layer 'nope'")])
-def test_direct_bad_loss_options_fail_before_the_bank(tmp_path, monkeypatch, kw, match):
-    from fcmcore.learned import direct_training
-    from fcmcore.paths import ASSETS_DIR
-
-    if not (ASSETS_DIR / "learned" / "hyperprior" / "manifest.json").is_file():
-        pytest.skip("no committed hyperprior weights (train-direct starts from them)")
-    monkeypatch.setattr(direct_training, "build_bank", lambda *a, **k: pytest.fail("bank built"))
-    cfg = direct_training.DirectTrainConfig(dataset="unused", split=SPLIT, lambdas=[1.0], out=str(tmp_path / "o"),
-                                            **kw)
-    with pytest.raises(ParameterError, match=match):
-        direct_training.train_direct(cfg, dataset=None, progress=False)
-
+# ----- the distortion builder train-codec uses ----------------------------------------------------
 
 def test_raw_distortion_task_is_the_wrappers_and_deep_is_normalised(monkeypatch):
     from fcmcore.learned.train import raw_distortion

@@ -80,16 +80,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(d)
     d.add_argument("--init", default=None,
                    help="hyperprior codec folder to start each lambda from (default assets/learned/hyperprior)")
-    d.add_argument("--distill-epochs", type=int, default=None, help="epochs of the student distillation")
-    d.add_argument("--student", default="thin", choices=["thin", "light"],
-                   help="thin: the detector's blocks with thinned expansions (default); light: a depthwise stack")
-    d.add_argument("--keep", type=float, default=0.5, help="thin student: fraction of expansion channels kept")
-    d.add_argument("--loss", default="feature", choices=["feature", "deep", "task"],
-                   help="distortion of the codec fine-tuning, as train-codec --loss (the student's distillation "
-                        "is always feature MSE)")
-    d.add_argument("--deep-layer", default="expanded_conv_12", help="layer for --loss deep (a stage name or map0)")
-    d.add_argument("--lambda-scale", type=float, default=None, help="distortion weight = lambda * this "
-                                                                   "(default per loss, as train-codec)")
+    d.add_argument("--distill-epochs", type=int, default=None,
+                   help="epochs of the student distillation (default 10; 0 for --student full: it is the head)")
+    d.add_argument("--student", default="thin", choices=["thin", "full", "light"],
+                   help="thin: the detector's blocks with thinned expansions (default); full: the detector's "
+                        "blocks with their own weights and widths (= the head: model splitting + a learned codec); "
+                        "light: a depthwise stack from scratch")
+    d.add_argument("--keep", type=float, default=0.5,
+                   help="thin student: fraction of expansion channels kept, in (0, 1] (1.0 = --student full)")
+    d.add_argument("--distill-layer", default=None,
+                   help="take the distillation loss and the codec's distortion at this later layer (a stage "
+                        "name or map0) through the frozen detector remainder, instead of at the split")
+    d.add_argument("--joint", action="store_true",
+                   help="per lambda, fine-tune the student together with the codec (rate + lambda x distortion); "
+                        "each quality gets its own student")
+    d.add_argument("--max-steps", type=int, default=None, help="cap on the optimiser steps of each lambda")
+    d.add_argument("--init-student", default=None,
+                   help="direct weights folder whose student (same architecture) starts the distillation")
     d.set_defaults(func=cmd_train_direct)
 
 
@@ -132,8 +139,8 @@ def cmd_train_direct(args: argparse.Namespace) -> int:
     cfg = DirectTrainConfig(dataset=args.dataset, split=args.split, lambdas=_floats(args.lambdas), out=args.out,
                             init=args.init, seed=args.seed, model=args.model, variants=args.variants,
                             batch_size=args.batch_size, resume=args.resume, threads=args.threads,
-                            student=args.student, keep=args.keep, loss=args.loss, deep_layer=args.deep_layer,
-                            lambda_scale=args.lambda_scale, **kw)
+                            student=args.student, keep=args.keep, distill_layer=args.distill_layer,
+                            joint=args.joint, max_steps=args.max_steps, init_student=args.init_student, **kw)
     manifest = train_direct(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0

@@ -23,8 +23,15 @@ Training (``fcm train-direct``), on the augmented train bank (model inputs kept)
    it end to end on the frozen student's outputs with ``R + lambda * MSE(decoded,
    normalise(head(x)))``: its decoder learns to undo part of the student's error.
 
+Options (``direct_training``): ``--student full`` (the detector's own blocks and weights: the
+student *is* the head, so this is model splitting + a fine-tuned hyperprior codec),
+``--distill-layer L`` (distillation and codec distortion at a deeper layer through the frozen
+detector remainder), ``--joint`` (student and codec fine-tuned together per lambda).
+
 Weights: ``assets/learned/direct/student.safetensors`` + ``q<i>.safetensors`` (hyperprior
-networks) + ``manifest.json``. Bitstream: the container of ``codec`` with codec id 4.
+networks) + ``manifest.json``; with ``--joint`` each quality names its own student file in
+its manifest entry (``student``). Bitstream: the container of ``codec`` with codec id 4 (the
+decoder never needs the student).
 """
 
 from __future__ import annotations
@@ -58,32 +65,42 @@ class DirectCodec(LearnedCodecBase):
 
     def __init__(self, weights_dir: str | Path | None = None):
         super().__init__(weights_dir)
-        self._student: StudentTrunk | None = None
+        self._students: dict[str, StudentTrunk] = {}  # by file name
+
+    def _student_entry(self, quality: int | None) -> dict[str, Any]:
+        """The student file of ``quality``: its own (``--joint``: one student per lambda) or the shared one."""
+        if quality is not None:
+            own = self.manifest["qualities"][quality - 1].get("student")
+            if own:
+                return own
+        return self.manifest["student"]
 
     def available(self) -> tuple[bool, str]:
         ok, reason = super().available()
-        if ok and not (self.weights_dir / self.manifest.get("student", {}).get("file", STUDENT_FILE)).is_file():
-            return False, f"student weights missing in {self.weights_dir}"
+        if ok:
+            files = {self._student_entry(q).get("file", STUDENT_FILE) for q in range(1, len(self.manifest["qualities"]) + 1)}
+            missing = sorted(f for f in files if not (self.weights_dir / f).is_file())
+            if missing:
+                return False, f"student weights missing in {self.weights_dir}: {', '.join(missing)}"
         return ok, reason
 
-    def _student_net(self) -> StudentTrunk:
+    def _student_net(self, quality: int | None = None) -> StudentTrunk:
         with self._lock:
-            if self._student is None:
+            entry = self._student_entry(quality)
+            if entry["file"] not in self._students:
                 self.require_available()
-
-                info = self.manifest["student"]
-                path = self.weights_dir / info["file"]
+                path = self.weights_dir / entry["file"]
                 data = path.read_bytes()
-                if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+                if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
                     raise WeightsError(f"codec direct: {path} does not match its manifest (sha256)")
                 try:
-                    net = build_student(info)
+                    net = build_student(self.manifest["student"])  # the architecture is shared by all qualities
                     state = {k: v.float() for k, v in load_file(str(path)).items()}
                     net.load_state_dict(state)
                 except Exception as exc:
                     raise WeightsError(f"codec direct: unusable student weights {path} ({exc})") from None
-                self._student = net.eval()
-            return self._student
+                self._students[entry["file"]] = net.eval()
+            return self._students[entry["file"]]
 
     def _model(self):
         return load_model(self.manifest["model"])
@@ -98,15 +115,16 @@ class DirectCodec(LearnedCodecBase):
             raise ParameterError("direct: input contains NaN or infinity")
         return x.detach().float()
 
-    def _student_normalized(self, x: torch.Tensor, net) -> torch.Tensor:
-        s = self._student_net()(prefix(self._model(), x))
+    def _student_normalized(self, x: torch.Tensor, net, quality: int) -> torch.Tensor:
+        s = self._student_net(quality)(prefix(self._model(), x))
         return net.normalize(s) if self.manifest["student"].get("output") == "raw" else s
 
     def student_features(self, x: torch.Tensor, quality=None) -> torch.Tensor:
         """The student's estimate of the split tensor (detector scale, before coding)."""
-        net = self._net(self.check_quality(quality))
+        q = self.check_quality(quality)
+        net = self._net(q)
         with torch.inference_mode():
-            return net.denormalize(self._student_normalized(self._check_input(x), net))
+            return net.denormalize(self._student_normalized(self._check_input(x), net, q))
 
     def encode(self, source: torch.Tensor, quality=None, *, channel_weights=None) -> Encoded:
         """``source``: the model input (1, 3, 300, 300), what the head would have seen."""
@@ -115,7 +133,7 @@ class DirectCodec(LearnedCodecBase):
         x = self._check_input(source)
         net = self._net(q)
         with self._lock, torch.inference_mode():
-            s = self._student_normalized(x, net)
+            s = self._student_normalized(x, net, q)
             out = net.compress_norm(s)
         return self._encoded(q, s.shape[1:], self.manifest["tensor"], out)
 
@@ -133,7 +151,7 @@ class DirectCodec(LearnedCodecBase):
         model = self._model()
         c, h, w = self.manifest["shape"]
         if ("edge", q) not in self._macs:  # once per quality: counting is a hooked run
-            self._macs[("edge", q)] = (prefix_macs(model) + student_macs(self._student_net(), model, shape)
+            self._macs[("edge", q)] = (prefix_macs(model) + student_macs(self._student_net(q), model, shape)
                                        + self._net(q).encoder_macs(h, w))
         return self._macs[("edge", q)]
 

@@ -4,6 +4,7 @@ whole data flow."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import ParameterError
+from ..errors import ParameterError, WeightsError
 from ..models.base import INPUT
 from ..models.ssd_mobilenet_v2 import same_pads
 
@@ -209,3 +210,16 @@ def load_student(path: Path, info: dict[str, Any]) -> nn.Module:
     net = build_student(info)
     net.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return net
+
+
+def start_from(student: nn.Module, sinfo: dict[str, Any], folder: Path) -> None:
+    """Load the student of the direct weights in ``folder`` into ``student`` (same architecture)."""
+    try:
+        info = json.loads((folder / "manifest.json").read_text())["student"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise WeightsError(f"--init-student {folder}: no direct manifest with a student ({exc})") from None
+    keys = ("kind", "output", "specs", "cin", "cout", "widths")
+    if any(info.get(k) != sinfo.get(k) for k in keys):
+        raise ParameterError(f"--init-student {folder}: its student ({info.get('kind')}, keep {info.get('keep')}) "
+                             f"is not this one ({sinfo['kind']}, keep {sinfo.get('keep')})")
+    student.load_state_dict(load_student(folder / info["file"], info).state_dict())

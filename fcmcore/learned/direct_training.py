@@ -1,5 +1,21 @@
 """Training of direct coding (``fcm train-direct``): distil the student, then fine-tune the
-hyperprior codec on its outputs (see ``direct`` for the data flow)."""
+hyperprior codec on its outputs (see ``direct`` for the data flow).
+
+Options (measured in assets/learned/README.md, "direct coding"):
+
+* ``student``: ``thin`` (the detector's blocks, expansions thinned to ``keep``), ``full``
+  (the detector's blocks with their own weights, every channel: the head itself, so direct
+  coding with it *is* model splitting plus a learned codec; what differs is only the
+  training below), ``light`` (a from-scratch depthwise stack). ``--student thin --keep 1.0``
+  is ``full``. ``full`` starts at the teacher, so it is not distilled unless asked
+  (``distill_epochs`` defaults to 0 for it, 10 otherwise).
+* ``distill_layer``: the distillation loss and the codec's distortion are taken after the
+  frozen detector remainder at that deeper layer (``train.deep_fn``), normalised per
+  channel by the train bank's std there, instead of at the split.
+* ``joint``: per lambda, the student (a copy of the distilled one) is fine-tuned together
+  with the codec on ``R + lambda * D``; each quality then has its own student
+  (``student_q<i>.safetensors``, named in the manifest's quality entry).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +23,16 @@ import hashlib
 import json
 import math
 import platform
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from ..errors import ParameterError, WeightsError
@@ -24,9 +42,11 @@ from ..training import restore_train_state, save_train_state
 from .bank import build_bank
 from .codec import learned_root
 from .direct_student import (PREFIX_STAGES, STUDENT_FILE, StudentTrunk, ThinStudent, load_student, prefix, prefix_macs,
-                             save_student, student_macs)
-from .train import DEFAULT_DEEP_LAYER, LAMBDA_SCALE, LOSSES, _rate_bits, deep_fn, optimizer_step, raw_distortion
+                             save_student, start_from, student_macs)
+from .train import _rate_bits, deep_fn, optimizer_step
 from .weights import load_weights, save_weights
+
+STUDENTS = ("thin", "full", "light")
 
 # ----- training -------------------------------------------------------------------------------
 
@@ -37,35 +57,68 @@ class DirectTrainConfig:
     lambdas: list[float]
     out: str
     init: str | None = None  # hyperprior weights folder (default: learned_root()/hyperprior)
-    distill_epochs: int = 10
+    distill_epochs: int | None = None  # default: 10; 0 for the full student (it starts at the teacher)
     epochs: int = 3  # per lambda (codec fine-tuning); --finetune-epochs overrides
     finetune_epochs: int | None = None
     seed: int = 0
     model: str = "ssd_mobilenet_v2"
     variants: int = 12
     batch_size: int = 8
-    lr: float = 2e-3  # distillation; the codec fine-tuning uses half
+    lr: float = 2e-3  # distillation; the codec (and joint student) fine-tuning uses half
     resume: bool = False
     threads: int = 1
-    student: str = "thin"  # "thin": the detector's blocks, expansions thinned; "light": depthwise stack
+    student: str = "thin"  # see the module docstring
     keep: float = 0.5  # thin: fraction of each expansion's channels kept
-    widths: list[int] = field(default_factory=lambda: [48, 96, 96, 128, 128])  # light
-    loss: str = "feature"  # codec fine-tuning distortion, as ``fcm train-codec --loss``
-    deep_layer: str = DEFAULT_DEEP_LAYER
-    lambda_scale: float | None = None  # default LAMBDA_SCALE[loss]
+    widths: list[int] | None = None  # light (default 48, 96, 96, 128, 128)
+    distill_layer: str | None = None  # None: at the split
+    joint: bool = False
+    max_steps: int | None = None  # cap on the optimiser steps of each lambda (short runs)
+    init_student: str | None = None  # a direct weights folder: its (same-architecture) student starts the distillation
+
+    def validate(self) -> None:
+        if self.student not in STUDENTS:
+            raise ParameterError(f"student must be one of {', '.join(STUDENTS)}, not {self.student!r}")
+        if not (isinstance(self.keep, (int, float)) and 0 < self.keep <= 1):
+            raise ParameterError(f"--keep must be in (0, 1], not {self.keep!r}")
+        if self.student == "thin" and self.keep == 1:
+            self.student = "full"  # every channel, the detector's weights: what full is
+        if self.student == "full" and self.keep not in (0.5, 1):  # 0.5: the untouched default
+            raise ParameterError("--keep is for --student thin; the full student keeps every channel")
+        if self.student == "full":
+            self.keep = 1.0
+        if not self.lambdas or any(not (lam > 0) or not math.isfinite(lam) for lam in self.lambdas):
+            raise ParameterError("lambdas must be positive numbers")
+        if len(set(self.lambdas)) != len(self.lambdas):
+            raise ParameterError("lambdas must be distinct")
+        for name in ("epochs", "variants", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"{name} must be >= 1")
+        for name, low in (("finetune_epochs", 1), ("distill_epochs", 0), ("max_steps", 1)):
+            if getattr(self, name) is not None and getattr(self, name) < low:
+                raise ParameterError(f"{name} must be >= {low}")
+        if self.distill_epochs is None:
+            self.distill_epochs = 0 if self.student == "full" else 10
+        if self.student == "light" and self.distill_epochs == 0:
+            raise ParameterError("the light student starts from random weights: it needs distill_epochs >= 1")
 
 
-def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """``dataset``: loaded from ``cfg.dataset`` by the caller (see ``bank.dataset_images``)."""
-    torch.set_num_threads(cfg.threads)
-    if not cfg.lambdas:
-        raise ParameterError("lambdas must not be empty")
-    if cfg.loss not in LOSSES:
-        raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
-    scale = LAMBDA_SCALE[cfg.loss] if cfg.lambda_scale is None else float(cfg.lambda_scale)
-    if not (scale > 0 and math.isfinite(scale)):
-        raise ParameterError(f"lambda scale must be a positive number, got {cfg.lambda_scale!r}")
-    ft_epochs = cfg.finetune_epochs or cfg.epochs
+class _Joint(nn.Module):
+    """Codec + student as one module for ``train.optimizer_step`` (one clipped gradient)."""
+
+    def __init__(self, codec: nn.Module, student: nn.Module):
+        super().__init__()
+        self.codec, self.student = codec, student
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.codec.aux_loss()
+
+
+def _cosine(opt, total: int):
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
+
+
+def _load_init(cfg: DirectTrainConfig) -> tuple[Path, dict[float, dict[str, Any]]]:
     init_dir = Path(cfg.init) if cfg.init else learned_root() / "hyperprior"
     init_manifest_path = init_dir / "manifest.json"
     if not init_manifest_path.is_file():
@@ -79,12 +132,22 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
     missing = [lam for lam in cfg.lambdas if float(lam) not in by_lambda]
     if missing:
         raise ParameterError(f"no hyperprior model for lambda {missing} in {init_dir} (has {sorted(by_lambda)})")
+    return init_dir, by_lambda
+
+
+def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """``dataset``: loaded from ``cfg.dataset`` by the caller (see ``bank.dataset_images``)."""
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    ft_epochs = cfg.finetune_epochs or cfg.epochs
+    init_dir, by_lambda = _load_init(cfg)
+    model = load_model(cfg.model)
+    deep = None
+    if cfg.distill_layer:  # bad layer names fail here, before any work
+        deep, _ = deep_fn(model, cfg.split, cfg.distill_layer)
 
     out = Path(cfg.out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    model = load_model(cfg.model)
-    if cfg.loss == "deep":
-        deep_fn(model, cfg.split, cfg.deep_layer)  # a bad --deep-layer fails before the bank is built
     t_wall, t_cpu0 = time.perf_counter(), time.process_time()
     bank = build_bank(cfg.model, dataset, cfg.split, cfg.variants, cfg.seed, keep_images=True, progress=progress)
     name = bank["tensor"]
@@ -99,12 +162,30 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
 
     # normalisation: the hyperprior codec's (all its lambdas share the train bank's stats)
     net0, _ = load_weights(init_dir / by_lambda[float(cfg.lambdas[0])]["file"])
-    mean, std = net0.feat_mean.clone(), net0.feat_std.clone()
+    mean, std = net0.feat_mean.clone().view(1, -1, 1, 1), net0.feat_std.clone().view(1, -1, 1, 1)
 
     def norm(f: torch.Tensor) -> torch.Tensor:
-        return (f.float() - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        return (f.float() - mean) / std
 
-    # 1. distillation
+    # the distortion (distillation and codec): at the split, or at distill_layer through the frozen remainder
+    targets_cpu = 0.0
+    if deep is not None:
+        t0 = time.process_time()
+        with torch.no_grad():
+            deep_t = torch.cat([deep(feats[i:i + 64].float()) for i in range(0, len(feats), 64)])
+            deep_val = deep(val_feats.float())
+        deep_std = deep_t.std(dim=(0, 2, 3)).clamp_min(1e-3).view(1, -1, 1, 1)
+        deep_t = deep_t.half()
+        targets_cpu = time.process_time() - t0
+
+    def distortion(pred_norm: torch.Tensor, idx: torch.Tensor | None = None, val: bool = False) -> torch.Tensor:
+        """MSE of a normalised split estimate against the teacher on samples ``idx`` (or the val ones)."""
+        if deep is None:
+            return F.mse_loss(pred_norm, norm(val_feats if val else feats[idx]))
+        target = deep_val if val else deep_t[idx].float()
+        return F.mse_loss(deep(pred_norm * std + mean) / deep_std, target / deep_std)
+
+    # 1. the student and its distillation
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.student == "thin":
@@ -113,68 +194,82 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
             student = ThinStudent.from_teacher(model, cfg.split, cfg.keep, calib=calib, seed=cfg.seed)
         del calib
         sinfo: dict[str, Any] = {"kind": "thin", "output": "raw", "keep": cfg.keep, "specs": student.specs}
-    elif cfg.student == "light":
-        student = StudentTrunk(pre_shape, channels, tuple(cfg.widths))
-        sinfo = {"kind": "light", "output": "normalized", "cin": int(pre_shape), "cout": int(channels),
-                 "widths": list(cfg.widths)}
+    elif cfg.student == "full":
+        student = ThinStudent.from_teacher(model, cfg.split, 1.0)  # the detector's own blocks and weights
+        sinfo = {"kind": "thin", "variant": "full", "init": "teacher", "output": "raw", "keep": 1.0,
+                 "specs": student.specs}
     else:
-        raise ParameterError(f"student must be thin or light, not {cfg.student!r}")
+        widths = tuple(cfg.widths or (48, 96, 96, 128, 128))
+        student = StudentTrunk(pre_shape, channels, widths)
+        sinfo = {"kind": "light", "output": "normalized", "cin": int(pre_shape), "cout": int(channels),
+                 "widths": list(widths)}
+    if cfg.init_student:
+        start_from(student, sinfo, Path(cfg.init_student))
+        sinfo["init_student"] = portable(cfg.init_student)
     raw_out = sinfo["output"] == "raw"
 
-    def student_norm(p: torch.Tensor) -> torch.Tensor:
-        out = student(p)
-        return norm(out) if raw_out else out
+    def student_norm(net: nn.Module, p: torch.Tensor) -> torch.Tensor:
+        o = net(p)
+        return norm(o) if raw_out else o
+
+    def batches(u8: torch.Tensor, net: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([student_norm(net, prefix(model, to_input(u8[i:i + 32]))) for i in range(0, len(u8), 32)])
 
     student_path = out / STUDENT_FILE
     ckpt = out / "checkpoints" / "student.pt"
+    done = out / "checkpoints" / "student.done"
     distill_cpu = 0.0
     steps = max(1, len(feats) // cfg.batch_size)
-    if cfg.resume and student_path.exists() and (out / "checkpoints" / "student.done").exists():
+    if cfg.resume and student_path.exists() and done.exists():
         student = load_student(student_path, sinfo)
-        distill_cpu = float((out / "checkpoints" / "student.done").read_text() or 0)
+        distill_cpu = float(done.read_text() or 0)
     else:
-        opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-        total = cfg.distill_epochs * steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
-        start = 0
-        if cfg.resume and ckpt.exists():
-            start, distill_cpu = restore_train_state(ckpt, gen=gen, net=student, opt=opt, sched=sched)
         t0 = time.process_time()
-        bar = tqdm(total=total, initial=start * steps, desc="direct: distil student", disable=not progress)
-        for epoch in range(start, cfg.distill_epochs):
-            perm = torch.randperm(len(feats), generator=gen)
-            run = 0.0
-            for s in range(steps):
-                idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                with torch.no_grad():
-                    p = prefix(model, to_input(imgs[idx]))
-                loss = F.mse_loss(student_norm(p), norm(feats[idx]))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                run += loss.item()
-                bar.update(1)
-                bar.set_postfix(mse=f"{run / (s + 1):.4f}")
-            save_train_state(ckpt, epoch=epoch + 1, cpu_s=distill_cpu + time.process_time() - t0, gen=gen,
-                             global_rng=False, net=student, opt=opt, sched=sched)
-        bar.close()
+        if cfg.distill_epochs:
+            opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+            total = cfg.distill_epochs * steps
+            sched = _cosine(opt, total)
+            start = 0
+            if cfg.resume and ckpt.exists():
+                start, distill_cpu = restore_train_state(ckpt, gen=gen, net=student, opt=opt, sched=sched)
+            bar = tqdm(total=total, initial=start * steps, desc="direct: distil student", disable=not progress)
+            for epoch in range(start, cfg.distill_epochs):
+                perm = torch.randperm(len(feats), generator=gen)
+                run = 0.0
+                for s in range(steps):
+                    idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                    with torch.no_grad():
+                        p = prefix(model, to_input(imgs[idx]))
+                    loss = distortion(student_norm(student, p), idx)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    run += loss.item()
+                    bar.update(1)
+                    bar.set_postfix(mse=f"{run / (s + 1):.4f}")
+                save_train_state(ckpt, epoch=epoch + 1, cpu_s=distill_cpu + time.process_time() - t0, gen=gen,
+                                 global_rng=False, net=student, opt=opt, sched=sched)
+            bar.close()
         distill_cpu += time.process_time() - t0
         save_student(student, student_path)
-        (out / "checkpoints" / "student.done").write_text(f"{distill_cpu:.1f}")
+        done.write_text(f"{distill_cpu:.1f}")
         student = load_student(student_path, sinfo)  # the stored (float16) one
     student.eval()
+    s_train = None if cfg.joint else batches(imgs, student)
+    s_val = batches(val_imgs, student)
     with torch.no_grad():
-        s_train = torch.cat([student_norm(prefix(model, to_input(imgs[i:i + 32]))) for i in range(0, len(imgs), 32)])
-        s_val = torch.cat([student_norm(prefix(model, to_input(val_imgs[i:i + 32]))) for i in range(0, len(val_imgs), 32)])
-    distill_val_mse = float(F.mse_loss(s_val, norm(val_feats)))
+        distill_val = {"distill_val_mse_norm": float(F.mse_loss(s_val, norm(val_feats)))}
+        if deep is not None:
+            distill_val["distill_val_deep_mse_norm"] = float(distortion(s_val, val=True))
 
-    # 2. per lambda: fine-tune the hyperprior codec on the student's outputs
-    task_dist = raw_distortion(cfg.loss, model, cfg.model, cfg.split, cfg.deep_layer, feats)
+    # 2. per lambda: fine-tune the hyperprior codec on the student's outputs (with --joint: and the student)
     results = {}
     for n_done, lam in enumerate(sorted(cfg.lambdas, reverse=True)):
         final = out / "checkpoints" / f"lambda_{lam:g}.final.safetensors"
-        if cfg.resume and final.exists():
+        st_final = out / "checkpoints" / f"lambda_{lam:g}.student.safetensors"
+        if cfg.resume and final.exists() and (st_final.exists() or not cfg.joint):
             _, meta = load_weights(final)
             results[lam] = json.loads(meta["train"])
             continue
@@ -183,47 +278,58 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
         net.train()
         main = [p for k, p in net.named_parameters() if not k.endswith(".quantiles")]
         aux = [p for k, p in net.named_parameters() if k.endswith(".quantiles")]
-        opt, aux_opt = torch.optim.Adam(main, lr=cfg.lr * 0.5), torch.optim.Adam(aux, lr=1e-3)
-        total = ft_epochs * steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) * 0.95 + 0.05)
+        groups = [{"params": main, "lr": cfg.lr * 0.5}]
+        st = stepped = None
+        if cfg.joint:
+            st = load_student(student_path, sinfo).train()  # every lambda from the distilled student
+            groups.append({"params": list(st.parameters()), "lr": cfg.lr * 0.5})
+            stepped = _Joint(net, st)
+        opt, aux_opt = torch.optim.Adam(groups), torch.optim.Adam(aux, lr=1e-3)
+        epochs, per_epoch = ft_epochs, steps
+        if cfg.max_steps:
+            per_epoch = min(per_epoch, cfg.max_steps)
+            epochs = min(epochs, -(-cfg.max_steps // per_epoch))
+        total = epochs * per_epoch
+        sched = _cosine(opt, total)
         t0 = time.process_time()
-        bar = tqdm(total=total, desc=f"direct lambda={lam:g}", disable=not progress)
-        for _epoch in range(ft_epochs):
+        bar = tqdm(total=total, desc=f"direct{' joint' if cfg.joint else ''} lambda={lam:g}", disable=not progress)
+        for _epoch in range(epochs):
             perm = torch.randperm(len(feats), generator=gen)
             sums = np.zeros(2)
-            for s in range(steps):
+            for s in range(per_epoch):
                 idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-                src, target = s_train[idx], norm(feats[idx])
+                if st is None:
+                    src = s_train[idx]
+                else:
+                    with torch.no_grad():
+                        p = prefix(model, to_input(imgs[idx]))
+                    src = student_norm(st, p)
                 y_hat, lik = net.entropy_forward(net.analysis(src))
                 x_hat = net.synthesis(y_hat, h, w)
-                rate = _rate_bits(lik) / target.numel()
-                if task_dist is None:
-                    dist = F.mse_loss(x_hat, target)
-                else:  # against the teacher's features (what the detector saw uncompressed)
-                    dist = task_dist(net.denormalize(x_hat), feats[idx].float())
-                loss = rate + lam * scale * dist
-                optimizer_step(net, loss, opt, sched, aux_opt)
+                rate = _rate_bits(lik) / src.numel()
+                dist = distortion(x_hat, idx)
+                loss = rate + lam * dist
+                optimizer_step(stepped if stepped is not None else net, loss, opt, sched, aux_opt)
                 sums += (rate.item(), dist.item())
                 bar.update(1)
-                bar.set_postfix(bpv=f"{sums[0] / (s + 1):.3f}", mse=f"{sums[1] / (s + 1):.4f}")
+                bar.set_postfix(bpv=f"{sums[0] / (s + 1):.3f}", dist=f"{sums[1] / (s + 1):.4f}")
         bar.close()
         net.eval()
         net.update(force=True, update_quantiles=True)
-        info = {"lambda": lam, "epochs": ft_epochs, "init": portable(by_lambda[float(lam)]["file"]),
-                "train_cpu_s": round(time.process_time() - t0, 1)}
+        info = {"lambda": lam, "epochs": epochs, "steps": total, "joint": cfg.joint,
+                "init": portable(by_lambda[float(lam)]["file"]), "train_cpu_s": round(time.process_time() - t0, 1)}
         save_weights(net, final, {"train": info})
-        net, _ = load_weights(final)
-        net.update(force=True)
-        bits, mses = [], []
-        with torch.no_grad():
-            for i in range(len(s_val)):
-                c = net.compress_norm(s_val[i:i + 1])
-                bits.append(len(c["strings"][0]) * 8)
-                mses.append(float(F.mse_loss(net.normalize(c["x_hat"]), norm(val_feats[i:i + 1]))))
-        info["val"] = {"bits_per_value": float(np.mean(bits)) / (channels * h * w), "mse_norm": float(np.mean(mses))}
+        net, _ = load_weights(final)  # measure what is stored (float16 weights)
+        lam_val = s_val
+        if st is not None:
+            save_student(st, st_final)
+            lam_val = batches(val_imgs, load_student(st_final, sinfo).eval())
+        info["val"] = _val_figures(net, lam_val, norm(val_feats), None if deep is None else
+                                   (lambda x: distortion(x, val=True)), channels * h * w)
         save_weights(net, final, {"train": info})
         results[lam] = info
 
+    # 3. publish: q1 = lowest lambda (fewest bits)
     qualities = []
     for q, lam in enumerate(sorted(cfg.lambdas), start=1):
         net, _ = load_weights(out / "checkpoints" / f"lambda_{lam:g}.final.safetensors")
@@ -231,28 +337,57 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
         save_weights(net, dest, {"train": results[lam], "quality": q, "model": cfg.model, "split": cfg.split,
                                  "tensor": name, "shape": [channels, h, w], "arch": "direct"})
         data = dest.read_bytes()
-        qualities.append({"quality": q, "lambda": lam, "file": dest.name, "sha256": hashlib.sha256(data).hexdigest(),
-                          "size_bytes": len(data), "parameters": net.num_parameters(),
-                          "train_cpu_s": results[lam]["train_cpu_s"], "val": results[lam].get("val")})
+        entry = {"quality": q, "lambda": lam, "file": dest.name, "sha256": hashlib.sha256(data).hexdigest(),
+                 "size_bytes": len(data), "parameters": net.num_parameters(),
+                 "train_cpu_s": results[lam]["train_cpu_s"], "val": results[lam].get("val")}
+        if cfg.joint:
+            sdest = out / f"student_q{q}.safetensors"
+            shutil.copyfile(out / "checkpoints" / f"lambda_{lam:g}.student.safetensors", sdest)
+            sd = sdest.read_bytes()
+            entry["student"] = {"file": sdest.name, "sha256": hashlib.sha256(sd).hexdigest(), "size_bytes": len(sd)}
+        qualities.append(entry)
     sdata = student_path.read_bytes()
     s_macs = student_macs(student, model, (3, *imgs.shape[-2:]))
+    config = {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")}
+    config.update(dataset=portable(cfg.dataset), init=portable(cfg.init) if cfg.init else None,
+                  init_student=portable(cfg.init_student) if cfg.init_student else None)
     manifest = {
         "format": 1, "arch": "direct", "model": cfg.model, "split": cfg.split, "tensor": name,
         "channels": int(channels), "shape": [int(channels), int(h), int(w)],
         "input_shape": [3, int(imgs.shape[-2]), int(imgs.shape[-1])],
         "lambdas": sorted(cfg.lambdas), "seed": cfg.seed, "command": command or "",
-        "loss": cfg.loss, "deep_layer": cfg.deep_layer if cfg.loss == "deep" else None, "lambda_scale": scale,
-        "init": portable(init_dir), "config": {k: v for k, v in asdict(cfg).items() if k not in ("resume", "out")},
+        "init": portable(init_dir), "config": config,
+        "distill_layer": cfg.distill_layer, "joint": cfg.joint,
         "student": {"file": STUDENT_FILE, "sha256": hashlib.sha256(sdata).hexdigest(), "size_bytes": len(sdata),
                     **sinfo, "parameters": sum(p.numel() for p in student.parameters()),
                     "prefix_stages": PREFIX_STAGES, "prefix_macs": prefix_macs(model), "trunk_macs": int(s_macs),
-                    "distill_cpu_s": round(distill_cpu, 1), "distill_val_mse_norm": distill_val_mse},
-        "train_cpu_s": round(distill_cpu + sum(r["train_cpu_s"] for r in results.values()), 1),
+                    "distill_epochs": cfg.distill_epochs, "distill_cpu_s": round(distill_cpu, 1), **distill_val},
+        "train_cpu_s": round(distill_cpu + targets_cpu + sum(r["train_cpu_s"] for r in results.values()), 1),
         "wall_s_this_run": round(time.perf_counter() - t_wall, 1),
         "cpu_s_this_run": round(time.process_time() - t_cpu0, 1),
         "threads": cfg.threads,
         "platform": f"{platform.machine()} {platform.python_version()} torch {torch.__version__}",
         "qualities": qualities,
     }
+    if deep is not None:
+        manifest["deep_targets_cpu_s"] = round(targets_cpu, 1)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _val_figures(net, s_val: torch.Tensor, target_norm: torch.Tensor, deep_dist: Callable | None,
+                 values: int) -> dict[str, float]:
+    """Real bitstreams of the val images' student outputs: bits per value, normalised MSE at
+    the split (and at the distillation layer)."""
+    net.update(force=True)
+    bits, x_hats = [], []
+    with torch.no_grad():
+        for i in range(len(s_val)):
+            c = net.compress_norm(s_val[i:i + 1])
+            bits.append(len(c["strings"][0]) * 8)
+            x_hats.append(net.normalize(c["x_hat"]))
+        x_hat = torch.cat(x_hats)
+        out = {"bits_per_value": float(np.mean(bits)) / values, "mse_norm": float(F.mse_loss(x_hat, target_norm))}
+        if deep_dist is not None:  # every val image has the same size: the mean over all = the mean of the means
+            out["deep_mse_norm"] = float(deep_dist(x_hat))
+    return out
