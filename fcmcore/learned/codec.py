@@ -64,6 +64,7 @@ class LearnedCodecBase(Codec, FeatureCoder):
     """Shared machinery: weights folder, manifest, per-quality network cache, container."""
 
     arch: str = ""
+    weights_folder: str = ""  # folder under assets/learned (default: the arch's name)
     consumes = FEATURES
     supports_images = False
     lossless = False
@@ -71,7 +72,8 @@ class LearnedCodecBase(Codec, FeatureCoder):
     train_hint = "fcm train-codec"
 
     def __init__(self, weights_dir: str | Path | None = None):
-        self.weights_dir = Path(weights_dir) if weights_dir is not None else learned_root() / self.arch
+        self.weights_dir = (Path(weights_dir) if weights_dir is not None
+                            else learned_root() / (self.weights_folder or self.arch))
         self._nets: dict[int, Any] = {}
         self._fingerprints: dict[int, int] = {}
         self._macs: dict[int, int] = {}
@@ -317,6 +319,16 @@ class ScarCodec(LearnedFeatureCodec):
     arch = "scar"
     description = ("learned feature codec: hyperprior + spatial-channel autoregressive context with attention "
                    "(transformer over channel groups, checkerboard neighbour attention; see fcmcore/learned/scar.py)")
+
+
+@CODECS.register("hyperprior-deep")
+class HyperpriorDeepCodec(HyperpriorCodec):
+    # why: the same network and bitstream as hyperprior (the weights' fingerprint tells them apart);
+    # trained with MSE after the frozen detector at expanded_conv_12 (assets/learned/losses)
+    name = "hyperprior-deep"
+    weights_folder = "hyperprior-deep"
+    description = ("learned feature codec: mean-scale hyperprior trained with --loss deep (MSE at "
+                   "expanded_conv_12 through the frozen detector)")
 
 
 FEATURE_CODECS = (FactorizedCodec, HyperpriorCodec, ContextCodec, ScarCodec)

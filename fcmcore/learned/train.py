@@ -31,6 +31,10 @@ bottleneck quantiles by their auxiliary loss. Checkpoints every epoch
 (``DIR/checkpoints``); ``resume=True`` continues from them and skips finished lambdas.
 Outputs: ``DIR/q<i>.safetensors`` (i = 1 for the lowest lambda = fewest bits) and
 ``DIR/manifest.json``.
+
+Long because: one trainer for four architectures, three losses and the ``--init`` warm start
+(config and its checks, schedule, the loop, checkpoints, manifest); the losses themselves live
+in ``losses``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,65 +60,11 @@ from ..models import load_model
 from ..paths import portable
 from ..training import restore_train_state, save_train_state
 from .bank import build_bank, trunk_name
+from .losses import DEFAULT_DEEP_LAYER, LAMBDA_SCALE, LOSSES, deep_fn, raw_distortion  # noqa: F401 (re-exported)
 from .models import ARCHS, CodecConfig, FeatureCodecNet, initial_gain
 from .weights import init_from, load_stored_state, load_weights, save_weights, stored_state
 
-LOSSES = ("feature", "deep", "task")
-# nominal lambda -> distortion weight, per loss (see the module docstring); deep is normalised
-# per channel like feature, task is a KL summed over 90 classes per anchor. Both from the slope
-# dD_feature/dD_loss along the feature-loss hyperprior (val): deep ~0.94 (ec12) / 1.08 (ec15),
-# task 0.34..0.66 (geometric mean 0.47): equal marginal rate cost -> about equal rates
-LAMBDA_SCALE = {"feature": 1.0, "deep": 1.0, "task": 0.5}
-DEFAULT_DEEP_LAYER = "expanded_conv_12"
 MANIFEST = "manifest.json"
-
-
-def deep_fn(model, split: str, layer: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
-    """x at ``split`` -> the tensor at ``layer`` (a later cut: a stage name or ``map0``)
-    through the frozen network (``SplitModel.run_between``), differentiable w.r.t. x (its
-    weights are buffers, so nothing of the detector is trained)."""
-    trunk = trunk_name(model, split)
-    cuts = model.cut_points()
-    if layer not in cuts or layer == "input":
-        raise ParameterError(f"unknown deep layer {layer!r}; use map0 or a stage name after {split}")
-    if cuts.index(layer) <= cuts.index(split):
-        raise ParameterError(f"deep layer {layer} is not after split {split}")
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return model.run_between({trunk: x}, split, layer)[layer]
-
-    with torch.no_grad():
-        c = run(torch.zeros(1, *model.split_point(split).tensors[trunk])).shape[1]
-    return run, c
-
-
-def raw_distortion(loss: str, model, model_name: str, split: str, deep_layer: str, train: torch.Tensor
-                   ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """The deep or task distortion f(x_hat, x) on raw split features, targets computed per
-    batch (``train``: the train bank, for the normalising statistics); None for feature (its
-    callers keep their normalised MSE). For trainers that cannot precompute deep targets
-    (``train-direct``: its inputs are the student's outputs)."""
-    if loss == "feature":
-        return None
-    if loss == "task":
-        # why: the wrappers' distortion, shared (one definition of "task" distortion in fcmcore)
-        from ..wrappers.training import make_distortion
-
-        return make_distortion("task", model_name, split, float(train.float().var()))
-    if loss != "deep":
-        raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
-    deep, _ = deep_fn(model, split, deep_layer)
-    with torch.no_grad():
-        sample = train[torch.arange(0, len(train), max(1, len(train) // 256))].float()
-        std = torch.cat([deep(sample[i:i + 64]) for i in range(0, len(sample), 64)]).std(dim=(0, 2, 3))
-    std = std.clamp_min(1e-3).view(1, -1, 1, 1)
-
-    def deep_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = deep(x)
-        return F.mse_loss(deep(x_hat) / std, target / std)
-
-    return deep_loss
 
 
 # ----- training -------------------------------------------------------------------------------
