@@ -1,6 +1,6 @@
 """Training losses of the learned codecs (``fcm train-codec --loss feature|deep|task``).
 
-The task loss must be the wrappers' task distortion (one definition in fcmcore), its lambdas
+The task loss must be the task distortion the wrappers use too (one definition, fcmcore.training.distortion), its lambdas
 scaled per loss, and bad --loss / --deep-layer / --lambda-scale must fail with a clear message
 before the (slow) feature bank is built.
 """
@@ -19,6 +19,7 @@ from fcmcore.errors import ParameterError  # noqa: E402
 from fcmcore.learned import train as train_mod  # noqa: E402
 from fcmcore.learned.train import LAMBDA_SCALE, LOSSES, TrainConfig, deep_fn, train_codec  # noqa: E402
 from fcmcore.models import load_model  # noqa: E402
+from fcmcore.training import distortion as shared_distortion  # noqa: E402
 from fcmcore.wrappers import training as wrappers_training  # noqa: E402
 
 SPLIT = "expanded_conv_9"
@@ -107,11 +108,11 @@ def test_task_training_uses_the_wrappers_distortion(tmp_path, tiny_dataset, monk
 
     monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    real = wrappers_training.make_distortion
+    real = shared_distortion.task_distortion
 
-    def spy(loss, model_name, split, feat_var):
-        fn = real(loss, model_name, split, feat_var)
-        calls.append((loss, model_name, split, feat_var))
+    def spy(model_name, split, feat_var):
+        fn = real(model_name, split, feat_var)
+        calls.append(("task", model_name, split, feat_var))
 
         def counted(x_hat, x):
             calls.append("step")
@@ -119,7 +120,7 @@ def test_task_training_uses_the_wrappers_distortion(tmp_path, tiny_dataset, monk
 
         return counted
 
-    monkeypatch.setattr(wrappers_training, "make_distortion", spy)
+    monkeypatch.setattr(shared_distortion, "task_distortion", spy)
     manifest = train_codec(_cfg(tmp_path, dataset=str(tiny_dataset), loss="task", lambdas=[1.0, 4.0]),
                            load_dataset(tiny_dataset), progress=False)
     assert calls[0][:3] == ("task", "ssd_mobilenet_v2", SPLIT) and calls[0][3] > 0
@@ -157,9 +158,9 @@ def test_raw_distortion_task_is_the_wrappers_and_deep_is_normalised(monkeypatch)
     torch.manual_seed(0)
     train = torch.randn(16, 64, 19, 19).clamp_min(0) * 2
     seen = []
-    real = wrappers_training.make_distortion
-    monkeypatch.setattr(wrappers_training, "make_distortion",
-                        lambda *a: seen.append(a) or real(*a))
+    real = shared_distortion.task_distortion
+    monkeypatch.setattr(shared_distortion, "task_distortion",
+                        lambda *a: seen.append(("task", *a)) or real(*a))
     model = load_model("ssd_mobilenet_v2")
     assert raw_distortion("feature", model, "ssd_mobilenet_v2", SPLIT, "expanded_conv_12", train) is None
     task = raw_distortion("task", model, "ssd_mobilenet_v2", SPLIT, "expanded_conv_12", train)
@@ -173,3 +174,11 @@ def test_raw_distortion_task_is_the_wrappers_and_deep_is_normalised(monkeypatch)
     assert 0.1 < float(deep(torch.zeros_like(x), x)) < 10
     with pytest.raises(ParameterError, match="unknown deep layer"):
         raw_distortion("deep", model, "ssd_mobilenet_v2", SPLIT, "expanded_conv_99", train)
+
+
+def test_wrappers_task_distortion_is_the_shared_one(monkeypatch):
+    seen = []
+    real = shared_distortion.task_distortion
+    monkeypatch.setattr(shared_distortion, "task_distortion", lambda *a: seen.append(a) or real(*a))
+    wrappers_training.make_distortion("task", "ssd_mobilenet_v2", SPLIT, 2.0)
+    assert seen == [("ssd_mobilenet_v2", SPLIT, 2.0)]

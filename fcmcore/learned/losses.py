@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ParameterError
+from ..training import distortion as shared_distortion
 from .bank import trunk_name
 
 LOSSES = ("feature", "deep", "task")
@@ -49,10 +50,8 @@ def raw_distortion(loss: str, model, model_name: str, split: str, deep_layer: st
     if loss == "feature":
         return None
     if loss == "task":
-        # why: the wrappers' distortion, shared (one definition of "task" distortion in fcmcore)
-        from ..wrappers.training import make_distortion
-
-        return make_distortion("task", model_name, split, float(train.float().var()))
+        # why: the distortion the wrappers train with too (one definition, fcmcore.training)
+        return shared_distortion.task_distortion(model_name, split, float(train.float().var()))
     if loss != "deep":
         raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
     deep, _ = deep_fn(model, split, deep_layer)

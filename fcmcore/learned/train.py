@@ -11,8 +11,8 @@ likelihoods of y and z, divided by C*H*W of the split tensor) and D:
 * ``feature``: MSE between normalised features (per-channel mean/std of the train bank);
 * ``deep``: MSE at a deeper layer (default ``expanded_conv_12``) after running the frozen
   network remainder on the decoded features, normalised per channel by that layer's std;
-* ``task``: the detector's outputs distilled, the wrappers' task distortion
-  (``wrappers.training.make_distortion("task")``: Bernoulli KL of the class scores plus
+* ``task``: the detector's outputs distilled, the task distortion the wrappers use too
+  (``training.distortion.task_distortion``: Bernoulli KL of the class scores plus
   score-weighted smooth-L1 of the box regressions vs the uncompressed run, plus 0.1 x the
   feature MSE normalised by the bank's variance), the whole frozen tail run per batch.
 
@@ -58,6 +58,7 @@ from tqdm import tqdm
 from ..errors import ParameterError
 from ..models import load_model
 from ..paths import portable
+from ..training import distortion as shared_distortion
 from ..training import restore_train_state, save_train_state
 from .bank import build_bank, trunk_name
 from .losses import DEFAULT_DEEP_LAYER, LAMBDA_SCALE, LOSSES, deep_fn, raw_distortion  # noqa: F401 (re-exported)
@@ -287,10 +288,8 @@ def train_codec(cfg: TrainConfig, dataset, progress: bool = True, command: str |
         targets = targets.half()
     task = None
     if cfg.loss == "task":
-        # why: the wrappers' distortion, shared (one definition of "task" distortion in fcmcore)
-        from ..wrappers.training import make_distortion
-
-        task = make_distortion("task", cfg.model, cfg.split, float(tf.var()))
+        # why: the task distortion the wrappers train with too (one definition, fcmcore.training)
+        task = shared_distortion.task_distortion(cfg.model, cfg.split, float(tf.var()))
     del tf
     scale = cfg.scale()
 

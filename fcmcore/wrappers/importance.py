@@ -36,6 +36,7 @@ import torch
 from ..errors import ParameterError
 from ..models import load_model
 from ..models.base import Features, SplitModel
+from ..training.distortion import detector_outputs  # noqa: F401 (re-exported: wrappers' callers use it)
 
 # Where the importance weights are measured: at the split after the post-wrapper ("post"),
 # deeper through the frozen tail ("deep": SSD's prediction map 0), or on the detector
@@ -71,14 +72,6 @@ def tail_function(model_name: str, split: str, target: str) -> Callable[[torch.T
         return torch.cat(detector_outputs(model, {trunk: x}, split), dim=-1)
 
     return task
-
-
-def detector_outputs(model: SplitModel, features: Features, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class logits (N, anchors*K), box regressions (N, anchors*4)) from the features at
-    ``split``: the detector's raw outputs (``SplitModel.predict``), flattened per sample."""
-    raw = model.predict(features, split)
-    n = raw["cls_logits"].shape[0]
-    return raw["cls_logits"].reshape(n, -1), raw["bbox_regression"].reshape(n, -1)
 
 
 def hutchinson_weights(g: Callable[[torch.Tensor], torch.Tensor], zs: Iterable[torch.Tensor], probes: int = 4,

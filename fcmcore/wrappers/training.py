@@ -36,9 +36,10 @@ from ..errors import ParameterError
 from ..models import load_model
 from ..training import (BITS_RANGE, augment as augment_view, collect_views, feature_extractor, log_every, proxy_step,
                         random_bits, single_tensor, train_val_records)
+from ..training import distortion as shared_distortion
 from .convnet import LearnedNets, LearnedWrapper, pca_init
 from .fitted import RDO_WEIGHT_MODES, FittedWrapper
-from .importance import WEIGHT_TARGETS, detector_outputs, estimate_maps, tail_function
+from .importance import WEIGHT_TARGETS, estimate_maps, tail_function
 from .linear import PCAWrapper, TruncateWrapper
 from .wa_loop import WAAllocator, WAInLoop
 
@@ -90,13 +91,6 @@ def base_meta(method: str, model_name: str, split: str, bank: FeatureBank, k: in
 
 
 # -- losses --------------------------------------------------------------------------------
-def _bernoulli_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """KL(Bernoulli(sigmoid(p)) || Bernoulli(sigmoid(q))), elementwise."""
-    p = torch.sigmoid(p_logits)
-    return p * (F.logsigmoid(p_logits) - F.logsigmoid(q_logits)) + (1 - p) * (
-        F.logsigmoid(-p_logits) - F.logsigmoid(-q_logits))
-
-
 def make_distortion(loss: str, model_name: str, split: str, feat_var: float):
     """-> f(x_hat, x) -> scalar distortion (see the module docstring)."""
     if loss not in LOSSES:
@@ -116,23 +110,8 @@ def make_distortion(loss: str, model_name: str, split: str, feat_var: float):
             return F.mse_loss(deep(x_hat), target) / target.var().clamp_min(1e-8) + 0.1 * feature(x_hat, x)
 
         return deep_loss
-    model = load_model(model_name)
     tail_function(model_name, split, "task")  # validates the model/split
-    trunk = next(iter(model.split_point(split).tensors))
-
-    def task_loss(x_hat, x):
-        n = x.shape[0]
-        with torch.no_grad():
-            t_logits, t_boxes = detector_outputs(model, {trunk: x}, split)
-        logits, boxes = detector_outputs(model, {trunk: x_hat}, split)
-        t_logits, logits = t_logits.view(n, -1, 91), logits.view(n, -1, 91)
-        kl = _bernoulli_kl(t_logits[..., 1:], logits[..., 1:]).sum(-1).mean()
-        fg = torch.sigmoid(t_logits[..., 1:]).amax(-1)  # (n, anchors)
-        box = F.smooth_l1_loss(boxes.view(n, -1, 4), t_boxes.view(n, -1, 4), reduction="none").sum(-1)
-        box = (fg * box).sum() / fg.sum().clamp_min(1e-6)
-        return kl + box + 0.1 * feature(x_hat, x)
-
-    return task_loss
+    return shared_distortion.task_distortion(model_name, split, feat_var)
 
 
 _proxy_step = proxy_step  # the proxy codec (``training.proxy``), under its old name
