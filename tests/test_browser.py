@@ -182,10 +182,20 @@ def test_a_codec_change_after_a_quality_change_keeps_the_split(server):
             expect(bits).to_have_count(2, timeout=RENDER_TIMEOUT_MS)
             assert _column_label(page, 0) == "hevc @ expanded_conv_9"
             before = bits.first.inner_text()
-            page.locator("[data-testid='stMain'] [data-testid='stSlider'] input[type='range']").first.focus()
-            page.keyboard.press("ArrowRight")
-            expect(bits.first).not_to_have_text(before, timeout=RENDER_TIMEOUT_MS)
-            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+            idle = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+            # why: a key press that lands while the first run is still finishing can be dropped by the
+            # slider (seen once in CI: 240 s without a change); press again, each time on an idle page
+            for attempt in range(3):
+                page.wait_for_function(idle)
+                page.locator("[data-testid='stMain'] [data-testid='stSlider'] input[type='range']").first.focus()
+                page.keyboard.press("ArrowRight")
+                try:
+                    expect(bits.first).not_to_have_text(before, timeout=RENDER_TIMEOUT_MS // 4)
+                    break
+                except AssertionError:
+                    if attempt == 2:
+                        raise
+            page.wait_for_function(idle)
             page.locator("[data-testid='stPopoverButton']:visible").nth(1).click()
             split = page.get_by_role("combobox", name="Split point", exact=True).last
             expect(split).to_be_visible()
