@@ -88,6 +88,26 @@ def test_deterministic_and_exact_decode(codecs, arch):
     assert codec.encode(f, 1).bitstream != a.bitstream
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_synthesises_only_when_the_reconstruction_is_read(codecs, arch, monkeypatch):
+    """The encoder's own reconstruction is made on first access (the pipeline reads the
+    decoder's), once, and equals the decoder's."""
+    codec = codecs[arch]
+    net = codec._net(2)
+    calls = []
+    real = net.synthesis
+    monkeypatch.setattr(net, "synthesis", lambda *a, **k: calls.append(1) or real(*a, **k))
+    enc = codec.encode(_features(3), 2)
+    assert calls == []
+    hat = enc.extra["features_hat"]
+    assert list(hat) == [TENSOR] and len(calls) == 0
+    first = hat[TENSOR]
+    assert hat[TENSOR] is first and len(calls) == 1
+    with pytest.raises(KeyError):
+        hat["other"]
+    assert torch.equal(codec.decode(enc.bitstream).features[TENSOR], first)
+
+
 @pytest.mark.parametrize("arch", ["hyperprior", "context"])
 def test_single_stream_matches_compressai_latent_codecs(codecs, arch):
     """Our one-stream coder walks the latent codecs in their own order: CompressAI's own

@@ -44,7 +44,7 @@ from ..coding.base import FEATURES, Decoded, Encoded, FeatureCoder
 from ..errors import BitstreamError, ParameterError, WeightsError
 from ..paths import ASSETS_DIR
 from ..registry import CODECS
-from .stream import CODEC_IDS, StreamHeader, _safe_padding, learned_encoded, pack_stream, parse_stream
+from .stream import CODEC_IDS, LazyFeatures, StreamHeader, _safe_padding, learned_encoded, pack_stream, parse_stream
 
 MAX_SIDE = 512  # largest H or W accepted (the networks are fully convolutional)
 DEFAULT_NUM_QUALITIES = 5
@@ -229,8 +229,14 @@ class LearnedCodecBase(Codec, FeatureCoder):
         """A coder's output (``compress``) as this codec's stream; its bit estimate is the
         eval-mode likelihoods the coder summed over the very symbols it wrote (no second pass)."""
         data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(shape), out["strings"])
-        return learned_encoded(data, header_bytes, q, float(out["bits_estimated"]), {tensor: out["x_hat"]},
-                               out["y_hat"])
+        net, y_hat, (h, w) = self._net(q), out["y_hat"], tuple(shape)[-2:]
+
+        def synthesize() -> torch.Tensor:
+            with self._lock, torch.inference_mode():
+                return net.reconstruct(y_hat, h, w)
+
+        features = {tensor: out["x_hat"]} if "x_hat" in out else LazyFeatures(tensor, synthesize)
+        return learned_encoded(data, header_bytes, q, float(out["bits_estimated"]), features, y_hat)
 
     def _check_stream_shape(self, c: int, h: int, w: int) -> None:
         """BitstreamError unless a stream of shape (c, h, w) fits the trained networks."""
@@ -269,7 +275,7 @@ class LearnedFeatureCodec(LearnedCodecBase):
         name, x = self._check_features(features)
         net = self._net(q)
         with self._lock, torch.inference_mode():
-            out = net.compress(x)
+            out = net.compress(x, synthesize=False)
         return self._encoded(q, x.shape[1:], name, out)
 
     def _check_stream_shape(self, c: int, h: int, w: int) -> None:

@@ -134,7 +134,7 @@ class DirectCodec(LearnedCodecBase):
         net = self._net(q)
         with self._lock, torch.inference_mode():
             s = self._student_normalized(x, net, q)
-            out = net.compress_norm(s)
+            out = net.compress_norm(s, synthesize=False)
         return self._encoded(q, s.shape[1:], self.manifest["tensor"], out)
 
     def _check_stream_shape(self, c: int, h: int, w: int) -> None:

@@ -265,9 +265,11 @@ class FeatureCodecNet(CompressionModel):
         side_ = cb.unembed(side_params)
         y_ = cb.unembed(y) if y is not None else None
         for i in range(2):
-            y_ctx_i = cb.unembed(cb.context_prediction(cb.embed(y_hat_)))[i]
-            if i == 0:
-                y_ctx_i = cb._mask_all(y_ctx_i)
+            if i == 0:  # why: the anchors' context is all zeros (CompressAI masks it); skip the conv
+                cp = cb.context_prediction
+                y_ctx_i = side_params.new_zeros((n, cp.out_channels, h, w // 2))
+            else:
+                y_ctx_i = cb.unembed(cb.context_prediction(cb.embed(y_hat_)))[i]
             params_i = cb.entropy_parameters(cb.merge(y_ctx_i, side_[i]))
             y_hat_[i] = self._code_gaussian(coder, cb.latent_codec["y"], None if y_ is None else y_[i], params_i)
         return cb.embed(y_hat_)
@@ -296,27 +298,37 @@ class FeatureCodecNet(CompressionModel):
         return self.lrp(y_hat, params)
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> dict[str, Any]:
+    def compress(self, x: Tensor, synthesize: bool = True) -> dict[str, Any]:
         """Raw (1, C, H, W) -> {"strings": [stream], "y_hat", "x_hat", "num_symbols"}."""
-        return self.compress_norm(self.normalize(x))
+        return self.compress_norm(self.normalize(x), synthesize)
 
     @torch.no_grad()
-    def compress_norm(self, x_norm: Tensor) -> dict[str, Any]:
-        """Like ``compress`` for an already normalised input (direct coding's student output)."""
+    def compress_norm(self, x_norm: Tensor, synthesize: bool = True) -> dict[str, Any]:
+        """Like ``compress`` for an already normalised input (direct coding's student output).
+        ``synthesize=False`` leaves out "x_hat" (the encoder-side reconstruction, which only
+        the decoder needs: ``reconstruct`` makes it from "y_hat" when asked)."""
         h, w = x_norm.shape[-2:]
         y = self.analysis(x_norm)
         enc = FastEncoder(self._require_tables())
         y_hat = self.code(enc, y, h, w)
         stream = enc.finish()
-        return {"strings": [stream], "y_hat": y_hat, "x_hat": self.denormalize(self.synthesis(y_hat, h, w)),
-                "num_symbols": enc.num_symbols, "bits_estimated": enc.bits_estimated}
+        out = {"strings": [stream], "y_hat": y_hat, "num_symbols": enc.num_symbols,
+               "bits_estimated": enc.bits_estimated}
+        if synthesize:
+            out["x_hat"] = self.reconstruct(y_hat, h, w)
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, y_hat: Tensor, h: int, w: int) -> Tensor:
+        """The raw h x w reconstruction of a coded latent (what ``decompress`` returns as x_hat)."""
+        return self.denormalize(self.synthesis(y_hat, h, w))
 
     @torch.no_grad()
     def decompress(self, strings: list[bytes], h: int, w: int) -> dict[str, Any]:
         (stream,) = strings
         dec = FastDecoder(self._require_tables(), stream)
         y_hat = self.code(dec, None, h, w)
-        return {"y_hat": y_hat, "x_hat": self.denormalize(self.synthesis(y_hat, h, w))}
+        return {"y_hat": y_hat, "x_hat": self.reconstruct(y_hat, h, w)}
 
     @torch.no_grad()
     def estimate_bits(self, x: Tensor) -> dict[str, float]:
