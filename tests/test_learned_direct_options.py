@@ -42,6 +42,26 @@ def test_options_reach_the_trainer(tiny_dataset, tmp_path, monkeypatch):
     assert main(_cli(tiny_dataset, tmp_path)) == 0  # defaults: the bundled recipe
     cfg = seen["cfg"]
     assert (cfg.student, cfg.keep, cfg.distill_layer, cfg.joint, cfg.max_steps) == ("thin", 0.5, None, False, None)
+    assert (cfg.loss, cfg.deep_layer, cfg.lambda_scale) == (None, None, None)
+    assert main(_cli(tiny_dataset, tmp_path, "--loss", "task", "--lambda-scale", "0.3")) == 0
+    assert (seen["cfg"].loss, seen["cfg"].lambda_scale) == ("task", 0.3)
+    assert main(_cli(tiny_dataset, tmp_path, "--loss", "deep", "--deep-layer", "expanded_conv_15")) == 0
+    assert (seen["cfg"].loss, seen["cfg"].deep_layer) == ("deep", "expanded_conv_15")
+
+
+@pytest.mark.parametrize("kw, expected", [
+    ({}, ("feature", None, 1.0)),  # unset: the distillation's distortion, as before --loss
+    ({"distill_layer": "expanded_conv_12"}, ("deep", "expanded_conv_12", 1.0)),
+    ({"loss": "feature"}, ("feature", None, 1.0)),
+    ({"loss": "deep"}, ("deep", "expanded_conv_12", 1.0)),
+    ({"loss": "deep", "distill_layer": "expanded_conv_15"}, ("deep", "expanded_conv_15", 1.0)),
+    ({"loss": "task"}, ("task", None, 0.5)),  # losses.LAMBDA_SCALE, as train-codec
+    ({"loss": "task", "lambda_scale": 2.0}, ("task", None, 2.0)),
+])
+def test_codec_loss_resolves(kw, expected):
+    cfg = DirectTrainConfig("d", "expanded_conv_9", [1.0], "o", **kw)
+    cfg.validate()
+    assert cfg.codec_loss() == expected
 
 
 def test_defaults_resolve():
@@ -65,6 +85,11 @@ def test_defaults_resolve():
     (["--max-steps", "0"], "max_steps must be >= 1"),
     (["--distill-epochs", "-1"], "distill_epochs must be >= 0"),
     (["--student", "light", "--distill-epochs", "0"], "needs distill_epochs >= 1"),
+    (["--deep-layer", "expanded_conv_12"], "--deep-layer is for --loss deep"),
+    (["--loss", "task", "--deep-layer", "expanded_conv_12"], "--deep-layer is for --loss deep"),
+    (["--lambda-scale", "2"], "--lambda-scale needs --loss"),
+    (["--loss", "task", "--lambda-scale", "-1"], "--lambda-scale needs --loss and must be a positive"),
+    (["--loss", "deep", "--deep-layer", "expanded_conv_5"], "not after split expanded_conv_9"),
     (["--lambdas", "1,1"], "lambdas must be distinct"),
     (["--lambdas", "3"], "no hyperprior model for lambda [3.0]"),
 ])
@@ -155,3 +180,26 @@ def test_tiny_full_run_is_head_plus_codec(tiny_dataset, tmp_path, monkeypatch):
     assert st["distill_val_mse_norm"] < 1e-4  # float16 storage of the head's weights, nothing else
     model = codec._model()
     assert codec.edge_macs(None, 2) == model.edge_macs("expanded_conv_9") + codec._net(2).encoder_macs(19, 19)
+
+
+@pytest.mark.slow
+def test_tiny_task_loss_run_trains_with_the_task_distortion(tiny_dataset, tmp_path, monkeypatch):
+    """``--loss task``: the codec's fine-tuning calls the detector-output distortion (spied),
+    weighted by its lambda scale, and the manifest says so; the codec decodes exactly."""
+    monkeypatch.setenv("FCM_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real = direct_training.raw_distortion
+
+    def spy(loss, *a, **k):
+        fn = real(loss, *a, **k)
+        return lambda x_hat, x: calls.append((loss, tuple(x_hat.shape))) or fn(x_hat, x)
+
+    monkeypatch.setattr(direct_training, "raw_distortion", spy)
+    out = tmp_path / "out"
+    assert main(_cli(tiny_dataset, tmp_path, "--variants", "1", "--student", "full", "--max-steps", "1",
+                     "--loss", "task")) == 0
+    assert [c[0] for c in calls] == ["task", "task"]  # one step per lambda
+    assert calls[0][1][1:] == (64, 19, 19)  # raw split features (a batch of them)
+    _, manifest = _check_codec(out, joint=False)
+    assert (manifest["loss"], manifest["deep_layer"], manifest["lambda_scale"]) == ("task", None, 0.5)
+    assert manifest["config"]["loss"] == "task"

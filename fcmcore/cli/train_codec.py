@@ -97,6 +97,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--max-steps", type=int, default=None, help="cap on the optimiser steps of each lambda")
     d.add_argument("--init-student", default=None,
                    help="direct weights folder whose student (same architecture) starts the distillation")
+    d.add_argument("--loss", default=None, choices=["feature", "deep", "task"],
+                   help="the codec's distortion while it is fine-tuned (and with --joint, the student's): as "
+                        "train-codec --loss, against the teacher's split features (default: the distillation's, "
+                        "at --distill-layer or the split)")
+    d.add_argument("--deep-layer", default=None,
+                   help="layer for --loss deep (default --distill-layer, else expanded_conv_12)")
+    d.add_argument("--lambda-scale", type=float, default=None,
+                   help="with --loss: distortion weight = lambda * this (default per loss, as train-codec)")
     d.set_defaults(func=cmd_train_direct)
 
 
@@ -140,7 +148,8 @@ def cmd_train_direct(args: argparse.Namespace) -> int:
                             init=args.init, seed=args.seed, model=args.model, variants=args.variants,
                             batch_size=args.batch_size, resume=args.resume, threads=args.threads,
                             student=args.student, keep=args.keep, distill_layer=args.distill_layer,
-                            joint=args.joint, max_steps=args.max_steps, init_student=args.init_student, **kw)
+                            joint=args.joint, max_steps=args.max_steps, init_student=args.init_student,
+                            loss=args.loss, deep_layer=args.deep_layer, lambda_scale=args.lambda_scale, **kw)
     manifest = train_direct(cfg, load_dataset(args.dataset), progress=not args.quiet, command=command_line())
     _print_summary(manifest)
     return 0

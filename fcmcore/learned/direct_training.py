@@ -15,6 +15,12 @@ Options (measured in assets/learned/README.md, "direct coding"):
 * ``joint``: per lambda, the student (a copy of the distilled one) is fine-tuned together
   with the codec on ``R + lambda * D``; each quality then has its own student
   (``student_q<i>.safetensors``, named in the manifest's quality entry).
+* ``loss``: the codec's distortion D (fine-tuning and joint), as ``fcm train-codec --loss``:
+  ``feature`` (normalised MSE at the split), ``deep`` (at ``deep_layer`` through the frozen
+  remainder) or ``task`` (the detector's outputs distilled, ``fcmcore.training.distortion``),
+  against the teacher's split features, weighted by ``lambda * lambda_scale`` (default
+  ``losses.LAMBDA_SCALE``). Unset, D is the distillation's own (at ``distill_layer`` or the
+  split), as before the option.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from .bank import build_bank
 from .codec import learned_root
 from .direct_student import (PREFIX_STAGES, STUDENT_FILE, StudentTrunk, ThinStudent, load_student, prefix, prefix_macs,
                              save_student, start_from, student_macs)
+from .losses import DEFAULT_DEEP_LAYER, LAMBDA_SCALE, LOSSES, raw_distortion
 from .train import _rate_bits, deep_fn, optimizer_step
 from .weights import load_weights, save_weights
 
@@ -74,6 +81,9 @@ class DirectTrainConfig:
     joint: bool = False
     max_steps: int | None = None  # cap on the optimiser steps of each lambda (short runs)
     init_student: str | None = None  # a direct weights folder: its (same-architecture) student starts the distillation
+    loss: str | None = None  # the codec's distortion (see the module docstring); None: the distillation's
+    deep_layer: str | None = None  # for loss deep (default: distill_layer, else DEFAULT_DEEP_LAYER)
+    lambda_scale: float | None = None  # with loss: distortion weight = lambda * this (default LAMBDA_SCALE[loss])
 
     def validate(self) -> None:
         if self.student not in STUDENTS:
@@ -100,6 +110,22 @@ class DirectTrainConfig:
             self.distill_epochs = 0 if self.student == "full" else 10
         if self.student == "light" and self.distill_epochs == 0:
             raise ParameterError("the light student starts from random weights: it needs distill_epochs >= 1")
+        if self.loss is not None and self.loss not in LOSSES:
+            raise ParameterError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.deep_layer is not None and self.loss != "deep":
+            raise ParameterError("--deep-layer is for --loss deep")
+        if self.lambda_scale is not None and (self.loss is None or not self.lambda_scale > 0
+                                              or not math.isfinite(self.lambda_scale)):
+            raise ParameterError("--lambda-scale needs --loss and must be a positive number")
+        if self.loss == "deep" and self.deep_layer is None:
+            self.deep_layer = self.distill_layer or DEFAULT_DEEP_LAYER
+
+    def codec_loss(self) -> tuple[str, str | None, float]:
+        """(loss, deep layer, lambda scale) the codec is fine-tuned with, the default resolved."""
+        if self.loss is None:
+            return ("deep", self.distill_layer, 1.0) if self.distill_layer else ("feature", None, 1.0)
+        scale = LAMBDA_SCALE[self.loss] if self.lambda_scale is None else float(self.lambda_scale)
+        return self.loss, self.deep_layer, scale
 
 
 class _Joint(nn.Module):
@@ -145,6 +171,8 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
     deep = None
     if cfg.distill_layer:  # bad layer names fail here, before any work
         deep, _ = deep_fn(model, cfg.split, cfg.distill_layer)
+    if cfg.loss == "deep" and cfg.deep_layer != cfg.distill_layer:
+        deep_fn(model, cfg.split, cfg.deep_layer)
 
     out = Path(cfg.out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -184,6 +212,18 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
             return F.mse_loss(pred_norm, norm(val_feats if val else feats[idx]))
         target = deep_val if val else deep_t[idx].float()
         return F.mse_loss(deep(pred_norm * std + mean) / deep_std, target / deep_std)
+
+    # the codec's distortion: the distillation's unless --loss names another
+    codec_loss, codec_layer, scale = cfg.codec_loss()
+    raw = None if cfg.loss in (None, "feature") else raw_distortion(cfg.loss, model, cfg.model, cfg.split,
+                                                                     codec_layer, feats)
+
+    def codec_distortion(x_hat_norm: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if cfg.loss is None:
+            return distortion(x_hat_norm, idx)
+        if raw is None:
+            return F.mse_loss(x_hat_norm, norm(feats[idx]))
+        return raw(x_hat_norm * std + mean, feats[idx].float())
 
     # 1. the student and its distillation
     torch.manual_seed(cfg.seed)
@@ -307,8 +347,8 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
                 y_hat, lik = net.entropy_forward(net.analysis(src))
                 x_hat = net.synthesis(y_hat, h, w)
                 rate = _rate_bits(lik) / src.numel()
-                dist = distortion(x_hat, idx)
-                loss = rate + lam * dist
+                dist = codec_distortion(x_hat, idx)
+                loss = rate + lam * scale * dist
                 optimizer_step(stepped if stepped is not None else net, loss, opt, sched, aux_opt)
                 sums += (rate.item(), dist.item())
                 bar.update(1)
@@ -358,6 +398,7 @@ def train_direct(cfg: DirectTrainConfig, dataset, progress: bool = True, command
         "lambdas": sorted(cfg.lambdas), "seed": cfg.seed, "command": command or "",
         "init": portable(init_dir), "config": config,
         "distill_layer": cfg.distill_layer, "joint": cfg.joint,
+        "loss": codec_loss, "deep_layer": codec_layer if codec_loss == "deep" else None, "lambda_scale": scale,
         "student": {"file": STUDENT_FILE, "sha256": hashlib.sha256(sdata).hexdigest(), "size_bytes": len(sdata),
                     **sinfo, "parameters": sum(p.numel() for p in student.parameters()),
                     "prefix_stages": PREFIX_STAGES, "prefix_macs": prefix_macs(model), "trunk_macs": int(s_macs),
