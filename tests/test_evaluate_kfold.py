@@ -291,6 +291,31 @@ def test_learned_codec_kfold_tiny_budget(tiny_dataset, cache_env):
     assert os.environ.get("FCM_LEARNED_DIR") == env_before  # the fold folders were used inside the sweep only
 
 
+def test_codec_named_apart_from_its_arch_is_scored_with_its_fold_weights(tiny_dataset, cache_env):
+    """hyperprior-deep is a hyperprior with its own weights folder: per fold it is retrained
+    with its own recipe (loss deep) and scored with that fold's weights (the run once failed:
+    the trainer wrote learned/hyperprior, the codec looked in learned/hyperprior-deep); its
+    fold key is not the feature-loss hyperprior's."""
+    from fcmcore.paths import cache_dir
+
+    cfg = PipelineConfig(split="expanded_conv_9", codec="hyperprior-deep")
+    part = trainable_of(cfg)
+    assert (part.name, part.weights_name, part.recipe["loss"]) == ("hyperprior", "hyperprior-deep", "deep")
+    ds = load_dataset(tiny_dataset)
+    fold = plan_folds(ds, 2, 0)[0]
+    plain = PipelineConfig(split="expanded_conv_9", codec="hyperprior")
+    assert fold_key(ds, part, cfg, fold) != fold_key(ds, trainable_of(plain), plain, fold)
+    doc = evaluate_kfold(ds, CurveSpec(cfg, [1, 6]), 2, seed=0, workers=1, progress=False, log=lambda m: None,
+                         overrides={"epochs": 1, "finetune_epochs": 1, "max_steps": 1})
+    curve = doc["curves"][0]
+    assert curve["config"]["codec"] == "hyperprior-deep" and curve_image_ids(curve) == ds.image_ids
+    for f in curve["kfold"]["folds"]:
+        folder = cache_dir() / f["weights_in_cache"] / "learned"
+        manifest = json.loads((folder / "hyperprior-deep" / "manifest.json").read_text())
+        assert manifest["kfold"]["train_image_ids"] == f["train_image_ids"] and manifest["loss"] == "deep"
+        assert (folder / "hyperprior-deep").resolve() == (folder / "hyperprior").resolve()
+
+
 SCAR9 = PipelineConfig(split="expanded_conv_9", codec="scar")
 
 

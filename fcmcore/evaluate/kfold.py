@@ -41,7 +41,7 @@ from .bootstrap import N_RESAMPLES, SEED, resample_weights
 from .datasets import Dataset
 from .kfold_folds import Fold, held_out_view, plan_folds, training_view
 from .kfold_train import (FITTED_WRAPPERS, Log, Trainable, _learned_dir, _stderr, _wrapper_file, fold_dir, fold_key,
-                          train_fold, trainable_of)
+                          learned_view, train_fold, trainable_of)
 from .summaries import label_of, summarise
 from .sweep import CurveSpec, evaluate
 from .sweep_worker import RunSpec, record_detections
@@ -97,7 +97,7 @@ def _fold_runner(dataset, curve, name, part, fold, info, cache, workers, schedul
     def run() -> dict[str, Any]:
         keep: dict[str, Any] = {}
         spec = CurveSpec(config, curve.qualities, curve.target_bpp, name)
-        ctx = _learned_dir(d / "learned", config.codec) if part.kind == "codec" else contextlib.nullcontext()
+        ctx = _learned_dir(learned_view(d, part), config.codec) if part.kind == "codec" else contextlib.nullcontext()
         with ctx:
             doc = evaluate(held, [spec], cache=cache, workers=workers, scheduler=scheduler, progress=progress,
                            keep_runs=keep)

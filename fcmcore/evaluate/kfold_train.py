@@ -45,6 +45,13 @@ class Trainable:
     recipe: dict[str, Any]  # training arguments (budget overrides applied)
     source: str  # where the recipe was read (portable path)
     init: "Trainable | None" = None  # trained first on the same fold; this part warm-starts from it (scar from context)
+    # the codec's weights folder under learned/ when it is not its arch (hyperprior-deep is a
+    # hyperprior); not in the fold key: the weights are the recipe's, whatever the folder
+    folder: str = ""
+
+    @property
+    def weights_name(self) -> str:
+        return self.folder or self.name
 
 
 def _wrapper_recipe(config, overrides: dict[str, Any]) -> Trainable:
@@ -91,7 +98,8 @@ def _codec_recipe(config, codec, overrides: dict[str, Any]) -> Trainable:
             recipe[f] = int(overrides[f])
     init = manifest.get("init") or (manifest.get("config") or {}).get("init")
     base = _init_trainable(config, codec, str(init)) if init else None
-    return Trainable("codec", codec.arch, recipe, portable(codec.weights_dir), base)
+    return Trainable("codec", codec.arch, recipe, portable(codec.weights_dir), base,
+                     folder=codec.weights_dir.name if codec.weights_dir.name != codec.arch else "")
 
 
 def _init_trainable(config, codec, init: str) -> Trainable:
@@ -232,6 +240,20 @@ def train_fold(dataset: Dataset, part: Trainable, config, fold: Fold, log: Log =
         raise
     log(f"fold {fold.index + 1}/{fold.k}: trained in {info['cpu_s']:.0f} CPU s")
     return dict(json.loads(marker.read_text()), cached=False, dir=str(final))
+
+
+def learned_view(fold_root: Path, part: Trainable) -> Path:
+    """The fold's ``learned/`` folder, with the codec's own weights folder in it: the trainer
+    writes ``learned/<arch>``; a codec whose folder has another name (hyperprior-deep) gets a
+    relative link to it there, so that it finds its fold's weights and not the bundled ones."""
+    root = fold_root / "learned"
+    alias = root / part.weights_name
+    if not alias.exists():
+        tmp = root / f".{part.weights_name}.link-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(part.name, target_is_directory=True)
+        tmp.replace(alias)  # atomic: two sweeps of one fold do not race
+    return root
 
 
 @contextlib.contextmanager
