@@ -291,6 +291,7 @@ def test_learned_codec_kfold_tiny_budget(tiny_dataset, cache_env):
     assert os.environ.get("FCM_LEARNED_DIR") == env_before  # the fold folders were used inside the sweep only
 
 
+@pytest.mark.slow
 def test_codec_named_apart_from_its_arch_is_scored_with_its_fold_weights(tiny_dataset, cache_env):
     """hyperprior-deep is a hyperprior with its own weights folder: per fold it is retrained
     with its own recipe (loss deep) and scored with that fold's weights (the run once failed:
