@@ -21,6 +21,10 @@ Options (measured in assets/learned/README.md, "direct coding"):
   against the teacher's split features, weighted by ``lambda * lambda_scale`` (default
   ``losses.LAMBDA_SCALE``). Unset, D is the distillation's own (at ``distill_layer`` or the
   split), as before the option.
+
+Long because: one trainer for three student kinds, joint training and the codec's loss choice
+(config and its checks, distillation, per-lambda fine-tuning with checkpoints, publishing and
+the manifest); the students live in ``direct_student``, the losses in ``losses``.
 """
 
 from __future__ import annotations
