@@ -227,7 +227,8 @@ class LearnedCodecBase(Codec, FeatureCoder):
 
     def _encoded(self, q: int, shape, tensor: str, out: dict[str, Any]) -> Encoded:
         """A coder's output (``compress``) as this codec's stream; its bit estimate is the
-        eval-mode likelihoods the coder summed over the very symbols it wrote (no second pass)."""
+        eval-mode likelihoods the coder summed over the very symbols it wrote (no second pass).
+        The reconstruction is made only when read: the pipeline never reads it on the encoder side."""
         data, header_bytes = pack_stream(CODEC_IDS[self.arch], q, self._fingerprints[q], tuple(shape), out["strings"])
         net, y_hat, (h, w) = self._net(q), out["y_hat"], tuple(shape)[-2:]
 
@@ -235,8 +236,8 @@ class LearnedCodecBase(Codec, FeatureCoder):
             with self._lock, torch.inference_mode():
                 return net.reconstruct(y_hat, h, w)
 
-        features = {tensor: out["x_hat"]} if "x_hat" in out else LazyFeatures(tensor, synthesize)
-        return learned_encoded(data, header_bytes, q, float(out["bits_estimated"]), features, y_hat)
+        return learned_encoded(data, header_bytes, q, float(out["bits_estimated"]),
+                               LazyFeatures(tensor, synthesize), y_hat)
 
     def _check_stream_shape(self, c: int, h: int, w: int) -> None:
         """BitstreamError unless a stream of shape (c, h, w) fits the trained networks."""
