@@ -338,6 +338,28 @@ def test_committed_weights(arch, ssd_input):
         codec.encode(model.head(x, "expanded_conv_12"), 1)
 
 
+@pytest.mark.parametrize("name,base", [("hyperprior-deep", "hyperprior"), ("context-deep", "context")])
+def test_committed_deep_loss_variants_are_their_own_codecs(name, base, ssd_input):
+    """A deep-loss variant shares its base's network and stream format, not its weights: it
+    decodes its own streams exactly, says how it was trained, and the base refuses its streams
+    (fingerprint) instead of decoding them with the wrong networks."""
+    from fcmcore.codecs import get_codec
+
+    model, x = ssd_input
+    codec, other = get_codec(name), get_codec(base)
+    assert codec.available() == (True, "") and codec.arch == other.arch == base
+    m = codec.manifest
+    assert (m["loss"], m["deep_layer"], m["split"]) == ("deep", "expanded_conv_12", "expanded_conv_9")
+    assert codec.to_json()["loss"] == "deep" and other.to_json()["loss"] in (None, "feature")
+    feats = model.head(x, "expanded_conv_9")
+    enc = codec.encode(feats, 4)
+    dec = codec.decode(enc.bitstream)
+    assert torch.equal(dec.features["expanded_conv_9"], enc.extra["features_hat"]["expanded_conv_9"])
+    assert enc.bitstream != other.encode(feats, 4).bitstream
+    with pytest.raises(BitstreamError, match="fingerprint"):
+        other.decode(enc.bitstream)
+
+
 def test_committed_direct(ssd_input):
     from fcmcore.learned.direct import DirectCodec
 

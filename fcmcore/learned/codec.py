@@ -338,4 +338,14 @@ class HyperpriorDeepCodec(HyperpriorCodec):
                    "expanded_conv_12 through the frozen detector)")
 
 
+@CODECS.register("context-deep")
+class ContextDeepCodec(ContextCodec):
+    # why: the same network and bitstream as context, trained like hyperprior-deep (MSE after the
+    # frozen detector at expanded_conv_12): the best model-split curve measured (assets/learned/README.md)
+    name = "context-deep"
+    weights_folder = "context-deep"
+    description = ("learned feature codec: context (channel groups + checkerboard) trained with --loss deep "
+                   "(MSE at expanded_conv_12 through the frozen detector)")
+
+
 FEATURE_CODECS = (FactorizedCodec, HyperpriorCodec, ContextCodec, ScarCodec)
