@@ -334,6 +334,17 @@ def test_scar_recipe_warm_starts_from_the_folds_own_context(tiny_dataset):
     assert fold_key(ds, part, SCAR9, fold) != without_init
 
 
+def test_scar_deep_recipe_warm_starts_from_the_folds_own_context_deep():
+    """scar-deep warm-starts from context-deep, whose arch is context: per fold the init is
+    context-deep's recipe (deep loss), found by its weights folder, not plain context's."""
+    part = trainable_of(PipelineConfig(split="expanded_conv_9", codec="scar-deep"))
+    deep = trainable_of(PipelineConfig(split="expanded_conv_9", codec="context-deep"))
+    plain = trainable_of(PipelineConfig(split="expanded_conv_9", codec="context"))
+    assert (part.name, part.weights_name, part.recipe["loss"]) == ("scar", "scar-deep", "deep")
+    assert part.init is not None and part.init.name == "context" and part.init.weights_name == "context-deep"
+    assert part.init.recipe == deep.recipe != plain.recipe and part.init.recipe["loss"] == "deep"
+
+
 def test_init_that_is_not_a_bundled_codec_is_refused(tmp_path):
     from fcmcore.codecs import get_codec
     from fcmcore.evaluate.kfold_train import _init_trainable

@@ -338,7 +338,7 @@ def test_committed_weights(arch, ssd_input):
         codec.encode(model.head(x, "expanded_conv_12"), 1)
 
 
-@pytest.mark.parametrize("name,base", [("hyperprior-deep", "hyperprior"), ("context-deep", "context")])
+@pytest.mark.parametrize("name,base", [("hyperprior-deep", "hyperprior"), ("context-deep", "context"), ("scar-deep", "scar")])
 def test_committed_deep_loss_variants_are_their_own_codecs(name, base, ssd_input):
     """A deep-loss variant shares its base's network and stream format, not its weights: it
     decodes its own streams exactly, says how it was trained, and the base refuses its streams

@@ -107,21 +107,22 @@ def _init_trainable(config, codec, init: str) -> Trainable:
     folder, retrained per fold with its own recipe. Warm-starting a fold from the bundled weights
     would leak (they were trained on images the fold holds out); dropping the init would not be
     the recipe."""
-    from ..codecs import get_codec  # why: the registry, as in trainable_of
+    from ..codecs import list_codecs  # why: the registry, as in trainable_of
     from ..learned.codec import LearnedFeatureCodec  # why: torch, only when --folds is used
 
     folder = Path(os.path.expandvars(init))
     folder = folder if folder.is_absolute() else REPO_DIR / folder
     try:
-        arch = json.loads((folder / "manifest.json").read_text())["arch"]
-        base = get_codec(arch)
+        json.loads((folder / "manifest.json").read_text())["arch"]
     except (OSError, ValueError, KeyError) as e:
         raise ParameterError(f"--folds: the {codec.name} recipe warm-starts from {init}, which has no readable "
                              f"learned-codec manifest ({type(e).__name__}); k-fold cannot retrain it per fold") from None
-    if not isinstance(base, LearnedFeatureCodec) or base.weights_dir.resolve() != folder.resolve():
+    # by weights folder, not by arch: scar-deep warm-starts from context-deep, whose arch is context
+    bases = [c for c in list_codecs() if isinstance(c, LearnedFeatureCodec) and c.weights_dir.resolve() == folder.resolve()]
+    if not bases:
         raise ParameterError(f"--folds: the {codec.name} recipe warm-starts from {init}, which is not a bundled "
                              "learned codec; k-fold can only retrain a bundled one per fold")
-    return _codec_recipe(config, base, {})
+    return _codec_recipe(config, bases[0], {})
 
 
 def trainable_of(config, overrides: dict[str, Any] | None = None) -> Trainable:

@@ -17,6 +17,6 @@ codecs, as unavailable with a reason.
 
 from __future__ import annotations
 
-CODEC_NAMES = ("factorized", "hyperprior", "context", "scar", "hyperprior-deep", "context-deep", "direct")  # registered by .codec and .direct
+CODEC_NAMES = ("factorized", "hyperprior", "context", "scar", "hyperprior-deep", "context-deep", "scar-deep", "direct")  # registered by .codec and .direct
 
 __all__ = ["CODEC_NAMES"]

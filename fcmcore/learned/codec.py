@@ -348,4 +348,14 @@ class ContextDeepCodec(ContextCodec):
                    "(MSE at expanded_conv_12 through the frozen detector)")
 
 
+@CODECS.register("scar-deep")
+class ScarDeepCodec(ScarCodec):
+    # why: the same network and bitstream as scar, warm-started from context-deep and trained with
+    # the same deep loss (MSE after the frozen detector at expanded_conv_12)
+    name = "scar-deep"
+    weights_folder = "scar-deep"
+    description = ("learned feature codec: scar (transformer SC-AR context) trained with --loss deep "
+                   "(MSE at expanded_conv_12 through the frozen detector), warm-started from context-deep")
+
+
 FEATURE_CODECS = (FactorizedCodec, HyperpriorCodec, ContextCodec, ScarCodec)
