@@ -107,18 +107,20 @@ def _init_trainable(config, codec, init: str) -> Trainable:
     folder, retrained per fold with its own recipe. Warm-starting a fold from the bundled weights
     would leak (they were trained on images the fold holds out); dropping the init would not be
     the recipe."""
-    from ..codecs import list_codecs  # why: the registry, as in trainable_of
+    from ..codecs import get_codec  # why: the registry, as in trainable_of
+    from ..learned import CODEC_NAMES
     from ..learned.codec import LearnedFeatureCodec  # why: torch, only when --folds is used
 
     folder = Path(os.path.expandvars(init))
     folder = folder if folder.is_absolute() else REPO_DIR / folder
     try:
-        json.loads((folder / "manifest.json").read_text())["arch"]
+        json.loads((folder / "manifest.json").read_text())["arch"]  # a learned codec's manifest
     except (OSError, ValueError, KeyError) as e:
         raise ParameterError(f"--folds: the {codec.name} recipe warm-starts from {init}, which has no readable "
                              f"learned-codec manifest ({type(e).__name__}); k-fold cannot retrain it per fold") from None
     # by weights folder, not by arch: scar-deep warm-starts from context-deep, whose arch is context
-    bases = [c for c in list_codecs() if isinstance(c, LearnedFeatureCodec) and c.weights_dir.resolve() == folder.resolve()]
+    bases = [c for c in map(get_codec, CODEC_NAMES)
+             if isinstance(c, LearnedFeatureCodec) and c.weights_dir.resolve() == folder.resolve()]
     if not bases:
         raise ParameterError(f"--folds: the {codec.name} recipe warm-starts from {init}, which is not a bundled "
                              "learned codec; k-fold can only retrain a bundled one per fold")
