@@ -108,7 +108,7 @@ def _init_trainable(config, codec, init: str) -> Trainable:
     would leak (they were trained on images the fold holds out); dropping the init would not be
     the recipe."""
     from ..codecs import get_codec  # why: the registry, as in trainable_of
-    from ..learned import CODEC_NAMES
+    from ..learned import CODEC_NAMES  # why: the learned codecs, the only ones a recipe warm-starts from
     from ..learned.codec import LearnedFeatureCodec  # why: torch, only when --folds is used
 
     folder = Path(os.path.expandvars(init))
